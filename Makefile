@@ -1,0 +1,36 @@
+# Two commands a user needs: `make run` (the main job on the sample set) and `make test`.
+# Both create .venv and install everything on a machine with only Python 3.11 and pip.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/facesearch models
+	@echo
+	$(BIN)/facesearch detect samples/group/wider_group.jpg --draw samples/out/wider_group_faces.png
+	@echo
+	$(BIN)/facesearch verify samples/lfw/Colin_Powell_0001.jpg samples/lfw/Colin_Powell_0002.jpg
+	@echo
+	$(BIN)/facesearch verify samples/lfw/Colin_Powell_0001.jpg samples/lfw/George_W_Bush_0001.jpg
+	@echo
+	$(BIN)/facesearch verify samples/group/wider_group.jpg samples/lfw/Serena_Williams_0001.jpg
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) samples/out .pytest_cache

@@ -1,0 +1,65 @@
+"""Typed errors shared by every stage.
+
+Every failure a user can cause (a bad file, a tampered model) is a subclass of
+:class:`FacesearchError` carrying the offending path and a plain-words reason, so
+the CLI and the API can report it without a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FacesearchError(Exception):
+    """Base class of every error facesearch raises on purpose."""
+
+
+class ImageError(FacesearchError):
+    """An image could not be turned into pixels."""
+
+    def __init__(self, source: str | Path, reason: str) -> None:
+        self.source = str(source)
+        self.reason = reason
+        super().__init__(f"{self.source}: {reason}")
+
+
+class ImageNotFoundError(ImageError):
+    """The path does not exist or is not a regular file."""
+
+
+class NotAnImageError(ImageError):
+    """The file is readable but is not an image format we decode."""
+
+
+class CorruptImageError(ImageError):
+    """The file claims to be an image but its data is truncated or damaged."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image exceeds the pixel limit (decompression-bomb guard)."""
+
+
+class ModelError(FacesearchError):
+    """A model pack is missing, incomplete or unusable."""
+
+
+class ChecksumMismatchError(ModelError):
+    """A model file's SHA-256 differs from the one pinned in its manifest."""
+
+    def __init__(self, path: str | Path, expected: str, actual: str) -> None:
+        self.path = str(path)
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{self.path}: SHA-256 mismatch, refusing to load "
+            f"(manifest pins {expected}, file has {actual})"
+        )
+
+
+class NoFaceError(FacesearchError):
+    """An operation needed a face and the image has none (or not the one asked for)."""
+
+    def __init__(self, source: str | Path, reason: str = "no face found") -> None:
+        self.source = str(source)
+        self.reason = reason
+        super().__init__(f"{self.source}: {reason}")

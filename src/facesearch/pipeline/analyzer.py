@@ -1,0 +1,152 @@
+"""FaceAnalyzer: image in, faces out (box, landmarks, quality, embedding).
+
+Models are opened once per process and reused; ``analyze_batch`` detects across images
+in batches and embeds all their faces in batches, which is where a CPU gains most on
+photos with many faces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from facesearch.errors import NoFaceError
+from facesearch.models import ModelPack, load_pack, open_session
+from facesearch.pipeline.align import align_face
+from facesearch.pipeline.detect import Detections, DetectorConfig, ScrfdDetector
+from facesearch.pipeline.embed import ArcFaceEmbedder
+from facesearch.pipeline.imageio import ImageSource, load_image
+from facesearch.pipeline.quality import FaceQuality, assess_quality
+
+
+@dataclass
+class Face:
+    """One face found in an image, in that image's (upright) pixel coordinates."""
+
+    index: int  # rank in the image, by detector score
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    landmarks: np.ndarray  # (5, 2)
+    det_score: float
+    quality: FaceQuality
+    embedding: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    def similarity(self, other: Face) -> float:
+        if self.embedding is None or other.embedding is None:
+            raise ValueError("both faces need embeddings")
+        return float(np.dot(self.embedding, other.embedding))
+
+    def to_dict(self, with_embedding: bool = False) -> dict:
+        out = {
+            "index": self.index,
+            "box": [round(float(v), 1) for v in self.box],
+            "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks],
+            "det_score": round(self.det_score, 4),
+            "quality": self.quality.to_dict(),
+        }
+        if with_embedding and self.embedding is not None:
+            out["embedding"] = [float(v) for v in self.embedding]
+        return out
+
+
+@dataclass(frozen=True)
+class AnalyzerConfig:
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    flip_augment: bool = False
+    embed_batch_size: int = 32
+    threads: int | None = None
+    providers: tuple[str, ...] | None = None
+
+
+class FaceAnalyzer:
+    """Detect, align, assess and embed every face of an image."""
+
+    def __init__(self, pack: ModelPack | str | None = None, config: AnalyzerConfig | None = None,
+                 **overrides) -> None:
+        self.config = replace(config or AnalyzerConfig(), **overrides)
+        self.pack = pack if isinstance(pack, ModelPack) else load_pack(pack, verify=False)
+        providers = list(self.config.providers) if self.config.providers else None
+
+        def session(model_file):
+            return open_session(model_file.path, verify_sha256=model_file.sha256,
+                                providers=providers, threads=self.config.threads)
+
+        det, rec = self.pack.detector, self.pack.recognizer
+        self.detector = ScrfdDetector(session(det), det.mean, det.std, self.config.detector)
+        self.embedder = ArcFaceEmbedder(session(rec), rec.mean, rec.std,
+                                        self.config.embed_batch_size, self.config.flip_augment)
+
+    # -- whole pipeline -----------------------------------------------------------------
+
+    def analyze(self, image: ImageSource, *, embed: bool = True) -> list[Face]:
+        return self.analyze_batch([image], embed=embed)[0]
+
+    def analyze_batch(self, images: list[ImageSource], *, embed: bool = True) -> list[list[Face]]:
+        pixels = [load_image(img) for img in images]
+        detections = self.detector.detect_batch(pixels)
+        return self.faces_from_detections(pixels, detections, embed=embed)
+
+    def faces_from_detections(self, pixels: list[np.ndarray], detections: list[Detections],
+                              *, embed: bool = True) -> list[list[Face]]:
+        """Align, assess and (batched across all images) embed detected faces."""
+        results: list[list[Face]] = []
+        crops: list[np.ndarray] = []
+        for image, dets in zip(pixels, detections):
+            faces = []
+            for i in range(len(dets)):
+                crop = align_face(image, dets.landmarks[i])
+                quality = assess_quality(float(dets.scores[i]), dets.boxes[i], dets.landmarks[i], crop)
+                faces.append(Face(i, tuple(float(v) for v in dets.boxes[i]), dets.landmarks[i].copy(),
+                                  float(dets.scores[i]), quality))
+                crops.append(crop)
+            results.append(faces)
+        if embed and crops:
+            embeddings = self.embedder.embed(np.stack(crops))
+            flat = (face for faces in results for face in faces)
+            for face, vector in zip(flat, embeddings):
+                face.embedding = vector
+        return results
+
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        return self.embedder.embed(crops)
+
+
+def primary_face(faces: list[Face], image_shape: tuple[int, ...]) -> Face | None:
+    """The face a photo is 'of': largest and most central (InsightFace's rule)."""
+    if not faces:
+        return None
+    height, width = image_shape[:2]
+    centre = np.array([width / 2, height / 2])
+
+    def weight(face: Face) -> float:
+        box = np.asarray(face.box)
+        offset = (box[:2] + box[2:]) / 2 - centre
+        return face.width * face.height - 2.0 * float(np.sum(offset**2))
+
+    return max(faces, key=weight)
+
+
+def choose_face(faces: list[Face], image_shape: tuple[int, ...], source: str,
+                face_index: int | None = None) -> tuple[Face, str]:
+    """Pick the face asked for (``--face N``) or the primary one; say which rule chose it."""
+    if not faces:
+        raise NoFaceError(source)
+    if face_index is not None:
+        if not 0 <= face_index < len(faces):
+            raise NoFaceError(source, f"face {face_index} requested but the image has "
+                                      f"{len(faces)} face(s) (0..{len(faces) - 1})")
+        return faces[face_index], f"face {face_index} as requested"
+    face = primary_face(faces, image_shape)
+    assert face is not None
+    if len(faces) == 1:
+        return face, "the only face"
+    return face, (f"face {face.index} of {len(faces)}: largest and most central "
+                  "(use --face N for another)")
