@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     pin.add_argument("--licence", default=None, help="licence text to record with the pack")
     pin.set_defaults(handler=commands.models_pin)
 
+    _add_engine_commands(sub)
+
     p = sub.add_parser("eval", help="accuracy protocols over real datasets")
     eval_sub = p.add_subparsers(metavar="PROTOCOL")
     lfw = eval_sub.add_parser("lfw", help="LFW view 2 verification (10 folds of pairs.txt)")
@@ -73,6 +75,68 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write a score calibration from all cross-identity pairs")
     lfw.set_defaults(handler=commands.eval_lfw)
     return parser
+
+
+def _home_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--home", default=None, help="facesearch home (default: $FACESEARCH_HOME or ~/.facesearch)")
+    p.add_argument("--backend", choices=["faiss", "milvus"], default=None,
+                   help="vector index backend, fixed when the home is created (default: faiss)")
+    p.add_argument("--db", default=None, help="catalog database URL, e.g. postgresql+psycopg://... "
+                   "(default: SQLite in the home)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _add_engine_commands(sub) -> None:
+    from facesearch.cli import engine_commands as ec
+
+    p = sub.add_parser("collections", help="list collections, or create one with its legal basis")
+    _home_args(p)
+    p.add_argument("--create", metavar="NAME", default=None)
+    p.add_argument("--legal-basis", default=None, help="why you may process these photos (consent, warrant...)")
+    p.add_argument("--retention-days", type=int, default=None)
+    p.add_argument("--no-thumbnails", action="store_true", help="keep embeddings only (data minimisation)")
+    p.set_defaults(handler=ec.collections)
+
+    p = sub.add_parser("index", help="ingest photos (files or folders, recursively) into a collection")
+    _home_args(p)
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--collection", required=True)
+    p.add_argument("--workers", type=int, default=2, help="decoding threads")
+    p.add_argument("--min-face", type=float, default=16.0, help="do not index faces smaller than this (px)")
+    p.add_argument("--no-wait", action="store_true", help="refuse instead of waiting if another writer runs")
+    p.set_defaults(handler=ec.index)
+
+    p = sub.add_parser("search", help="where else does the person in this photo appear?")
+    _home_args(p)
+    p.add_argument("probe")
+    p.add_argument("--collection", action="append", default=[], help="search only these (repeatable)")
+    p.add_argument("--top-k", type=int, default=20)
+    p.add_argument("--face", type=int, default=None, help="use face N of the probe photo")
+    p.add_argument("--threshold", type=float, default=None, help="override the calibrated search threshold")
+    p.set_defaults(handler=ec.search)
+
+    p = sub.add_parser("similar", help="faces similar to an indexed face")
+    _home_args(p)
+    p.add_argument("face_id", type=int)
+    p.add_argument("--collection", action="append", default=[])
+    p.add_argument("--top-k", type=int, default=20)
+    p.set_defaults(handler=ec.similar)
+
+    p = sub.add_parser("erase", help="remove faces for real: vectors, catalog rows and thumbnails")
+    _home_args(p)
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--face", type=int, nargs="+", metavar="ID")
+    target.add_argument("--image", type=int, nargs="+", metavar="ID")
+    target.add_argument("--collection", metavar="NAME")
+    target.add_argument("--like", metavar="PROBE", help="every face similar to this photo's face")
+    p.add_argument("--min-score", type=float, default=None, help="with --like: lowest similarity erased")
+    p.add_argument("--probe-face", type=int, default=None, help="with --like: use face N of the probe")
+    p.set_defaults(handler=ec.erase)
+
+    p = sub.add_parser("doctor", help="check that index, catalog and thumbnails agree; repair from the catalog")
+    _home_args(p)
+    p.add_argument("--check-only", action="store_true")
+    p.set_defaults(handler=ec.doctor)
 
 
 if __name__ == "__main__":

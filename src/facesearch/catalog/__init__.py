@@ -1,0 +1,20 @@
+"""The catalog: collections, images, faces (with their embeddings) and the ingest journal,
+in SQLite (default) or PostgreSQL through SQLAlchemy 2, schema managed by Alembic.
+
+Public surface: :class:`Catalog`, :class:`NewFace`, :class:`FaceInfo`, :class:`CollectionInfo`,
+:class:`CatalogError`, :func:`sqlite_url`.
+"""
+
+from facesearch.catalog.store import (
+    Catalog,
+    CatalogError,
+    CollectionInfo,
+    FaceInfo,
+    NewFace,
+    RemovedFaces,
+    sqlite_url,
+)
+from facesearch.catalog.thumbnails import ThumbnailStore
+
+__all__ = ["Catalog", "CatalogError", "CollectionInfo", "FaceInfo", "NewFace", "RemovedFaces", "ThumbnailStore",
+           "sqlite_url"]

@@ -1,0 +1,10 @@
+"""Alembic environment: run against the connection facesearch hands over in ``config.attributes``."""
+
+from alembic import context
+
+from facesearch.catalog.schema import Base
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

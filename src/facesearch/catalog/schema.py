@@ -1,0 +1,99 @@
+"""Catalog tables (SQLAlchemy 2 ORM). The catalog is the source of truth: the vector index
+is a cache of the ``faces.embedding`` column and can always be rebuilt from it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Collection(Base):
+    __tablename__ = "collections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    legal_basis: Mapped[str] = mapped_column(Text, default="")
+    retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    keep_thumbnails: Mapped[bool] = mapped_column(Boolean, default=True)
+    pack: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    images: Mapped[list[ImageRecord]] = relationship(back_populates="collection", passive_deletes=True)
+
+
+class ImageRecord(Base):
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("collection_id", "sha256", name="uq_image_content"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(Text)  # path or URI the operator gave us
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    face_count: Mapped[int] = mapped_column(Integer, default=0)
+    ingested_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    collection: Mapped[Collection] = relationship(back_populates="images")
+    faces: Mapped[list[FaceRecord]] = relationship(back_populates="image", passive_deletes=True)
+
+
+class FaceRecord(Base):
+    __tablename__ = "faces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # == vector id in the index
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), index=True)
+    face_index: Mapped[int] = mapped_column(Integer)
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float)
+    y2: Mapped[float] = mapped_column(Float)
+    landmarks: Mapped[str] = mapped_column(Text)  # JSON [[x, y] x 5]
+    det_score: Mapped[float] = mapped_column(Float)
+    quality: Mapped[float] = mapped_column(Float)
+    quality_issues: Mapped[str] = mapped_column(Text, default="")
+    pack: Mapped[str] = mapped_column(String(200))
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32 little-endian
+    thumbnail: Mapped[str | None] = mapped_column(Text, nullable=True)  # relative to home
+
+    image: Mapped[ImageRecord] = relationship(back_populates="faces")
+
+
+class IngestEvent(Base):
+    """The ingest journal: one row per file looked at, so a run can be audited and resumed."""
+
+    __tablename__ = "ingest_journal"
+    __table_args__ = (Index("ix_journal_run", "run_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(20))  # indexed | duplicate | skipped | failed
+    reason: Mapped[str] = mapped_column(Text, default="")
+    faces: Mapped[int] = mapped_column(Integer, default=0)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,0 +1,286 @@
+"""The Catalog: collections, images and faces in a real database, migrated by Alembic.
+
+SQLite (WAL) is the embedded default; a PostgreSQL URL works the same. Writes that belong
+together (an image and all its faces) commit in one transaction, so a crash leaves either
+the whole image or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, delete, event, func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from facesearch.catalog.schema import Collection, FaceRecord, ImageRecord, IngestEvent
+from facesearch.errors import FacesearchError
+
+
+class CatalogError(FacesearchError):
+    """A catalog operation was refused (unknown collection, duplicate name, ...)."""
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    id: int
+    name: str
+    legal_basis: str
+    retention_days: int | None
+    keep_thumbnails: bool
+    pack: str
+    images: int = 0
+    faces: int = 0
+
+
+@dataclass(frozen=True)
+class NewFace:
+    face_index: int
+    box: tuple[float, float, float, float]
+    landmarks: list[list[float]]
+    det_score: float
+    quality: float
+    quality_issues: tuple[str, ...]
+    embedding: np.ndarray
+    thumbnail: str | None
+
+
+@dataclass(frozen=True)
+class FaceInfo:
+    id: int
+    image_id: int
+    collection_id: int
+    collection: str
+    face_index: int
+    box: tuple[float, float, float, float]
+    quality: float
+    quality_issues: tuple[str, ...]
+    image_source: str
+    image_sha256: str
+    thumbnail: str | None
+
+
+@dataclass(frozen=True)
+class RemovedFaces:
+    face_ids: list[int]
+    image_ids: list[int]
+    thumbnails: list[str]
+    collection_ids: list[int]
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+class Catalog:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str) -> Catalog:
+        engine = create_engine(url, future=True)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    # -- collections ------------------------------------------------------------------------
+
+    def create_collection(self, name: str, pack: str, legal_basis: str = "",
+                          retention_days: int | None = None, keep_thumbnails: bool = True) -> CollectionInfo:
+        with self.session() as s:
+            row = Collection(name=name, pack=pack, legal_basis=legal_basis,
+                             retention_days=retention_days, keep_thumbnails=keep_thumbnails)
+            s.add(row)
+            try:
+                s.commit()
+            except IntegrityError as exc:
+                raise CatalogError(f"collection {name!r} already exists") from exc
+            return _collection_info(row)
+
+    def collection(self, name: str) -> CollectionInfo:
+        with self.session() as s:
+            row = s.scalar(select(Collection).where(Collection.name == name))
+            if row is None:
+                known = ", ".join(s.scalars(select(Collection.name))) or "none yet"
+                raise CatalogError(f"no collection named {name!r} (collections: {known})")
+            return self._with_counts(s, row)
+
+    def collections(self) -> list[CollectionInfo]:
+        with self.session() as s:
+            return [self._with_counts(s, row) for row in s.scalars(select(Collection).order_by(Collection.name))]
+
+    def _with_counts(self, s: Session, row: Collection) -> CollectionInfo:
+        images = s.scalar(select(func.count()).select_from(ImageRecord)
+                          .where(ImageRecord.collection_id == row.id)) or 0
+        faces = s.scalar(select(func.count()).select_from(FaceRecord)
+                         .where(FaceRecord.collection_id == row.id)) or 0
+        return _collection_info(row, images, faces)
+
+    # -- ingest ---------------------------------------------------------------------------------
+
+    def known_hashes(self, collection_id: int) -> set[str]:
+        with self.session() as s:
+            return set(s.scalars(select(ImageRecord.sha256).where(ImageRecord.collection_id == collection_id)))
+
+    def add_image(self, collection_id: int, sha256: str, source: str, width: int, height: int,
+                  size_bytes: int, faces: list[NewFace], pack: str) -> list[int]:
+        """Insert an image and its faces atomically; returns the new face ids (= vector ids)."""
+        with self.session() as s:
+            image = ImageRecord(collection_id=collection_id, sha256=sha256, source=source, width=width,
+                                height=height, size_bytes=size_bytes, face_count=len(faces))
+            s.add(image)
+            s.flush()
+            rows = [
+                FaceRecord(
+                    image_id=image.id, collection_id=collection_id, face_index=f.face_index,
+                    x1=f.box[0], y1=f.box[1], x2=f.box[2], y2=f.box[3],
+                    landmarks=json.dumps(f.landmarks), det_score=f.det_score, quality=f.quality,
+                    quality_issues=",".join(f.quality_issues), pack=pack,
+                    embedding=np.asarray(f.embedding, dtype="<f4").tobytes(), thumbnail=f.thumbnail,
+                )
+                for f in faces
+            ]
+            s.add_all(rows)
+            try:
+                s.commit()
+            except IntegrityError as exc:
+                raise CatalogError(f"{source}: already in this collection (same content)") from exc
+            return [row.id for row in rows]
+
+    def journal(self, run_id: str, collection_id: int, source: str, outcome: str, reason: str = "",
+                sha256: str | None = None, faces: int = 0) -> None:
+        with self.session() as s:
+            s.add(IngestEvent(run_id=run_id, collection_id=collection_id, source=source, sha256=sha256,
+                              outcome=outcome, reason=reason, faces=faces))
+            s.commit()
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def face_ids(self, collection_id: int) -> np.ndarray:
+        with self.session() as s:
+            ids = s.scalars(select(FaceRecord.id).where(FaceRecord.collection_id == collection_id))
+            return np.fromiter(ids, dtype=np.int64)
+
+    def iter_embeddings(self, collection_id: int, ids: np.ndarray | None = None,
+                        chunk: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (ids, vectors) in chunks: what the index is rebuilt from."""
+        with self.session() as s:
+            query = select(FaceRecord.id, FaceRecord.embedding).where(FaceRecord.collection_id == collection_id)
+            if ids is not None:
+                query = query.where(FaceRecord.id.in_([int(i) for i in ids]))
+            result = s.execute(query.order_by(FaceRecord.id)).yield_per(chunk)
+            for part in result.partitions(chunk):
+                yield (np.array([r[0] for r in part], dtype=np.int64),
+                       np.stack([np.frombuffer(r[1], dtype="<f4") for r in part]))
+
+    def embeddings_of(self, face_ids: list[int]) -> dict[int, np.ndarray]:
+        with self.session() as s:
+            rows = s.execute(select(FaceRecord.id, FaceRecord.embedding).where(FaceRecord.id.in_(face_ids)))
+            return {r[0]: np.frombuffer(r[1], dtype="<f4").copy() for r in rows}
+
+    def faces(self, face_ids: list[int]) -> dict[int, FaceInfo]:
+        if not face_ids:
+            return {}
+        with self.session() as s:
+            rows = s.execute(
+                select(FaceRecord, ImageRecord.source, ImageRecord.sha256, Collection.name)
+                .join(ImageRecord, FaceRecord.image_id == ImageRecord.id)
+                .join(Collection, FaceRecord.collection_id == Collection.id)
+                .where(FaceRecord.id.in_([int(i) for i in face_ids]))
+            )
+            return {f.id: FaceInfo(f.id, f.image_id, f.collection_id, name, f.face_index,
+                                   (f.x1, f.y1, f.x2, f.y2), f.quality,
+                                   tuple(filter(None, f.quality_issues.split(","))), source, sha, f.thumbnail)
+                    for f, source, sha, name in rows}
+
+    def image_face_ids(self, image_ids: list[int]) -> list[int]:
+        with self.session() as s:
+            return list(s.scalars(select(FaceRecord.id).where(FaceRecord.image_id.in_(image_ids))))
+
+    def thumbnails(self) -> set[str]:
+        with self.session() as s:
+            return set(s.scalars(select(FaceRecord.thumbnail).where(FaceRecord.thumbnail.is_not(None))))
+
+    # -- erasure -----------------------------------------------------------------------------------
+
+    def remove_faces(self, face_ids: list[int]) -> RemovedFaces:
+        """Delete faces; an image left without faces is deleted too (nothing of it remains)."""
+        ids = [int(i) for i in face_ids]
+        with self.session() as s:
+            rows = s.execute(select(FaceRecord.id, FaceRecord.image_id, FaceRecord.thumbnail,
+                                    FaceRecord.collection_id).where(FaceRecord.id.in_(ids))).all()
+            if not rows:
+                return RemovedFaces([], [], [], [])
+            image_ids = sorted({r[1] for r in rows})
+            s.execute(delete(FaceRecord).where(FaceRecord.id.in_(ids)))
+            s.flush()
+            still_used = set(s.scalars(select(FaceRecord.image_id).where(FaceRecord.image_id.in_(image_ids))))
+            emptied = [i for i in image_ids if i not in still_used]
+            s.execute(delete(ImageRecord).where(ImageRecord.id.in_(emptied)))
+            for image_id in set(image_ids) - set(emptied):
+                image = s.get(ImageRecord, image_id)
+                image.face_count = sum(1 for _ in s.scalars(select(FaceRecord.id)
+                                                            .where(FaceRecord.image_id == image_id)))
+            s.commit()
+            return RemovedFaces([r[0] for r in rows], emptied, [r[2] for r in rows if r[2]],
+                                sorted({r[3] for r in rows}))
+
+    def remove_images(self, image_ids: list[int]) -> RemovedFaces:
+        face_ids = self.image_face_ids(image_ids)
+        removed = self.remove_faces(face_ids)
+        with self.session() as s:  # images with zero faces have no face rows to cascade from
+            s.execute(delete(ImageRecord).where(ImageRecord.id.in_([int(i) for i in image_ids])))
+            s.commit()
+        return RemovedFaces(removed.face_ids, sorted(set(removed.image_ids) | set(image_ids)),
+                            removed.thumbnails, removed.collection_ids)
+
+    def remove_collection(self, collection_id: int) -> RemovedFaces:
+        with self.session() as s:
+            face_rows = s.execute(select(FaceRecord.id, FaceRecord.thumbnail)
+                                  .where(FaceRecord.collection_id == collection_id)).all()
+            image_ids = list(s.scalars(select(ImageRecord.id).where(ImageRecord.collection_id == collection_id)))
+            for table in (FaceRecord, ImageRecord, IngestEvent):
+                s.execute(delete(table).where(table.collection_id == collection_id))
+            s.execute(delete(Collection).where(Collection.id == collection_id))
+            s.commit()
+        return RemovedFaces([r[0] for r in face_rows], image_ids, [r[1] for r in face_rows if r[1]],
+                            [collection_id])
+
+
+def _collection_info(row: Collection, images: int = 0, faces: int = 0) -> CollectionInfo:
+    return CollectionInfo(row.id, row.name, row.legal_basis, row.retention_days, row.keep_thumbnails,
+                          row.pack, images, faces)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the database schema to the newest Alembic revision."""
+    config = Config()
+    config.set_main_option("script_location", str(files("facesearch.catalog") / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")

@@ -1,0 +1,151 @@
+"""Handlers of the subcommands that work on a facesearch home (index, search, erase, ...)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from argparse import Namespace
+from dataclasses import asdict
+
+from facesearch.engine import Engine
+from facesearch.search import SearchResult
+
+
+def _engine(args: Namespace) -> Engine:
+    return Engine.open(args.home, backend=getattr(args, "backend", None), database_url=getattr(args, "db", None),
+                       pack=args.pack)
+
+
+def _out(args: Namespace, data) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def collections(args: Namespace) -> int:
+    with _engine(args) as engine:
+        if args.create:
+            info = engine.create_collection(args.create, args.legal_basis or "", args.retention_days,
+                                            not args.no_thumbnails)
+            print(f"created collection {info.name!r} (id {info.id})")
+            return 0
+        rows = engine.collections()
+        if args.json:
+            _out(args, [asdict(c) for c in rows])
+            return 0
+        if not rows:
+            print(f"no collections in {engine.home} yet: `facesearch index PATH --collection NAME` creates one")
+        for c in rows:
+            basis = c.legal_basis or "no legal basis recorded"
+            print(f"{c.name}: {c.images} images, {c.faces} faces, pack {c.pack}, "
+                  f"thumbnails {'kept' if c.keep_thumbnails else 'not kept'}; {basis}")
+    return 0
+
+
+def index(args: Namespace) -> int:
+    with _engine(args) as engine:
+        summary = engine.index(args.paths, args.collection, workers=args.workers, progress=not args.json,
+                               wait=not args.no_wait, on_wait=lambda msg: print(msg, file=sys.stderr),
+                               min_face_px=args.min_face)
+    if args.json:
+        _out(args, asdict(summary) | {"images_per_s": summary.images_per_s, "faces_per_s": summary.faces_per_s})
+        return 0
+    s = summary
+    print(f"collection {s.collection}: {s.files_seen} files in {s.seconds:.1f} s "
+          f"({s.images_per_s:.1f} images/s, {s.faces_per_s:.1f} faces/s)")
+    print(f"  indexed   {s.images_indexed} images, {s.faces_indexed} faces "
+          f"({s.images_without_faces} images without a face)")
+    print(f"  skipped   {s.already_indexed} already indexed, {s.duplicates_in_run} duplicate files, "
+          f"{s.faces_too_small} faces smaller than {args.min_face:g} px, {s.faces_suppressed} suppressed (opt-out)")
+    print(f"  not images {len(s.skipped)}, failed {len(s.failed)}")
+    for path, reason in (s.skipped + s.failed)[:20]:
+        print(f"    {path}: {reason}")
+    if len(s.skipped) + len(s.failed) > 20:
+        print(f"    ... {len(s.skipped) + len(s.failed) - 20} more in the ingest journal (run {s.run_id})")
+    return 0
+
+
+def print_result(result: SearchResult) -> None:
+    if result.probe:
+        p = result.probe
+        print(f"probe {p.source}: {p.rule}; quality {p.quality:.2f}"
+              + (f" ({', '.join(p.quality_issues)})" if p.quality_issues else ""))
+    for warning in result.warnings:
+        print(f"WARNING {warning}")
+    print(f"searched {result.faces_searched:,} faces in {', '.join(result.collections) or 'no collection'}")
+    print(f"{result.threshold_rule}")
+    if not result.confident:
+        print("NO CONFIDENT MATCH: no candidate scores above the threshold. Below-threshold candidates "
+              "follow for completeness; treat them as unrelated unless other evidence says otherwise.")
+    else:
+        print("Candidate leads above the threshold. Each needs human review; a score is not an identification.")
+    for c in result.candidates:
+        mark = "ABOVE" if c.above_threshold else "below"
+        x1, y1, x2, y2 = c.box
+        print(f"  #{c.rank:<3} face {c.face_id:<7} {c.similarity:.4f} {mark}  {c.image_source} "
+              f"[{x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f}]  ({c.collection})")
+        if c.false_match:
+            print(f"        {c.false_match.words}")
+        if c.thumbnail:
+            print(f"        thumbnail {c.thumbnail}")
+
+
+def search(args: Namespace) -> int:
+    with _engine(args) as engine:
+        result = engine.search(args.probe, collections=args.collection or None, top_k=args.top_k,
+                               face_index=args.face, threshold=args.threshold)
+    if args.json:
+        _out(args, result.to_dict())
+    else:
+        print_result(result)
+    return 0
+
+
+def similar(args: Namespace) -> int:
+    with _engine(args) as engine:
+        result = engine.similar(args.face_id, collections=args.collection or None, top_k=args.top_k)
+    if args.json:
+        _out(args, result.to_dict())
+    else:
+        print_result(result)
+    return 0
+
+
+def erase(args: Namespace) -> int:
+    with _engine(args) as engine:
+        if args.face:
+            report = engine.erase_faces(args.face)
+        elif args.image:
+            report = engine.erase_images(args.image)
+        elif args.collection:
+            report = engine.erase_collection(args.collection)
+        else:
+            if args.min_score is None:
+                print("facesearch: error: --like needs --min-score (the lowest similarity to erase)",
+                      file=sys.stderr)
+                return 2
+            report = engine.erase_like(args.like, args.min_score, face_index=args.probe_face)
+    if args.json:
+        _out(args, asdict(report))
+        return 0
+    print(f"erased {len(report.faces)} face(s) {report.faces[:50]}{' ...' if len(report.faces) > 50 else ''}")
+    print(f"  images removed: {len(report.images)} {report.images[:50]}")
+    print(f"  thumbnails deleted: {report.thumbnails_deleted}")
+    if report.collections:
+        print(f"  collections removed: {', '.join(report.collections)}")
+    print("  vectors removed from the index; catalog rows deleted; the next search cannot return them")
+    return 0
+
+
+def doctor(args: Namespace) -> int:
+    with _engine(args) as engine:
+        reports = engine.doctor(repair=not args.check_only)
+    if args.json:
+        _out(args, [asdict(r) | {"consistent": r.consistent} for r in reports])
+        return 0 if all(r.consistent or r.repaired for r in reports) else 1
+    for r in reports:
+        state = "consistent" if r.consistent else ("REPAIRED" if r.repaired else "INCONSISTENT")
+        print(f"{r.collection}: {state}; catalog {r.catalog_faces} faces, index {r.index_faces}; "
+              f"missing from index {r.missing_from_index}, orphans in index {r.orphans_in_index}, "
+              f"orphan thumbnails {r.orphan_thumbnails}, missing thumbnails {r.missing_thumbnails}")
+    if not reports:
+        print("no collections")
+    return 0 if all(r.consistent or r.repaired for r in reports) else 1

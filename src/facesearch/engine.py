@@ -1,0 +1,291 @@
+"""The Engine: one facesearch home opened for use. The CLI and the API are thin shells over it.
+
+It wires the stages together in the one direction data flows (image -> faces ->
+embeddings -> index/catalog -> results) and owns the invariants that span them: an index
+always agrees with the catalog (reconciled on open, repaired by ``doctor``), erasure
+removes vectors, rows and thumbnails together, and only one process writes at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facesearch.catalog import Catalog, CatalogError, CollectionInfo, RemovedFaces, ThumbnailStore, sqlite_url
+from facesearch.home import HomeConfig, WriteLock, load_config, resolve_home
+from facesearch.index import VectorIndex, open_index
+from facesearch.ingest import Ingestor, IngestSummary
+from facesearch.models.calibration import Calibration, load_calibration
+from facesearch.pipeline import Face, FaceAnalyzer, choose_face, load_image
+from facesearch.pipeline.imageio import ImageSource
+from facesearch.search import Candidate, ProbeFace, SearchResult, false_match, search_threshold
+
+
+@dataclass
+class ErasureReport:
+    faces: list[int] = field(default_factory=list)
+    images: list[int] = field(default_factory=list)
+    thumbnails_deleted: int = 0
+    collections: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DoctorReport:
+    collection: str
+    catalog_faces: int
+    index_faces: int
+    missing_from_index: int  # in the catalog, not in the index
+    orphans_in_index: int  # in the index, not in the catalog
+    orphan_thumbnails: int = 0
+    missing_thumbnails: int = 0
+    repaired: bool = False
+
+    @property
+    def consistent(self) -> bool:
+        return not (self.missing_from_index or self.orphans_in_index or self.orphan_thumbnails
+                    or self.missing_thumbnails)
+
+
+class Engine:
+    def __init__(self, home: Path, config: HomeConfig, catalog: Catalog, analyzer_factory=None) -> None:
+        self.home = home
+        self.config = config
+        self.catalog = catalog
+        self.thumbnails = ThumbnailStore(home / "thumbs")
+        self._indexes: dict[int, VectorIndex] = {}
+        self._analyzer: FaceAnalyzer | None = None
+        self._analyzer_factory = analyzer_factory or (lambda: FaceAnalyzer(config.pack))
+        self._calibration: Calibration | None = None
+        self._lock = WriteLock(home)
+
+    @classmethod
+    def open(cls, home: str | os.PathLike | None = None, *, backend: str | None = None,
+             database_url: str | None = None, milvus_uri: str | None = None, pack: str | None = None) -> Engine:
+        root = resolve_home(home)
+        config = load_config(root, {"backend": backend, "database_url": database_url,
+                                    "milvus_uri": milvus_uri, "pack": pack})
+        catalog = Catalog.open(config.database_url or sqlite_url(root / "catalog.db"))
+        return cls(root, config, catalog)
+
+    def close(self) -> None:
+        self.catalog.close()
+        self._lock.release()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- parts, opened lazily -------------------------------------------------------------------
+
+    @property
+    def analyzer(self) -> FaceAnalyzer:
+        if self._analyzer is None:
+            self._analyzer = self._analyzer_factory()
+        return self._analyzer
+
+    @property
+    def calibration(self) -> Calibration | None:
+        if self._calibration is None:
+            self._calibration = load_calibration(self.config.pack)
+        return self._calibration
+
+    def _raw_index(self, collection: CollectionInfo) -> VectorIndex:
+        if collection.id not in self._indexes:
+            self._indexes[collection.id] = open_index(
+                self.config.backend, directory=self.home / "index", collection_id=collection.id,
+                milvus_uri=self.config.milvus_uri)
+        return self._indexes[collection.id]
+
+    def index_of(self, collection: CollectionInfo) -> VectorIndex:
+        """The collection's index, brought in line with the catalog (the source of truth)."""
+        index = self._raw_index(collection)
+        self._reconcile(collection, index)
+        return index
+
+    def _reconcile(self, collection: CollectionInfo, index: VectorIndex) -> tuple[int, int]:
+        catalog_ids = self.catalog.face_ids(collection.id)
+        index_ids = index.ids()
+        missing = np.setdiff1d(catalog_ids, index_ids)
+        orphans = np.setdiff1d(index_ids, catalog_ids)
+        if len(orphans):
+            index.remove(orphans)
+        if len(missing):
+            for ids, vectors in self.catalog.iter_embeddings(collection.id, missing):
+                index.add(ids, vectors)
+        return len(missing), len(orphans)
+
+    # -- collections ----------------------------------------------------------------------------
+
+    def create_collection(self, name: str, legal_basis: str = "", retention_days: int | None = None,
+                          keep_thumbnails: bool = True) -> CollectionInfo:
+        return self.catalog.create_collection(name, self.config.pack, legal_basis, retention_days, keep_thumbnails)
+
+    def collections(self) -> list[CollectionInfo]:
+        return self.catalog.collections()
+
+    def collection(self, name: str) -> CollectionInfo:
+        return self.catalog.collection(name)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def acquire_write(self, wait: bool = True, on_wait: Callable[[str], None] | None = None) -> None:
+        self._lock.acquire(wait=wait, on_wait=on_wait)
+
+    def index(self, paths: Iterable[str | Path], collection: str, *, create: bool = True, workers: int = 2,
+              progress: bool = True, wait: bool = True, on_wait: Callable[[str], None] | None = None,
+              suppress: Callable[[np.ndarray], np.ndarray] | None = None, **options) -> IngestSummary:
+        self.acquire_write(wait, on_wait)
+        try:
+            try:
+                info = self.collection(collection)
+            except CatalogError:
+                if not create:
+                    raise
+                info = self.create_collection(collection)
+            if info.pack != self.config.pack:
+                raise CatalogError(f"collection {collection!r} was built with pack {info.pack!r}; "
+                                   f"this home uses {self.config.pack!r}: embeddings are not comparable")
+            ingestor = Ingestor(self.analyzer, self.catalog, self.index_of(info), self.thumbnails, info,
+                                workers=workers, suppress=suppress, **options)
+            return ingestor.run(paths, progress=progress)
+        finally:
+            self._lock.release()
+
+    # -- searching --------------------------------------------------------------------------------
+
+    def _targets(self, collections: list[str] | None) -> list[CollectionInfo]:
+        if collections:
+            return [self.collection(name) for name in collections]
+        return self.collections()
+
+    def probe_face(self, probe: ImageSource, face_index: int | None = None,
+                   source: str | None = None) -> tuple[Face, ProbeFace]:
+        image = load_image(probe)
+        faces = self.analyzer.analyze(image)
+        label = source or (str(probe) if isinstance(probe, (str, os.PathLike)) else "<probe>")
+        face, rule = choose_face(faces, image.shape, label, face_index)
+        info = ProbeFace(label, len(faces), face.index, rule, face.box, face.quality.score,
+                         face.quality.issues, face.quality.usable)
+        return face, info
+
+    def search(self, probe: ImageSource, *, collections: list[str] | None = None, top_k: int = 20,
+               face_index: int | None = None, threshold: float | None = None,
+               source: str | None = None) -> SearchResult:
+        face, info = self.probe_face(probe, face_index, source)
+        result = self.search_vector(face.embedding, collections=collections, top_k=top_k, threshold=threshold)
+        result.probe = info
+        if not info.usable:
+            result.warnings.append(f"poor probe ({', '.join(info.quality_issues) or 'low quality'}): "
+                                   "scores will be lower and misses more likely")
+        return result
+
+    def search_vector(self, vector: np.ndarray, *, collections: list[str] | None = None, top_k: int = 20,
+                      threshold: float | None = None, exclude: set[int] | None = None) -> SearchResult:
+        targets = self._targets(collections)
+        limit, rule = search_threshold(self.calibration, threshold)
+        pool: list[tuple[float, int]] = []
+        searched = 0
+        fetch = top_k + len(exclude or ())
+        for info in targets:
+            index = self.index_of(info)
+            searched += len(index)
+            for face_id, score in index.search(vector, fetch).row(0):
+                if not exclude or face_id not in exclude:
+                    pool.append((score, face_id))
+        pool.sort(reverse=True)
+        pool = pool[:top_k]
+        rows = self.catalog.faces([face_id for _, face_id in pool])
+        candidates = []
+        for score, face_id in pool:
+            row = rows.get(face_id)
+            if row is None:  # vector without a catalog row: never shown (doctor repairs it)
+                continue
+            candidates.append(Candidate(len(candidates) + 1, face_id, round(score, 5), score >= limit,
+                                        false_match(self.calibration, score, searched), row.collection,
+                                        row.image_id, row.image_source, row.box, row.quality,
+                                        str(self.thumbnails.path(row.thumbnail)) if row.thumbnail else None))
+        return SearchResult(None, [t.name for t in targets], searched, limit, rule, candidates)
+
+    def similar(self, face_id: int, *, collections: list[str] | None = None, top_k: int = 20) -> SearchResult:
+        vectors = self.catalog.embeddings_of([face_id])
+        if face_id not in vectors:
+            raise CatalogError(f"no face with id {face_id}")
+        return self.search_vector(vectors[face_id], collections=collections, top_k=top_k, exclude={face_id})
+
+    # -- erasure ----------------------------------------------------------------------------------
+
+    def _erase(self, remove: Callable[[], RemovedFaces]) -> ErasureReport:
+        self.acquire_write()
+        try:
+            removed = remove()
+            for collection_id in removed.collection_ids:
+                index = self._indexes.get(collection_id)
+                if index is None:
+                    index = open_index(self.config.backend, directory=self.home / "index",
+                                       collection_id=collection_id, milvus_uri=self.config.milvus_uri)
+                index.remove(removed.face_ids)
+                index.save()
+            deleted = self.thumbnails.remove(removed.thumbnails)
+            return ErasureReport(removed.face_ids, removed.image_ids, deleted)
+        finally:
+            self._lock.release()
+
+    def erase_faces(self, face_ids: list[int]) -> ErasureReport:
+        return self._erase(lambda: self.catalog.remove_faces(face_ids))
+
+    def erase_images(self, image_ids: list[int]) -> ErasureReport:
+        return self._erase(lambda: self.catalog.remove_images(image_ids))
+
+    def erase_collection(self, name: str) -> ErasureReport:
+        info = self.collection(name)
+        report = self._erase(lambda: self.catalog.remove_collection(info.id))
+        self._raw_index(info).drop()
+        self._indexes.pop(info.id, None)
+        report.collections = [name]
+        return report
+
+    def erase_like(self, probe: ImageSource, min_score: float, *, collections: list[str] | None = None,
+                   face_index: int | None = None, limit: int = 10_000) -> ErasureReport:
+        """Erase every face scoring at least ``min_score`` against the probe's face."""
+        face, _ = self.probe_face(probe, face_index)
+        result = self.search_vector(face.embedding, collections=collections, top_k=limit, threshold=min_score)
+        ids = [c.face_id for c in result.candidates if c.similarity >= min_score]
+        return self.erase_faces(ids) if ids else ErasureReport()
+
+    # -- maintenance ------------------------------------------------------------------------------
+
+    def doctor(self, repair: bool = True) -> list[DoctorReport]:
+        """Compare every index and the thumbnails with the catalog; repair from the catalog."""
+        if repair:
+            self.acquire_write()
+        try:
+            reports = []
+            referenced = self.catalog.thumbnails()
+            on_disk = self.thumbnails.all_files()
+            for info in self.collections():
+                index = self._raw_index(info)
+                catalog_ids = self.catalog.face_ids(info.id)
+                index_ids = index.ids()
+                prefix = f"c{info.id}/"
+                mine_disk = {p for p in on_disk if p.startswith(prefix)}
+                mine_ref = {p for p in referenced if p.startswith(prefix)}
+                report = DoctorReport(info.name, len(catalog_ids), len(index_ids),
+                                      len(np.setdiff1d(catalog_ids, index_ids)),
+                                      len(np.setdiff1d(index_ids, catalog_ids)),
+                                      len(mine_disk - mine_ref), len(mine_ref - mine_disk))
+                if repair and not report.consistent:
+                    self._reconcile(info, index)
+                    index.save()
+                    self.thumbnails.remove(sorted(mine_disk - mine_ref))
+                    report.repaired = True
+                reports.append(report)
+            return reports
+        finally:
+            if repair:
+                self._lock.release()

@@ -1,0 +1,33 @@
+"""Vector indexes behind one small interface (:class:`VectorIndex`), keyed by catalog face id.
+
+- ``faiss`` (embedded default): exact scan while small, 512-bit sign codes with exact
+  re-ranking of a shortlist when large; tombstone deletes; atomic saves.
+- ``milvus``: pymilvus against milvus-lite (a local file) or a Milvus server by URI.
+
+Public surface: :func:`open_index`, :class:`VectorIndex`, :class:`Hits`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from facesearch.index.base import Hits, VectorIndex
+from facesearch.index.faiss_index import FaissIndex
+
+BACKENDS = ("faiss", "milvus")
+
+
+def open_index(backend: str, *, directory: Path, collection_id: int, dim: int = 512,
+               milvus_uri: str | None = None, **options) -> VectorIndex:
+    """The index of one facesearch collection, for the given backend."""
+    if backend == "faiss":
+        return FaissIndex(Path(directory) / "faiss" / f"c{collection_id}", dim, **options)
+    if backend == "milvus":
+        from facesearch.index.milvus_index import MilvusIndex
+
+        uri = milvus_uri or str(Path(directory) / "milvus.db")
+        return MilvusIndex(uri, f"facesearch_c{collection_id}", dim, **options)
+    raise ValueError(f"unknown index backend {backend!r} (choose from {', '.join(BACKENDS)})")
+
+
+__all__ = ["BACKENDS", "FaissIndex", "Hits", "VectorIndex", "open_index"]

@@ -1,0 +1,196 @@
+"""Ingest: files on disk -> faces in the catalog and the index, resumable and crash-safe.
+
+Per file: read, hash (SHA-256 of the bytes), skip if the collection already holds that
+content, decode (in a thread pool: Pillow releases the GIL), detect in batches, embed all
+faces of a batch together, write thumbnails, then commit the image and its faces in one
+transaction and add the vectors to the index. The index is saved every
+``save_every_s`` and at the end; after a crash the catalog is the truth and the index is
+reconciled from it, so a rerun resumes where the last committed image left off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from facesearch.catalog import Catalog, CollectionInfo, NewFace, ThumbnailStore
+from facesearch.errors import ImageError, NotAnImageError
+from facesearch.index import VectorIndex
+from facesearch.pipeline import Face, FaceAnalyzer, load_image
+
+
+@dataclass
+class IngestSummary:
+    run_id: str
+    collection: str
+    files_seen: int = 0
+    images_indexed: int = 0
+    faces_indexed: int = 0
+    images_without_faces: int = 0
+    faces_too_small: int = 0
+    faces_suppressed: int = 0
+    already_indexed: int = 0
+    duplicates_in_run: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): not images
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): broken images
+    seconds: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images_indexed / self.seconds if self.seconds else 0.0
+
+    @property
+    def faces_per_s(self) -> float:
+        return self.faces_indexed / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class _Loaded:
+    path: Path
+    sha256: str | None = None
+    size: int = 0
+    pixels: np.ndarray | None = None
+    error: ImageError | None = None
+
+
+def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Every regular file under the given files/folders, recursively, in a stable order."""
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file() and not any(part.startswith(".") for part in child.relative_to(path).parts):
+                    yield child
+        else:
+            yield path  # a missing path is reported by the loader, not silently dropped
+
+
+def _load(path: Path) -> _Loaded:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return _Loaded(path, error=ImageError(path, "no such file"))
+    except OSError as exc:
+        return _Loaded(path, error=ImageError(path, f"cannot read: {exc.strerror or exc}"))
+    loaded = _Loaded(path, hashlib.sha256(data).hexdigest(), len(data))
+    try:
+        loaded.pixels = load_image(data)
+    except ImageError as exc:
+        loaded.error = type(exc)(path, exc.reason)
+    return loaded
+
+
+class Ingestor:
+    def __init__(self, analyzer: FaceAnalyzer, catalog: Catalog, index: VectorIndex,
+                 thumbnails: ThumbnailStore, collection: CollectionInfo, *, workers: int = 2,
+                 batch_images: int = 8, min_face_px: float = 16.0, save_every_s: float = 30.0,
+                 suppress: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        self.analyzer = analyzer
+        self.catalog = catalog
+        self.index = index
+        self.thumbnails = thumbnails
+        self.collection = collection
+        self.workers = max(1, workers)
+        self.batch_images = batch_images
+        self.min_face_px = min_face_px
+        self.save_every_s = save_every_s
+        # Given embeddings, returns a mask of faces that must not be indexed (opt-outs).
+        self.suppress = suppress
+
+    def run(self, paths: Iterable[str | Path], progress: bool = True) -> IngestSummary:
+        summary = IngestSummary(uuid.uuid4().hex[:12], self.collection.name)
+        files = list(iter_files(paths))
+        known = self.catalog.known_hashes(self.collection.id)
+        seen_in_run: set[str] = set()
+        start = last_save = time.monotonic()
+        bar = tqdm(total=len(files), unit="img", desc=f"indexing into {self.collection.name}",
+                   disable=not progress, dynamic_ncols=True)
+        with ThreadPoolExecutor(self.workers) as pool:
+            loaded_iter = pool.map(_load, files)
+            batch: list[_Loaded] = []
+            for loaded in loaded_iter:
+                summary.files_seen += 1
+                if self._triage(loaded, known, seen_in_run, summary):
+                    batch.append(loaded)
+                else:
+                    bar.update(1)
+                if len(batch) >= self.batch_images:
+                    self._process(batch, summary)
+                    bar.update(len(batch))
+                    batch = []
+                    if time.monotonic() - last_save > self.save_every_s:
+                        self.index.save()
+                        last_save = time.monotonic()
+                elapsed = max(time.monotonic() - start, 1e-9)
+                bar.set_postfix_str(f"{summary.images_indexed / elapsed:.1f} img/s, "
+                                    f"{summary.faces_indexed / elapsed:.1f} faces/s", refresh=False)
+            if batch:
+                self._process(batch, summary)
+                bar.update(len(batch))
+        bar.close()
+        self.index.save()
+        summary.seconds = time.monotonic() - start
+        return summary
+
+    def _triage(self, loaded: _Loaded, known: set[str], seen: set[str], summary: IngestSummary) -> bool:
+        """Journal what will not be processed; True when the file goes on to detection."""
+        source = str(loaded.path)
+        if loaded.sha256 is not None and loaded.sha256 in known:
+            summary.already_indexed += 1
+            return False
+        if loaded.sha256 is not None and loaded.sha256 in seen:
+            summary.duplicates_in_run += 1
+            self.catalog.journal(summary.run_id, self.collection.id, source, "duplicate",
+                                 "same content as another file of this run", loaded.sha256)
+            return False
+        if loaded.error is not None:
+            outcome = "skipped" if isinstance(loaded.error, NotAnImageError) else "failed"
+            (summary.skipped if outcome == "skipped" else summary.failed).append((source, loaded.error.reason))
+            self.catalog.journal(summary.run_id, self.collection.id, source, outcome, loaded.error.reason,
+                                 loaded.sha256)
+            return False
+        seen.add(loaded.sha256)
+        return True
+
+    def _process(self, batch: list[_Loaded], summary: IngestSummary) -> None:
+        pixels = [item.pixels for item in batch]
+        detections = self.analyzer.detector.detect_batch(pixels)
+        all_faces = self.analyzer.faces_from_detections(pixels, detections, embed=True)
+        for item, faces in zip(batch, all_faces):
+            kept = [f for f in faces if min(f.width, f.height) >= self.min_face_px]
+            summary.faces_too_small += len(faces) - len(kept)
+            if kept and self.suppress is not None:
+                blocked = self.suppress(np.stack([f.embedding for f in kept]))
+                summary.faces_suppressed += int(blocked.sum())
+                kept = [f for f, b in zip(kept, blocked) if not b]
+            self._commit(item, kept, summary)
+            item.pixels = None  # free memory early
+
+    def _commit(self, item: _Loaded, faces: list[Face], summary: IngestSummary) -> None:
+        image = item.pixels
+        new_faces = []
+        for rank, face in enumerate(faces):
+            thumb = None
+            if self.collection.keep_thumbnails:
+                thumb = self.thumbnails.write(image, face.box, self.collection.id, item.sha256, rank)
+            new_faces.append(NewFace(rank, face.box, face.landmarks.round(2).tolist(), face.det_score,
+                                     face.quality.score, face.quality.issues, face.embedding, thumb))
+        ids = self.catalog.add_image(self.collection.id, item.sha256, str(item.path.resolve()),
+                                     image.shape[1], image.shape[0], item.size, new_faces,
+                                     self.analyzer.pack.name)
+        if ids:
+            self.index.add(np.array(ids, np.int64), np.stack([f.embedding for f in faces]))
+        else:
+            summary.images_without_faces += 1
+        summary.images_indexed += 1
+        summary.faces_indexed += len(ids)
+        self.catalog.journal(summary.run_id, self.collection.id, str(item.path), "indexed",
+                             "" if ids else "no face found", item.sha256, len(ids))

@@ -1,0 +1,64 @@
+"""What a search returns: typed results that the CLI prints and the API serialises."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class FalseMatchEstimate:
+    """How often a different person scores this high, measured on the pack's calibration."""
+
+    rate: float  # per comparison
+    upper_bound: bool  # True: fewer than a handful of impostors ever scored this high
+    expected_in_gallery: float  # rate x faces searched: chance matches this high per search
+    words: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    rank: int
+    face_id: int
+    similarity: float
+    above_threshold: bool
+    false_match: FalseMatchEstimate | None
+    collection: str
+    image_id: int
+    image_source: str
+    box: tuple[float, float, float, float]
+    quality: float
+    thumbnail: str | None
+
+
+@dataclass(frozen=True)
+class ProbeFace:
+    source: str
+    faces_in_image: int
+    chosen: int
+    rule: str
+    box: tuple[float, float, float, float]
+    quality: float
+    quality_issues: tuple[str, ...]
+    usable: bool
+
+
+@dataclass
+class SearchResult:
+    probe: ProbeFace | None
+    collections: list[str]
+    faces_searched: int
+    threshold: float
+    threshold_rule: str
+    candidates: list[Candidate] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def confident(self) -> bool:
+        return any(c.above_threshold for c in self.candidates)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["confident_match"] = self.confident
+        out["verdict"] = ("candidate leads above the threshold: each needs human review"
+                          if self.confident else "no confident match")
+        return out
