@@ -15,16 +15,24 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+DEMO_HOME := .facesearch-demo
+
 run: $(STAMP)
 	$(BIN)/facesearch models
 	@echo
-	$(BIN)/facesearch detect samples/group/wider_group.jpg --draw samples/out/wider_group_faces.png
+	$(BIN)/facesearch detect samples/group/wider_group.jpg --draw $(DEMO_HOME)/wider_group_faces.png
 	@echo
 	$(BIN)/facesearch verify samples/lfw/Colin_Powell_0001.jpg samples/lfw/Colin_Powell_0002.jpg
 	@echo
 	$(BIN)/facesearch verify samples/lfw/Colin_Powell_0001.jpg samples/lfw/George_W_Bush_0001.jpg
 	@echo
-	$(BIN)/facesearch verify samples/group/wider_group.jpg samples/lfw/Serena_Williams_0001.jpg
+	$(BIN)/facesearch index samples/lfw samples/group --collection samples --home $(DEMO_HOME)
+	@echo
+	$(BIN)/facesearch search samples/probes/Serena_Williams_0003.jpg --home $(DEMO_HOME) --top-k 3
+	@echo
+	$(BIN)/facesearch search samples/probes/Tony_Blair_0001.jpg --home $(DEMO_HOME) --top-k 3
+	@echo
+	$(BIN)/facesearch doctor --home $(DEMO_HOME)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -33,4 +41,4 @@ test: lint
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) samples/out .pytest_cache
+	rm -rf $(VENV) .pytest_cache $(DEMO_HOME)

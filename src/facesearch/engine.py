@@ -9,7 +9,9 @@ removes vectors, rows and thumbnails together, and only one process writes at a 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,10 +59,12 @@ class Engine:
         self.catalog = catalog
         self.thumbnails = ThumbnailStore(home / "thumbs")
         self._indexes: dict[int, VectorIndex] = {}
+        self._reconciled: set[int] = set()
+        # Serialises index mutation against searches when one process serves many threads.
+        self.mutex = threading.RLock()
         self._analyzer: FaceAnalyzer | None = None
         self._analyzer_factory = analyzer_factory or (lambda: FaceAnalyzer(config.pack))
         self._calibration: Calibration | None = None
-        self._lock = WriteLock(home)
 
     @classmethod
     def open(cls, home: str | os.PathLike | None = None, *, backend: str | None = None,
@@ -73,7 +77,6 @@ class Engine:
 
     def close(self) -> None:
         self.catalog.close()
-        self._lock.release()
 
     def __enter__(self) -> Engine:
         return self
@@ -104,8 +107,14 @@ class Engine:
 
     def index_of(self, collection: CollectionInfo) -> VectorIndex:
         """The collection's index, brought in line with the catalog (the source of truth)."""
+        with self.mutex:
+            return self._index_of_locked(collection)
+
+    def _index_of_locked(self, collection: CollectionInfo) -> VectorIndex:
         index = self._raw_index(collection)
-        self._reconcile(collection, index)
+        if collection.id not in self._reconciled:  # once per process: writes here keep it in step
+            self._reconcile(collection, index)
+            self._reconciled.add(collection.id)
         return index
 
     def _reconcile(self, collection: CollectionInfo, index: VectorIndex) -> tuple[int, int]:
@@ -134,14 +143,20 @@ class Engine:
 
     # -- writing --------------------------------------------------------------------------------
 
-    def acquire_write(self, wait: bool = True, on_wait: Callable[[str], None] | None = None) -> None:
-        self._lock.acquire(wait=wait, on_wait=on_wait)
+    @contextmanager
+    def writing(self, wait: bool = True, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Hold the home's writer lock (one lock object per holder: flock is per open file)."""
+        lock = WriteLock(self.home)
+        lock.acquire(wait=wait, on_wait=on_wait)
+        try:
+            yield
+        finally:
+            lock.release()
 
     def index(self, paths: Iterable[str | Path], collection: str, *, create: bool = True, workers: int = 2,
               progress: bool = True, wait: bool = True, on_wait: Callable[[str], None] | None = None,
               suppress: Callable[[np.ndarray], np.ndarray] | None = None, **options) -> IngestSummary:
-        self.acquire_write(wait, on_wait)
-        try:
+        with self.writing(wait, on_wait):
             try:
                 info = self.collection(collection)
             except CatalogError:
@@ -152,10 +167,8 @@ class Engine:
                 raise CatalogError(f"collection {collection!r} was built with pack {info.pack!r}; "
                                    f"this home uses {self.config.pack!r}: embeddings are not comparable")
             ingestor = Ingestor(self.analyzer, self.catalog, self.index_of(info), self.thumbnails, info,
-                                workers=workers, suppress=suppress, **options)
+                                workers=workers, suppress=suppress, lock=self.mutex, **options)
             return ingestor.run(paths, progress=progress)
-        finally:
-            self._lock.release()
 
     # -- searching --------------------------------------------------------------------------------
 
@@ -194,10 +207,10 @@ class Engine:
         fetch = top_k + len(exclude or ())
         for info in targets:
             index = self.index_of(info)
-            searched += len(index)
-            for face_id, score in index.search(vector, fetch).row(0):
-                if not exclude or face_id not in exclude:
-                    pool.append((score, face_id))
+            with self.mutex:
+                searched += len(index)
+                hits = index.search(vector, fetch).row(0)
+            pool.extend((score, face_id) for face_id, score in hits if not exclude or face_id not in exclude)
         pool.sort(reverse=True)
         pool = pool[:top_k]
         rows = self.catalog.faces([face_id for _, face_id in pool])
@@ -221,8 +234,7 @@ class Engine:
     # -- erasure ----------------------------------------------------------------------------------
 
     def _erase(self, remove: Callable[[], RemovedFaces]) -> ErasureReport:
-        self.acquire_write()
-        try:
+        with self.writing(), self.mutex:
             removed = remove()
             for collection_id in removed.collection_ids:
                 index = self._indexes.get(collection_id)
@@ -233,8 +245,6 @@ class Engine:
                 index.save()
             deleted = self.thumbnails.remove(removed.thumbnails)
             return ErasureReport(removed.face_ids, removed.image_ids, deleted)
-        finally:
-            self._lock.release()
 
     def erase_faces(self, face_ids: list[int]) -> ErasureReport:
         return self._erase(lambda: self.catalog.remove_faces(face_ids))
@@ -247,6 +257,7 @@ class Engine:
         report = self._erase(lambda: self.catalog.remove_collection(info.id))
         self._raw_index(info).drop()
         self._indexes.pop(info.id, None)
+        self._reconciled.discard(info.id)
         report.collections = [name]
         return report
 
@@ -262,9 +273,7 @@ class Engine:
 
     def doctor(self, repair: bool = True) -> list[DoctorReport]:
         """Compare every index and the thumbnails with the catalog; repair from the catalog."""
-        if repair:
-            self.acquire_write()
-        try:
+        with self.writing() if repair else nullcontext():
             reports = []
             referenced = self.catalog.thumbnails()
             on_disk = self.thumbnails.all_files()
@@ -285,7 +294,12 @@ class Engine:
                     self.thumbnails.remove(sorted(mine_disk - mine_ref))
                     report.repaired = True
                 reports.append(report)
+            known = tuple(f"c{info.id}/" for info in self.collections())
+            stray = sorted(p for p in on_disk if not p.startswith(known))
+            if stray:  # left by a crash during the erasure of a whole collection
+                report = DoctorReport("(no collection)", 0, 0, 0, 0, len(stray))
+                if repair:
+                    self.thumbnails.remove(stray)
+                    report.repaired = True
+                reports.append(report)
             return reports
-        finally:
-            if repair:
-                self._lock.release()

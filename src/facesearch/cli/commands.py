@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from facesearch.models import available_packs, load_pack, pin_local_pack
-from facesearch.models.calibration import Calibration, load_calibration
-from facesearch.pipeline import Face, FaceAnalyzer, choose_face, load_image
+from facesearch.models.calibration import load_calibration
+from facesearch.pipeline import Face, FaceAnalyzer, load_image
+from facesearch.search import verify_faces
 
 
 def _analyzer(args: Namespace) -> FaceAnalyzer:
@@ -69,52 +70,27 @@ def draw_faces(image: np.ndarray, faces: list[Face], out: Path) -> None:
 
 def verify(args: Namespace) -> int:
     analyzer = _analyzer(args)
-    calibration = load_calibration(analyzer.pack.name)
-    picks = args.face or [-1, -1]
-    chosen = []
-    for path, pick in zip((args.image_a, args.image_b), picks):
-        image = load_image(path)
-        faces = analyzer.analyze(image)
-        face, rule = choose_face(faces, image.shape, str(path), None if pick < 0 else pick)
-        chosen.append((path, face, rule, len(faces)))
-    (_, face_a, _, _), (_, face_b, _, _) = chosen
-    similarity = face_a.similarity(face_b)
-    threshold, how = _verify_threshold(args.threshold, calibration)
-    same = similarity >= threshold
-    fmr = calibration.false_match_rate(similarity) if calibration else None
-    result = {
-        "similarity": round(similarity, 4),
-        "same_person": bool(same),
-        "threshold": round(threshold, 4),
-        "threshold_rule": how,
-        "false_match_rate_at_score": None if fmr is None else {"rate": fmr[0], "upper_bound": fmr[1]},
-        "faces": [{"image": str(p), "faces_in_image": n, "chosen": rule, **f.to_dict()}
-                  for p, f, rule, n in chosen],
-        "pack": analyzer.pack.name,
-    }
+    picks = [None if p < 0 else p for p in (args.face or [-1, -1])]
+    result = verify_faces(analyzer, load_calibration(analyzer.pack.name), args.image_a, args.image_b,
+                          face_a=picks[0], face_b=picks[1], threshold=args.threshold)
     if args.json:
-        _print_json(result)
+        data = result.to_dict()
+        data["faces"] = [{"image": f.source, "faces_in_image": f.faces_in_image, "chosen": f.rule,
+                          "index": f.chosen, "box": f.box, "quality": f.quality, "quality_issues": f.quality_issues,
+                          "usable": f.usable} for f in result.faces]
+        _print_json(data)
         return 0
-    for path, face, rule, _ in chosen:
-        warn = f"  WARNING poor quality: {', '.join(face.quality.issues)}" if not face.quality.usable else ""
-        print(f"{path}: {rule}{warn}")
-    verdict = "SAME PERSON" if same else "DIFFERENT PEOPLE"
-    print(f"similarity {similarity:.4f} -> {verdict} (threshold {threshold:.3f})")
-    if fmr is not None:
-        bound = "below " if fmr[1] else "about "
-        print(f"  false-match rate at this score: {bound}{_rate_words(fmr[0])}")
-    print(f"  {how}")
+    for face in result.faces:
+        warn = f"  WARNING poor quality: {', '.join(face.quality_issues)}" if not face.usable else ""
+        print(f"{face.source}: {face.rule}{warn}")
+    verdict = "SAME PERSON" if result.same_person else "DIFFERENT PEOPLE"
+    print(f"similarity {result.similarity:.4f} -> {verdict} (threshold {result.threshold:.3f})")
+    if result.false_match_rate is not None:
+        bound = "below " if result.false_match_upper_bound else "about "
+        print(f"  false-match rate at this score: {bound}{_rate_words(result.false_match_rate)}")
+    print(f"  {result.threshold_rule}")
     print("  A match is a lead for a person to review, not an identification.")
     return 0
-
-
-def _verify_threshold(override: float | None, calibration: Calibration | None) -> tuple[float, str]:
-    if override is not None:
-        return override, f"threshold {override:.3f} given on the command line"
-    if calibration is None:
-        return 0.4, ("threshold 0.400: this pack is uncalibrated, a generic ArcFace value; run "
-                     "`facesearch eval lfw --calibration-out` to measure one")
-    return calibration.verify_threshold, calibration.describe_threshold()
 
 
 def _rate_words(rate: float) -> str:

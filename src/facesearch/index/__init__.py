@@ -25,6 +25,8 @@ def open_index(backend: str, *, directory: Path, collection_id: int, dim: int = 
     if backend == "milvus":
         from facesearch.index.milvus_index import MilvusIndex
 
+        if milvus_uri is None:
+            Path(directory).mkdir(parents=True, exist_ok=True)
         uri = milvus_uri or str(Path(directory) / "milvus.db")
         return MilvusIndex(uri, f"facesearch_c{collection_id}", dim, **options)
     raise ValueError(f"unknown index backend {backend!r} (choose from {', '.join(BACKENDS)})")

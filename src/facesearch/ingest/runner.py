@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,7 +93,9 @@ class Ingestor:
     def __init__(self, analyzer: FaceAnalyzer, catalog: Catalog, index: VectorIndex,
                  thumbnails: ThumbnailStore, collection: CollectionInfo, *, workers: int = 2,
                  batch_images: int = 8, min_face_px: float = 16.0, save_every_s: float = 30.0,
-                 suppress: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 suppress: Callable[[np.ndarray], np.ndarray] | None = None,
+                 on_progress: Callable[[int, int, IngestSummary], None] | None = None,
+                 lock: AbstractContextManager | None = None) -> None:
         self.analyzer = analyzer
         self.catalog = catalog
         self.index = index
@@ -104,6 +107,10 @@ class Ingestor:
         self.save_every_s = save_every_s
         # Given embeddings, returns a mask of faces that must not be indexed (opt-outs).
         self.suppress = suppress
+        # Called after each file with (files done, files total, summary so far): job progress.
+        self.on_progress = on_progress
+        # Held while an image is committed and its vectors added, so readers never see half.
+        self.lock = lock or nullcontext()
 
     def run(self, paths: Iterable[str | Path], progress: bool = True) -> IngestSummary:
         summary = IngestSummary(uuid.uuid4().hex[:12], self.collection.name)
@@ -129,6 +136,8 @@ class Ingestor:
                     if time.monotonic() - last_save > self.save_every_s:
                         self.index.save()
                         last_save = time.monotonic()
+                if self.on_progress:
+                    self.on_progress(bar.n, len(files), summary)
                 elapsed = max(time.monotonic() - start, 1e-9)
                 bar.set_postfix_str(f"{summary.images_indexed / elapsed:.1f} img/s, "
                                     f"{summary.faces_indexed / elapsed:.1f} faces/s", refresh=False)
@@ -136,6 +145,8 @@ class Ingestor:
                 self._process(batch, summary)
                 bar.update(len(batch))
         bar.close()
+        if self.on_progress:
+            self.on_progress(len(files), len(files), summary)
         self.index.save()
         summary.seconds = time.monotonic() - start
         return summary
@@ -183,12 +194,13 @@ class Ingestor:
                 thumb = self.thumbnails.write(image, face.box, self.collection.id, item.sha256, rank)
             new_faces.append(NewFace(rank, face.box, face.landmarks.round(2).tolist(), face.det_score,
                                      face.quality.score, face.quality.issues, face.embedding, thumb))
-        ids = self.catalog.add_image(self.collection.id, item.sha256, str(item.path.resolve()),
-                                     image.shape[1], image.shape[0], item.size, new_faces,
-                                     self.analyzer.pack.name)
-        if ids:
-            self.index.add(np.array(ids, np.int64), np.stack([f.embedding for f in faces]))
-        else:
+        with self.lock:
+            ids = self.catalog.add_image(self.collection.id, item.sha256, str(item.path.resolve()),
+                                         image.shape[1], image.shape[0], item.size, new_faces,
+                                         self.analyzer.pack.name)
+            if ids:
+                self.index.add(np.array(ids, np.int64), np.stack([f.embedding for f in faces]))
+        if not ids:
             summary.images_without_faces += 1
         summary.images_indexed += 1
         summary.faces_indexed += len(ids)

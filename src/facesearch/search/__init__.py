@@ -1,11 +1,12 @@
 """Search results and their calibrated meaning (false-match estimates, thresholds).
 
 Public surface: :class:`SearchResult`, :class:`Candidate`, :class:`ProbeFace`,
-:func:`search_threshold`, :func:`false_match`.
+:func:`search_threshold`, :func:`false_match`, :func:`verify_faces` (1:1).
 """
 
 from facesearch.search.results import Candidate, FalseMatchEstimate, ProbeFace, SearchResult
 from facesearch.search.scoring import DEFAULT_SEARCH_FMR, false_match, search_threshold
+from facesearch.search.verify import ChosenFace, VerifyResult, verify_faces, verify_threshold
 
-__all__ = ["DEFAULT_SEARCH_FMR", "Candidate", "FalseMatchEstimate", "ProbeFace", "SearchResult",
-           "false_match", "search_threshold"]
+__all__ = ["DEFAULT_SEARCH_FMR", "Candidate", "ChosenFace", "FalseMatchEstimate", "ProbeFace", "SearchResult",
+           "VerifyResult", "false_match", "search_threshold", "verify_faces", "verify_threshold"]

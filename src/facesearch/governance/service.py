@@ -1,0 +1,184 @@
+"""Governance: the engine as a user may use it. Every call names an actor; the role and the
+collection grants decide what it may do; searches need a purpose and a case reference;
+opt-outs are applied; and every action lands in the hash-chained audit log.
+
+The API and the CLI both go through this layer, so the rules cannot be bypassed by
+choosing one door over the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facesearch.engine import Engine, ErasureReport
+from facesearch.errors import FacesearchError
+from facesearch.governance.accounts import Accounts, UserInfo
+from facesearch.governance.audit import AuditLog
+from facesearch.governance.optout import OptOutList, optout_threshold
+from facesearch.ingest import IngestSummary
+from facesearch.search import SearchResult, VerifyResult, verify_faces
+
+
+class PermissionDenied(FacesearchError):
+    """The actor's role or grants do not allow this."""
+
+
+class MissingJustification(FacesearchError):
+    """A search or verification without a purpose or case reference."""
+
+
+@dataclass(frozen=True)
+class PhotoAccess:
+    path: Path
+    image_id: int
+    collection: str
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Governance:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.accounts = Accounts(engine.catalog)
+        self.audit = AuditLog(engine.catalog)
+        self.optouts = OptOutList(engine.catalog, engine.config.pack, optout_threshold(engine.calibration))
+
+    # -- checks -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def require(actor: UserInfo, *roles: str) -> None:
+        if actor.role not in roles:
+            raise PermissionDenied(f"{actor.username} ({actor.role}) may not do this; needs {' or '.join(roles)}")
+
+    @staticmethod
+    def _justify(purpose: str, case_ref: str) -> tuple[str, str]:
+        purpose, case_ref = (purpose or "").strip(), (case_ref or "").strip()
+        if not purpose or not case_ref:
+            raise MissingJustification("a purpose and a case reference are required for every search")
+        return purpose, case_ref
+
+    def allowed_collections(self, actor: UserInfo, requested: list[str] | None) -> list[str]:
+        granted = self.accounts.granted_collections(actor)
+        if not requested:
+            return granted
+        refused = [name for name in requested if name not in granted]
+        if refused:
+            raise PermissionDenied(f"{actor.username} has no grant for collection(s): {', '.join(refused)}")
+        return requested
+
+    # -- search and verify --------------------------------------------------------------------------
+
+    def search(self, actor: UserInfo, probe: bytes, *, purpose: str, case_ref: str,
+               collections: list[str] | None = None, top_k: int = 20, face_index: int | None = None,
+               probe_name: str = "probe") -> SearchResult:
+        self.require(actor, "admin", "investigator")
+        purpose, case_ref = self._justify(purpose, case_ref)
+        targets = self.allowed_collections(actor, collections)
+        details = {"probe_sha256": _sha256(probe), "collections": targets, "top_k": top_k}
+        if not targets:
+            result = SearchResult(None, [], 0, 0.0, "no collection granted", [])
+            result.warnings.append("you have no collection to search: ask an admin for a grant")
+        else:
+            result = self.engine.search(probe, collections=targets, top_k=top_k, face_index=face_index,
+                                        source=probe_name)
+            suppressed = self._suppress(result)
+            details |= {"suppressed": suppressed, "confident": result.confident,
+                        "results": [[c.face_id, round(c.similarity, 4)] for c in result.candidates]}
+        self.audit.append(actor.username, "search", details, purpose, case_ref)
+        return result
+
+    def _suppress(self, result: SearchResult) -> int:
+        if not result.candidates or len(self.optouts.matrix()) == 0:
+            return 0
+        vectors = self.engine.catalog.embeddings_of([c.face_id for c in result.candidates])
+        keep = [c for c in result.candidates
+                if not self.optouts.blocked(vectors[c.face_id][None, :])[0]]
+        suppressed = len(result.candidates) - len(keep)
+        result.candidates = [type(c)(**{**c.__dict__, "rank": i + 1}) for i, c in enumerate(keep)]
+        return suppressed
+
+    def verify(self, actor: UserInfo, image_a: bytes, image_b: bytes, *, purpose: str, case_ref: str,
+               face_a: int | None = None, face_b: int | None = None,
+               names: tuple[str, str] = ("a", "b")) -> VerifyResult:
+        self.require(actor, "admin", "investigator")
+        purpose, case_ref = self._justify(purpose, case_ref)
+        result = verify_faces(self.engine.analyzer, self.engine.calibration, image_a, image_b,
+                              face_a=face_a, face_b=face_b, names=names)
+        self.audit.append(actor.username, "verify", {"probe_sha256": [_sha256(image_a), _sha256(image_b)],
+                                                     "similarity": result.similarity,
+                                                     "same_person": result.same_person}, purpose, case_ref)
+        return result
+
+    # -- viewing --------------------------------------------------------------------------------------
+
+    def _face_collection_check(self, actor: UserInfo, face_id: int):
+        self.require(actor, "admin", "investigator")
+        info = self.engine.catalog.faces([face_id]).get(face_id)
+        if info is None or info.collection not in self.accounts.granted_collections(actor):
+            # Same answer for "absent" and "not yours": no probing of what exists.
+            raise PermissionDenied(f"face {face_id} is not in a collection you may see")
+        return info
+
+    def thumbnail(self, actor: UserInfo, face_id: int) -> Path:
+        info = self._face_collection_check(actor, face_id)
+        if not info.thumbnail:
+            raise PermissionDenied(f"face {face_id} has no thumbnail (its collection keeps embeddings only)")
+        return self.engine.thumbnails.path(info.thumbnail)
+
+    def photo(self, actor: UserInfo, face_id: int, *, purpose: str = "", case_ref: str = "") -> PhotoAccess:
+        info = self._face_collection_check(actor, face_id)
+        self.audit.append(actor.username, "view_photo", {"face_id": face_id, "image_id": info.image_id,
+                                                         "collection": info.collection}, purpose, case_ref)
+        return PhotoAccess(Path(info.image_source), info.image_id, info.collection)
+
+    def face(self, actor: UserInfo, face_id: int):
+        return self._face_collection_check(actor, face_id)
+
+    # -- admin ------------------------------------------------------------------------------------------
+
+    def ingest(self, actor: UserInfo, paths: list[str | Path], collection: str, **options) -> IngestSummary:
+        self.require(actor, "admin")
+        summary = self.engine.index(paths, collection, suppress=self.optouts.blocked, **options)
+        self.audit.append(actor.username, "ingest", {
+            "collection": collection, "run_id": summary.run_id, "images": summary.images_indexed,
+            "faces": summary.faces_indexed, "suppressed": summary.faces_suppressed,
+            "failed": len(summary.failed), "skipped": len(summary.skipped)})
+        return summary
+
+    def erase(self, actor: UserInfo, *, faces: list[int] | None = None, images: list[int] | None = None,
+              collection: str | None = None, like: bytes | None = None, min_score: float | None = None,
+              reason: str = "") -> ErasureReport:
+        self.require(actor, "admin")
+        if faces:
+            report = self.engine.erase_faces(faces)
+        elif images:
+            report = self.engine.erase_images(images)
+        elif collection:
+            report = self.engine.erase_collection(collection)
+        elif like is not None and min_score is not None:
+            report = self.engine.erase_like(like, min_score)
+        else:
+            raise FacesearchError("say what to erase: faces, images, a collection, or a probe with a minimum score")
+        self.audit.append(actor.username, "erase", {
+            "faces": report.faces, "images": report.images, "collections": report.collections,
+            "thumbnails_deleted": report.thumbnails_deleted,
+            "probe_sha256": _sha256(like) if like is not None else None, "min_score": min_score}, reason)
+        return report
+
+    def opt_out(self, actor: UserInfo, probe: bytes, reference: str, face_index: int | None = None) -> int:
+        """Register a person who asked not to be found (on their behalf, by an admin)."""
+        self.require(actor, "admin")
+        face, _ = self.engine.probe_face(probe, face_index, "opt-out request")
+        optout_id = self.optouts.add(face.embedding, reference, actor.username)
+        self.audit.append(actor.username, "opt_out", {"optout_id": optout_id, "probe_sha256": _sha256(probe),
+                                                      "threshold": self.optouts.threshold}, "", reference)
+        return optout_id
+
+    def blocked_mask(self, embeddings: np.ndarray) -> np.ndarray:
+        return self.optouts.blocked(embeddings)

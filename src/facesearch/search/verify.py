@@ -1,0 +1,68 @@
+"""1:1 verification: are the chosen faces of two photos the same person?"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from facesearch.models.calibration import Calibration
+from facesearch.pipeline import FaceAnalyzer, choose_face, load_image
+from facesearch.pipeline.imageio import ImageSource
+
+#: Used only for a pack without calibration; said so wherever it is used.
+UNCALIBRATED_VERIFY_THRESHOLD = 0.4
+
+
+@dataclass(frozen=True)
+class ChosenFace:
+    source: str
+    faces_in_image: int
+    chosen: int
+    rule: str
+    box: tuple[float, float, float, float]
+    quality: float
+    quality_issues: tuple[str, ...]
+    usable: bool
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    similarity: float
+    same_person: bool
+    threshold: float
+    threshold_rule: str
+    false_match_rate: float | None
+    false_match_upper_bound: bool
+    faces: tuple[ChosenFace, ChosenFace]
+    pack: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def verify_threshold(calibration: Calibration | None, override: float | None = None) -> tuple[float, str]:
+    if override is not None:
+        return override, f"threshold {override:.3f} given by the caller (command line or API)"
+    if calibration is None:
+        return UNCALIBRATED_VERIFY_THRESHOLD, (
+            f"threshold {UNCALIBRATED_VERIFY_THRESHOLD:.3f}: this pack is uncalibrated, a generic ArcFace value; "
+            "run `facesearch eval lfw --calibration-out` to measure one")
+    return calibration.verify_threshold, calibration.describe_threshold()
+
+
+def verify_faces(analyzer: FaceAnalyzer, calibration: Calibration | None, image_a: ImageSource,
+                 image_b: ImageSource, *, face_a: int | None = None, face_b: int | None = None,
+                 threshold: float | None = None, names: tuple[str, str] | None = None) -> VerifyResult:
+    chosen, embeddings = [], []
+    for k, (image, pick) in enumerate(((image_a, face_a), (image_b, face_b))):
+        label = names[k] if names else str(image)
+        pixels = load_image(image)
+        faces = analyzer.analyze(pixels)
+        face, rule = choose_face(faces, pixels.shape, label, pick)
+        chosen.append(ChosenFace(label, len(faces), face.index, rule, face.box, face.quality.score,
+                                 face.quality.issues, face.quality.usable))
+        embeddings.append(face.embedding)
+    similarity = float(embeddings[0] @ embeddings[1])
+    limit, rule = verify_threshold(calibration, threshold)
+    rate, bound = calibration.false_match_rate(similarity) if calibration else (None, False)
+    return VerifyResult(round(similarity, 5), similarity >= limit, limit, rule, rate, bound,
+                        (chosen[0], chosen[1]), analyzer.pack.name)
