@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 N_PHOTOS = 30  # the distinct_photos fixture
@@ -149,3 +151,74 @@ def test_kill_9_mid_ingest_then_resume(distinct_photos, tmp_path, cli):
     assert report["missing_from_index"] == 0 and report["orphans_in_index"] == 0
     assert report["catalog_faces"] == report["index_faces"] == N_PHOTOS
     _catalog_invariants(home)
+
+
+# -- doctor: damage injected on disk, found, repaired from the catalog ----------------------------------
+
+
+@pytest.fixture
+def small_home(tmp_path, lfw) -> Path:
+    from facesearch.engine import Engine
+
+    home = tmp_path / "home"
+    with Engine.open(home) as engine:
+        names = ("Colin_Powell_0001", "George_W_Bush_0001", "George_W_Bush_0002", "Hugo_Chavez_0001")
+        summary = engine.index([lfw(n) for n in names], "c", progress=False)
+    assert summary.faces_indexed == 4
+    return home
+
+
+def test_doctor_rebuilds_a_lost_index_and_removes_stray_thumbnails(small_home, cli, lfw):
+    index_dir = small_home / "index" / "faiss" / "c1"
+    assert (index_dir / "CURRENT").is_file()
+    shutil.rmtree(index_dir)  # the index is lost (disk trouble, a bad backup...)
+    stray = small_home / "thumbs" / "c1" / "ff" / ("f" * 64 + "_0.jpg")
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"\xff\xd8 left over by a crash")
+
+    code, [report] = _doctor(cli, small_home, "--check-only")
+    assert code == 1
+    assert (report["catalog_faces"], report["index_faces"], report["missing_from_index"]) == (4, 0, 4)
+    assert report["orphan_thumbnails"] == 1 and not report["consistent"] and not report["repaired"]
+    assert not index_dir.exists() and stray.exists(), "--check-only changed something"
+
+    code, out, err = cli("doctor", "--home", small_home)
+    assert code == 0, err
+    assert "REPAIRED" in out
+    assert not stray.exists()
+    assert (index_dir / "CURRENT").is_file()
+    code, [report] = _doctor(cli, small_home, "--check-only")
+    assert code == 0 and report["consistent"] and report["index_faces"] == 4
+    code, out, err = cli("search", lfw("George_W_Bush_0002"), "--home", small_home, "--json")
+    assert json.loads(out)["candidates"][0]["similarity"] > 0.99
+
+
+def test_doctor_drops_vectors_the_catalog_does_not_know(small_home, cli):
+    from facesearch.index import FaissIndex
+
+    from .conftest import unit_vectors
+
+    index = FaissIndex(small_home / "index" / "faiss" / "c1")
+    index.add(np.array([9001, 9002]), unit_vectors(np.random.default_rng(0), 2))
+    index.save()
+    code, [report] = _doctor(cli, small_home, "--check-only")
+    assert code == 1 and report["orphans_in_index"] == 2
+    code, [report] = _doctor(cli, small_home)
+    assert report["repaired"]
+    assert sorted(FaissIndex(small_home / "index" / "faiss" / "c1").ids().tolist()) == [1, 2, 3, 4]
+    code, [report] = _doctor(cli, small_home, "--check-only")
+    assert code == 0 and report["consistent"]
+
+
+def test_doctor_does_not_claim_to_have_repaired_what_it_could_not(small_home, cli):
+    from facesearch.engine import Engine
+
+    with Engine.open(small_home) as engine:
+        face = engine.catalog.faces([1])[1]
+    engine.thumbnails.path(face.thumbnail).unlink()  # a thumbnail the catalog points at is gone
+    code, [report] = _doctor(cli, small_home, "--check-only")
+    assert code == 1 and report["missing_thumbnails"] == 1
+    code, out, err = cli("doctor", "--home", small_home)
+    code_after, [after] = _doctor(cli, small_home, "--check-only")
+    # either the repair really fixed it, or the repair run said it could not (non-zero exit)
+    assert after["consistent"] or code != 0, (out, after)

@@ -249,3 +249,42 @@ def test_cli_erase_like(cli, cli_home):
         ids = engine.index_of(engine.collection("album")).ids()
         assert not np.isin(erased, ids).any()
     _doctor_ok(cli, cli_home)
+
+
+# -- an engine that stays open (a server) while another process writes --------------------------------
+
+
+@pytest.mark.parametrize("backend", INDEX_BACKENDS)
+def test_faces_indexed_by_another_process_are_found_by_an_open_engine(backend, lfw, open_engine):
+    server = open_engine(backend)
+    server.index([lfw("George_W_Bush_0001")], "c", progress=False)
+    assert not server.search(lfw("Hugo_Chavez_0002")).confident
+    other = open_engine(None, home=server.home)  # e.g. `facesearch index` run from a shell
+    other.index([lfw("Hugo_Chavez_0001")], "c", progress=False)
+    other.close()
+    result = server.search(lfw("Hugo_Chavez_0002"))
+    assert result.confident
+    assert Path(result.candidates[0].image_source).name == "Hugo_Chavez_0001.jpg"
+
+
+@pytest.mark.parametrize("backend", INDEX_BACKENDS)
+def test_erasure_by_another_process_is_honoured_by_an_open_engine(backend, lfw, open_engine):
+    """An engine that stays open must never return an erased person, even after the erasing
+    process has gone on to index someone else."""
+    server = open_engine(backend)
+    server.index([lfw("George_W_Bush_0001"), lfw("Colin_Powell_0001")], "c", progress=False)
+    assert server.search(lfw("Colin_Powell_0002")).confident
+
+    other = open_engine(None, home=server.home)  # e.g. `facesearch erase` and `index` from a shell
+    report = other.erase_like(lfw("Colin_Powell_0002"), min_score=0.3)
+    assert len(report.faces) == 1
+    other.index([lfw("Hugo_Chavez_0001")], "c", progress=False)
+    other.close()
+
+    result = server.search(lfw("Colin_Powell_0002"))
+    shown = [(Path(c.image_source).name, c.similarity) for c in result.candidates]
+    assert not result.confident, f"the erased person is still matched: {shown}"
+    assert all(c.similarity < 0.3 for c in result.candidates), shown
+    # and the newly indexed person is findable by that engine
+    chavez = server.search(lfw("Hugo_Chavez_0002"))
+    assert chavez.confident, [(Path(c.image_source).name, c.similarity) for c in chavez.candidates]

@@ -244,7 +244,21 @@ class Engine:
                 index.remove(removed.face_ids)
                 index.save()
             deleted = self.thumbnails.remove(removed.thumbnails)
+            self._remove_held_copies(removed.image_sources)
             return ErasureReport(removed.face_ids, removed.image_ids, deleted)
+
+    @property
+    def uploads(self) -> Path:
+        """Where photos uploaded through the API are kept (their catalog source points here)."""
+        return self.home / "uploads"
+
+    def _remove_held_copies(self, sources: list[str]) -> None:
+        """Photos we hold a copy of (uploads) go with their catalog row; operator files stay."""
+        root = self.uploads.resolve()
+        for source in sources:
+            path = Path(source)
+            if path.is_relative_to(root):
+                path.unlink(missing_ok=True)
 
     def erase_faces(self, face_ids: list[int]) -> ErasureReport:
         return self._erase(lambda: self.catalog.remove_faces(face_ids))

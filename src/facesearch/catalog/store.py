@@ -74,6 +74,7 @@ class RemovedFaces:
     image_ids: list[int]
     thumbnails: list[str]
     collection_ids: list[int]
+    image_sources: list[str] = ()  # of the removed images: copies we hold must go too
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -218,6 +219,11 @@ class Catalog:
                                    tuple(filter(None, f.quality_issues.split(","))), source, sha, f.thumbnail)
                     for f, source, sha, name in rows}
 
+    def image_faces(self, image_id: int) -> list[FaceInfo]:
+        with self.session() as s:
+            ids = list(s.scalars(select(FaceRecord.id).where(FaceRecord.image_id == image_id)))
+        return sorted(self.faces(ids).values(), key=lambda f: f.face_index)
+
     def image_face_ids(self, image_ids: list[int]) -> list[int]:
         with self.session() as s:
             return list(s.scalars(select(FaceRecord.id).where(FaceRecord.image_id.in_(image_ids))))
@@ -241,6 +247,7 @@ class Catalog:
             s.flush()
             still_used = set(s.scalars(select(FaceRecord.image_id).where(FaceRecord.image_id.in_(image_ids))))
             emptied = [i for i in image_ids if i not in still_used]
+            sources = list(s.scalars(select(ImageRecord.source).where(ImageRecord.id.in_(emptied))))
             s.execute(delete(ImageRecord).where(ImageRecord.id.in_(emptied)))
             for image_id in set(image_ids) - set(emptied):
                 image = s.get(ImageRecord, image_id)
@@ -248,28 +255,32 @@ class Catalog:
                                                             .where(FaceRecord.image_id == image_id)))
             s.commit()
             return RemovedFaces([r[0] for r in rows], emptied, [r[2] for r in rows if r[2]],
-                                sorted({r[3] for r in rows}))
+                                sorted({r[3] for r in rows}), sources)
 
     def remove_images(self, image_ids: list[int]) -> RemovedFaces:
         face_ids = self.image_face_ids(image_ids)
         removed = self.remove_faces(face_ids)
+        ids = [int(i) for i in image_ids]
         with self.session() as s:  # images with zero faces have no face rows to cascade from
-            s.execute(delete(ImageRecord).where(ImageRecord.id.in_([int(i) for i in image_ids])))
+            rest = s.execute(select(ImageRecord.id, ImageRecord.source).where(ImageRecord.id.in_(ids))).all()
+            s.execute(delete(ImageRecord).where(ImageRecord.id.in_(ids)))
             s.commit()
-        return RemovedFaces(removed.face_ids, sorted(set(removed.image_ids) | set(image_ids)),
-                            removed.thumbnails, removed.collection_ids)
+        return RemovedFaces(removed.face_ids, sorted(set(removed.image_ids) | {r[0] for r in rest}),
+                            removed.thumbnails, removed.collection_ids,
+                            list(removed.image_sources) + [r[1] for r in rest])
 
     def remove_collection(self, collection_id: int) -> RemovedFaces:
         with self.session() as s:
             face_rows = s.execute(select(FaceRecord.id, FaceRecord.thumbnail)
                                   .where(FaceRecord.collection_id == collection_id)).all()
-            image_ids = list(s.scalars(select(ImageRecord.id).where(ImageRecord.collection_id == collection_id)))
+            images = s.execute(select(ImageRecord.id, ImageRecord.source)
+                               .where(ImageRecord.collection_id == collection_id)).all()
             for table in (FaceRecord, ImageRecord, IngestEvent):
                 s.execute(delete(table).where(table.collection_id == collection_id))
             s.execute(delete(Collection).where(Collection.id == collection_id))
             s.commit()
-        return RemovedFaces([r[0] for r in face_rows], image_ids, [r[1] for r in face_rows if r[1]],
-                            [collection_id])
+        return RemovedFaces([r[0] for r in face_rows], [r[0] for r in images], [r[1] for r in face_rows if r[1]],
+                            [collection_id], [r[1] for r in images])
 
 
 def _collection_info(row: Collection, images: int = 0, faces: int = 0) -> CollectionInfo:

@@ -133,10 +133,56 @@ def _add_engine_commands(sub) -> None:
     p.add_argument("--probe-face", type=int, default=None, help="with --like: use face N of the probe")
     p.set_defaults(handler=ec.erase)
 
+    _add_admin_commands(sub)
+
     p = sub.add_parser("doctor", help="check that index, catalog and thumbnails agree; repair from the catalog")
     _home_args(p)
     p.add_argument("--check-only", action="store_true")
     p.set_defaults(handler=ec.doctor)
+
+
+def _add_admin_commands(sub) -> None:
+    from facesearch.cli import admin_commands as ac
+
+    p = sub.add_parser("serve", help="run the web app and REST API")
+    _home_args(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (behind HTTPS)")
+    p.set_defaults(handler=ac.serve)
+
+    p = sub.add_parser("user", help="manage users (admin, investigator, auditor)")
+    user_sub = p.add_subparsers(metavar="ACTION")
+    add = user_sub.add_parser("add", help="add a user; the password is asked for (or --password-stdin)")
+    _home_args(add)
+    add.add_argument("username")
+    add.add_argument("--role", required=True, choices=["admin", "investigator", "auditor"])
+    add.add_argument("--password-stdin", action="store_true")
+    add.set_defaults(handler=ac.user_add)
+    ls = user_sub.add_parser("list", help="users, roles and granted collections")
+    _home_args(ls)
+    ls.set_defaults(handler=ac.user_list)
+    grant = user_sub.add_parser("grant", help="let an investigator search a collection")
+    _home_args(grant)
+    grant.add_argument("username")
+    grant.add_argument("collection")
+    grant.set_defaults(handler=ac.user_grant)
+    key = user_sub.add_parser("api-key", help="issue an API key for scripts (printed once)")
+    _home_args(key)
+    key.add_argument("username")
+    key.set_defaults(handler=ac.user_key)
+
+    p = sub.add_parser("audit", help="the hash-chained audit log")
+    audit_sub = p.add_subparsers(metavar="ACTION")
+    verify = audit_sub.add_parser("verify", help="recompute the chain; name any edited, inserted or deleted record")
+    _home_args(verify)
+    verify.set_defaults(handler=ac.audit_verify)
+    export = audit_sub.add_parser("export", help="print records as JSON lines")
+    _home_args(export)
+    export.add_argument("--actor", default=None)
+    export.add_argument("--action", default=None)
+    export.add_argument("--case", default=None)
+    export.set_defaults(handler=ac.audit_export)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,175 @@
+"""Pydantic models at the API boundary (what clients send and receive)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class LoginRequest(BaseModel):
+    username: str
+    password: str
+
+
+class LoginResponse(BaseModel):
+    username: str
+    role: str
+    csrf_token: str = Field(description="send back as the X-CSRF-Token header on every POST/DELETE")
+
+
+class Me(BaseModel):
+    username: str
+    role: str
+    collections: list[str]
+    csrf_token: str | None = None
+
+
+class NewUser(BaseModel):
+    username: str
+    password: str
+    role: str = Field(pattern="^(admin|investigator|auditor)$")
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    role: str
+    active: bool
+
+
+class ApiKeyOut(BaseModel):
+    api_key: str = Field(description="shown once; store it safely")
+
+
+class NewCollection(BaseModel):
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[\w.\- ]+$")
+    legal_basis: str = Field(min_length=1, description="why these photos may be processed")
+    retention_days: int | None = None
+    keep_thumbnails: bool = True
+
+
+class CollectionOut(BaseModel):
+    id: int
+    name: str
+    legal_basis: str
+    retention_days: int | None
+    keep_thumbnails: bool
+    pack: str
+    images: int
+    faces: int
+
+
+class GrantRequest(BaseModel):
+    username: str
+
+
+class FolderIngest(BaseModel):
+    path: str = Field(description="a folder on the server")
+
+
+class JobOut(BaseModel):
+    id: str
+    collection: str
+    kind: str
+    state: str
+    done: int
+    total: int
+    images_indexed: int
+    faces_indexed: int
+    failed: list[list[str]]
+    skipped: list[list[str]]
+    error: str
+
+
+class CandidateOut(BaseModel):
+    rank: int
+    face_id: int
+    similarity: float
+    above_threshold: bool
+    false_match_rate: float | None
+    false_match_upper_bound: bool
+    false_match_words: str | None
+    collection: str
+    image_id: int
+    box: tuple[float, float, float, float]
+    quality: float
+    thumbnail_url: str | None
+    photo_url: str
+
+
+class ProbeOut(BaseModel):
+    faces_in_image: int
+    chosen: int
+    rule: str
+    box: tuple[float, float, float, float]
+    quality: float
+    quality_issues: list[str]
+    usable: bool
+
+
+class SearchOut(BaseModel):
+    verdict: str
+    confident_match: bool
+    review_notice: str = "Candidate leads only: every result needs human review; a score is not an identification."
+    probe: ProbeOut | None
+    probe_faces: list[tuple[float, float, float, float]] = []
+    collections: list[str]
+    faces_searched: int
+    threshold: float
+    threshold_rule: str
+    candidates: list[CandidateOut]
+    warnings: list[str]
+    suppressed_note: str = "faces of people who opted out are never shown"
+
+
+class VerifyOut(BaseModel):
+    similarity: float
+    same_person: bool
+    threshold: float
+    threshold_rule: str
+    false_match_rate: float | None
+    false_match_upper_bound: bool
+    faces: list[dict]
+
+
+class EraseRequest(BaseModel):
+    faces: list[int] | None = None
+    images: list[int] | None = None
+    collection: str | None = None
+    reason: str = ""
+
+
+class EraseOut(BaseModel):
+    faces: list[int]
+    images: list[int]
+    thumbnails_deleted: int
+    collections: list[str]
+
+
+class FaceOut(BaseModel):
+    face_id: int
+    image_id: int
+    collection: str
+    box: tuple[float, float, float, float]
+    quality: float
+    quality_issues: list[str]
+    thumbnail_url: str | None
+    photo_url: str
+    image_faces: list[dict]
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: str
+    actor: str
+    action: str
+    purpose: str
+    case_ref: str
+    details: dict
+    prev_hash: str
+    hash: str
+
+
+class AuditCheckOut(BaseModel):
+    ok: bool
+    records: int
+    problems: list[tuple[int, str]]

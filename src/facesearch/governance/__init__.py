@@ -1,0 +1,15 @@
+"""Accountability: users and roles, collection grants, purpose and case on every search,
+the hash-chained audit log, and opt-out suppression. The API and CLI go through it.
+
+Public surface: :class:`Governance`, :class:`Accounts`, :class:`UserInfo`, :class:`AuditLog`,
+:class:`OptOutList`, errors :class:`PermissionDenied`, :class:`MissingJustification`,
+:class:`AccountError`.
+"""
+
+from facesearch.governance.accounts import AccountError, Accounts, UserInfo
+from facesearch.governance.audit import AuditLog, ChainCheck
+from facesearch.governance.optout import OptOutList
+from facesearch.governance.service import Governance, MissingJustification, PermissionDenied
+
+__all__ = ["AccountError", "Accounts", "AuditLog", "ChainCheck", "Governance", "MissingJustification",
+           "OptOutList", "PermissionDenied", "UserInfo"]
