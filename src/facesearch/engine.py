@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from facesearch.catalog import Catalog, CatalogError, CollectionInfo, RemovedFaces, ThumbnailStore, sqlite_url
+from facesearch.errors import FacesearchError
 from facesearch.home import HomeConfig, WriteLock, load_config, resolve_home
 from facesearch.index import VectorIndex, open_index
 from facesearch.ingest import Ingestor, IngestSummary
@@ -45,6 +46,7 @@ class DoctorReport:
     orphan_thumbnails: int = 0
     missing_thumbnails: int = 0
     repaired: bool = False
+    unrepairable: int = 0  # missing thumbnails whose source photo is gone too
 
     @property
     def consistent(self) -> bool:
@@ -283,6 +285,20 @@ class Engine:
         ids = [c.face_id for c in result.candidates if c.similarity >= min_score]
         return self.erase_faces(ids) if ids else ErasureReport()
 
+    def _recut_thumbnails(self, info: CollectionInfo, missing: list[str]) -> int:
+        """Cut lost thumbnails again from their source photos; returns how many could not be."""
+        if not missing:
+            return 0
+        sources = self.catalog.thumbnail_sources(info.id)
+        failed = 0
+        for relative in missing:
+            source, box = sources[relative]
+            try:
+                self.thumbnails.write_crop(load_image(source), box, relative)
+            except FacesearchError:
+                failed += 1
+        return failed
+
     # -- maintenance ------------------------------------------------------------------------------
 
     def doctor(self, repair: bool = True) -> list[DoctorReport]:
@@ -306,7 +322,8 @@ class Engine:
                     self._reconcile(info, index)
                     index.save()
                     self.thumbnails.remove(sorted(mine_disk - mine_ref))
-                    report.repaired = True
+                    report.unrepairable = self._recut_thumbnails(info, sorted(mine_ref - mine_disk))
+                    report.repaired = report.unrepairable == 0
                 reports.append(report)
             known = tuple(f"c{info.id}/" for info in self.collections())
             stray = sorted(p for p in on_disk if not p.startswith(known))

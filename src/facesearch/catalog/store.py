@@ -228,6 +228,15 @@ class Catalog:
         with self.session() as s:
             return list(s.scalars(select(FaceRecord.id).where(FaceRecord.image_id.in_(image_ids))))
 
+    def thumbnail_sources(self, collection_id: int) -> dict[str, tuple[str, tuple[float, float, float, float]]]:
+        """thumbnail path -> (source photo, face box): what a lost thumbnail is cut again from."""
+        with self.session() as s:
+            rows = s.execute(select(FaceRecord.thumbnail, ImageRecord.source, FaceRecord.x1, FaceRecord.y1,
+                                    FaceRecord.x2, FaceRecord.y2)
+                             .join(ImageRecord, FaceRecord.image_id == ImageRecord.id)
+                             .where(FaceRecord.collection_id == collection_id, FaceRecord.thumbnail.is_not(None)))
+            return {r[0]: (r[1], (r[2], r[3], r[4], r[5])) for r in rows}
+
     def thumbnails(self) -> set[str]:
         with self.session() as s:
             return set(s.scalars(select(FaceRecord.thumbnail).where(FaceRecord.thumbnail.is_not(None))))

@@ -29,6 +29,9 @@ class ThumbnailStore:
     def write(self, image: np.ndarray, box: tuple[float, float, float, float], collection_id: int,
               sha256: str, face_index: int) -> str:
         """Crop the face with a margin, shrink it and store it; returns the relative path."""
+        return self.write_crop(image, box, self.relative_path(collection_id, sha256, face_index))
+
+    def write_crop(self, image: np.ndarray, box: tuple[float, float, float, float], relative: str) -> str:
         height, width = image.shape[:2]
         x1, y1, x2, y2 = box
         margin = 0.25 * max(x2 - x1, y2 - y1)
@@ -38,7 +41,6 @@ class ThumbnailStore:
         crop.thumbnail((THUMB_SIZE, THUMB_SIZE))
         buffer = io.BytesIO()
         crop.save(buffer, format="JPEG", quality=85)
-        relative = self.relative_path(collection_id, sha256, face_index)
         target = self.path(relative)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".tmp")

@@ -143,6 +143,8 @@ def doctor(args: Namespace) -> int:
         return 0 if all(r.consistent or r.repaired for r in reports) else 1
     for r in reports:
         state = "consistent" if r.consistent else ("REPAIRED" if r.repaired else "INCONSISTENT")
+        if r.unrepairable:
+            state += f" ({r.unrepairable} thumbnail(s) cannot be cut again: source photo gone)"
         print(f"{r.collection}: {state}; catalog {r.catalog_faces} faces, index {r.index_faces}; "
               f"missing from index {r.missing_from_index}, orphans in index {r.orphans_in_index}, "
               f"orphan thumbnails {r.orphan_thumbnails}, missing thumbnails {r.missing_thumbnails}")
