@@ -38,6 +38,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
 test: lint
+	bash scripts/ensure-chromium.sh  # the browser tests drive Debian's chromium
 	$(BIN)/python -m pytest
 
 clean:

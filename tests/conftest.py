@@ -6,9 +6,15 @@ Everything runs the real ONNX models of the built-in ``buffalo_s`` pack: no mock
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+# One BLAS thread (set before numpy loads OpenBLAS; inherited by child processes): on a shared
+# 2-core machine multi-threaded OpenBLAS spins against the other load and made the FAISS and
+# engine tests 3-4x slower (a 512x512 QR per FaissIndex took seconds instead of 0.05 s).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 import pytest
@@ -256,3 +262,304 @@ def postgres_url(postgres_server_url, request):
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+# -- browser tests: a live `facesearch serve` and Debian's chromium driven by Playwright ------------
+
+#: Debian's chromium (scripts/ensure-chromium.sh installs it; `make test` runs that first).
+BROWSER_CHROMIUM = Path(os.environ.get("FACESEARCH_CHROMIUM", "/usr/bin/chromium"))
+BROWSER_CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                         "--disable-component-update", "--no-first-run"]
+BROWSER_VIEWPORT = {"width": 1280, "height": 900}
+#: username -> (role, password) of the users the live server starts with.
+BROWSER_USERS = {
+    "ada": ("admin", "ada-admin-pass-1"),
+    "ivan": ("investigator", "ivan-investigates-2"),
+    "audrey": ("auditor", "audrey-audits-3"),
+}
+
+
+class BrowserLiveServer:
+    """A ``facesearch serve`` subprocess on a fresh home (see :func:`browser_live_server`)."""
+
+    def __init__(self, url: str, home: Path, log: Path) -> None:
+        self.url, self.home, self.log = url, home, log
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.is_file() else "(no server log)"
+
+
+def _browser_free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser_live_server(tmp_path_factory):
+    """A real server, started the way an operator starts it (``facesearch serve``) in a subprocess,
+    on a fresh home holding the users of :data:`BROWSER_USERS` and nothing else. Fails (never
+    skips) if it does not answer /health within 120 s."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from facesearch.engine import Engine
+    from facesearch.governance import Governance
+
+    root = tmp_path_factory.mktemp("browser_server")
+    home, log = root / "home", root / "server.log"
+    with Engine.open(home) as engine:
+        accounts = Governance(engine).accounts
+        for username, (role, password) in BROWSER_USERS.items():
+            accounts.add_user(username, password, role)
+    port = _browser_free_port()
+    server = BrowserLiveServer(f"http://127.0.0.1:{port}", home, log)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from facesearch.cli.main import main; sys.exit(main())",
+             "serve", "--home", str(home), "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"facesearch serve exited with {proc.returncode}:\n{server.log_tail()}")
+            try:
+                with urllib.request.urlopen(server.url + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"facesearch serve did not answer /health in 120 s:\n{server.log_tail()}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def browser_chromium():
+    """Debian's chromium, launched headless through Playwright (its own browser download is not
+    used). Fails, never skips, when chromium is missing or does not start."""
+    from playwright.sync_api import Error, sync_playwright
+
+    if not BROWSER_CHROMIUM.is_file():
+        pytest.fail(f"{BROWSER_CHROMIUM} is missing: run scripts/ensure-chromium.sh (make test does)")
+    with sync_playwright() as playwright:
+        try:
+            browser = playwright.chromium.launch(executable_path=str(BROWSER_CHROMIUM), args=BROWSER_CHROMIUM_ARGS,
+                                                 timeout=60_000)
+        except Error as exc:
+            pytest.fail(f"could not start {BROWSER_CHROMIUM}: {exc}")
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def browser_login(browser_chromium, browser_live_server):
+    """``browser_login("ivan")`` -> a Playwright page of a fresh browser context (own cookies,
+    1280x900) logged in as that user through the login page; contexts close at teardown."""
+    contexts = []
+
+    def login(username: str, *, screenshot: Path | None = None):
+        context = browser_chromium.new_context(viewport=BROWSER_VIEWPORT, base_url=browser_live_server.url)
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        page = context.new_page()
+        page.goto("/login")
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill(BROWSER_USERS[username][1])
+        if screenshot is not None:
+            page.screenshot(path=str(screenshot), full_page=True)
+        with page.expect_navigation():
+            page.get_by_role("button", name="Log in").click()
+        return page
+
+    yield login
+    for context in contexts:
+        context.close()
+
+
+# -- the REST API: a home with users, collections and uploads, served in-process ---------------------
+# (tests/test_api.py, tests/test_governance.py; every fixture and helper here is prefixed api_)
+
+#: username -> (role, password); grants are given per environment.
+API_USERS = {
+    "api_admin": ("admin", "admin-password-1"),
+    "api_ivy": ("investigator", "ivy-password-1"),  # granted alpha only
+    "api_gina": ("investigator", "gina-password-1"),  # no grants at first
+    "api_audrey": ("auditor", "audrey-password-1"),
+}
+
+
+class ApiEnv:
+    """One facesearch home served by ``create_app`` through a ``TestClient``.
+
+    ``faces[photo]`` / ``images[photo]``: the face ids and image id of each uploaded fixture photo
+    (``photo`` = file stem, e.g. ``"Colin_Powell_0001"``); ``keys[username]``: an API key per user.
+    """
+
+    def __init__(self, home: Path, engine, app, client) -> None:
+        from facesearch.governance import Governance
+
+        self.home, self.engine, self.app, self.anon = home, engine, app, client
+        self.gov = Governance(engine)  # for setup and inspection (the app has its own)
+        self.keys: dict[str, str] = {}
+        self.faces: dict[str, list[int]] = {}
+        self.images: dict[str, int] = {}
+        self.jobs: list[dict] = []
+
+    # -- clients ----------------------------------------------------------------------------------
+
+    def headers(self, username: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[username]}"}
+
+    def as_user(self, username: str):
+        """A client authenticated by the user's API key (no session, no CSRF token needed)."""
+        from fastapi.testclient import TestClient
+
+        return TestClient(self.app, headers=self.headers(username))
+
+    def login(self, username: str):
+        """A client logged in with a session cookie; its csrf token is ``client.csrf``."""
+        from fastapi.testclient import TestClient
+
+        client = TestClient(self.app)
+        response = client.post("/api/login", json={"username": username, "password": API_USERS[username][1]})
+        assert response.status_code == 200, response.text
+        client.csrf = response.json()["csrf_token"]
+        return client
+
+    # -- setup through the API ----------------------------------------------------------------------
+
+    def create_collection(self, name: str, **options) -> dict:
+        response = self.anon.post("/api/collections", json={"name": name, "legal_basis": "test fixture", **options},
+                                  headers=self.headers("api_admin"))
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def grant(self, collection: str, username: str) -> None:
+        response = self.anon.post(f"/api/collections/{collection}/grants", json={"username": username},
+                                  headers=self.headers("api_admin"))
+        assert response.status_code == 200, response.text
+
+    def upload(self, collection: str, photos: list[Path], *, timeout: float = 120.0) -> dict:
+        """Upload photos through the API and wait for the job; records their face and image ids."""
+        files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
+        response = self.anon.post(f"/api/collections/{collection}/photos", files=files,
+                                  headers=self.headers("api_admin"))
+        assert response.status_code == 202, response.text
+        job = self.wait(response.json()["id"], timeout)
+        assert job["state"] == "done", job
+        info = self.engine.collection(collection)
+        faces = self.engine.catalog.faces([int(i) for i in self.engine.catalog.face_ids(info.id)]).values()
+        for photo in photos:
+            digest = api_sha256(photo.read_bytes())
+            mine = sorted((f for f in faces if f.image_sha256 == digest), key=lambda f: f.id)
+            if mine:
+                self.faces[photo.stem] = [f.id for f in mine]
+                self.images[photo.stem] = mine[0].image_id
+        self.jobs.append(job)
+        return job
+
+    def wait(self, job_id: str, timeout: float = 120.0) -> dict:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            response = self.anon.get(f"/api/jobs/{job_id}", headers=self.headers("api_admin"))
+            assert response.status_code == 200, response.text
+            job = response.json()
+            if job["state"] in ("done", "failed"):
+                return job
+            assert time.monotonic() < deadline, f"job {job_id} still {job['state']} after {timeout} s"
+            time.sleep(0.05)
+
+    def search(self, username: str, probe: Path | bytes, *, purpose: str = "identify a suspect",
+               case_ref: str = "CASE-1", **form):
+        data = probe if isinstance(probe, bytes) else probe.read_bytes()
+        return self.anon.post("/api/search", files={"probe": ("probe.jpg", data, "image/jpeg")},
+                              data={"purpose": purpose, "case_ref": case_ref, **form},
+                              headers=self.headers(username))
+
+
+def api_sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def api_build_env(home: Path, analyzer, layout: dict[str, list[str]], grants: dict[str, list[str]]):
+    """Yield an :class:`ApiEnv` on a fresh ``home``: the users of ``API_USERS`` (each with an API key),
+    one collection per ``layout`` entry holding those LFW photos (uploaded through the API), and the
+    ``grants`` (collection -> usernames). The session's analyzer is shared (models load once)."""
+    from fastapi.testclient import TestClient
+
+    from facesearch.api.app import create_app
+    from facesearch.engine import Engine
+
+    opened = Engine.open(home, backend="faiss")
+    engine = Engine(opened.home, opened.config, opened.catalog, analyzer_factory=lambda: analyzer)
+    from facesearch.governance import Governance
+
+    accounts = Governance(engine).accounts
+    for username, (role, password) in API_USERS.items():
+        accounts.add_user(username, password, role)
+    app = create_app(engine)
+    try:
+        with TestClient(app) as client:
+            env = ApiEnv(home, engine, app, client)
+            for username in API_USERS:
+                env.keys[username] = accounts.create_api_key(username, label="test")
+            for name, photos in layout.items():
+                env.create_collection(name)
+                if photos:
+                    env.upload(name, [LFW / f"{photo}.jpg" for photo in photos])
+            for name, usernames in grants.items():
+                for username in usernames:
+                    env.grant(name, username)
+            yield env
+    finally:
+        engine.close()
+
+
+#: alpha: Powell and Bush; beta: Chavez only (one photo of each person stays out, as a probe).
+API_LAYOUT = {"alpha": ["Colin_Powell_0001", "George_W_Bush_0001"], "beta": ["Hugo_Chavez_0001"]}
+
+
+@pytest.fixture(scope="module")
+def api_env(tmp_path_factory, analyzer):
+    """A module-wide served home: ``API_LAYOUT``, api_ivy granted alpha, api_gina nothing.
+    Tests using it must not change what is indexed (use ``api_fresh_env`` for that)."""
+    yield from api_build_env(tmp_path_factory.mktemp("api_home") / "home", analyzer, API_LAYOUT,
+                             {"alpha": ["api_ivy"]})
+
+
+@pytest.fixture
+def api_fresh_env(tmp_path, analyzer):
+    """``api_fresh_env(layout=API_LAYOUT, grants={"alpha": ["api_ivy"]})`` -> an ApiEnv on a home of
+    its own, for tests that change what is indexed (erasure, opt-out) or count audit records."""
+    import contextlib
+
+    made = []
+    with contextlib.ExitStack() as stack:
+        def make(layout: dict[str, list[str]] | None = None, grants: dict[str, list[str]] | None = None):
+            made.append(len(made))
+            home = tmp_path / f"api_home{len(made)}"
+            build = contextlib.contextmanager(api_build_env)
+            return stack.enter_context(build(home, analyzer, API_LAYOUT if layout is None else layout,
+                                             {"alpha": ["api_ivy"]} if grants is None else grants))
+
+        yield make

@@ -61,7 +61,7 @@ class Engine:
         self.catalog = catalog
         self.thumbnails = ThumbnailStore(home / "thumbs")
         self._indexes: dict[int, VectorIndex] = {}
-        self._reconciled: set[int] = set()
+        self._synced: dict[int, tuple[int, int]] = {}  # catalog stamp the index was last reconciled at
         # Serialises index mutation against searches when one process serves many threads.
         self.mutex = threading.RLock()
         self._analyzer: FaceAnalyzer | None = None
@@ -114,9 +114,12 @@ class Engine:
 
     def _index_of_locked(self, collection: CollectionInfo) -> VectorIndex:
         index = self._raw_index(collection)
-        if collection.id not in self._reconciled:  # once per process: writes here keep it in step
+        # Another process (a CLI ingest or erase beside a server) may have changed the catalog:
+        # a cheap stamp query tells, and only then is the index reconciled.
+        stamp = self.catalog.faces_stamp(collection.id)
+        if self._synced.get(collection.id) != stamp:
             self._reconcile(collection, index)
-            self._reconciled.add(collection.id)
+            self._synced[collection.id] = stamp
         return index
 
     def _reconcile(self, collection: CollectionInfo, index: VectorIndex) -> tuple[int, int]:
@@ -170,7 +173,9 @@ class Engine:
                                    f"this home uses {self.config.pack!r}: embeddings are not comparable")
             ingestor = Ingestor(self.analyzer, self.catalog, self.index_of(info), self.thumbnails, info,
                                 workers=workers, suppress=suppress, lock=self.mutex, **options)
-            return ingestor.run(paths, progress=progress)
+            summary = ingestor.run(paths, progress=progress)
+            self._synced[info.id] = self.catalog.faces_stamp(info.id)  # index holds every committed face
+            return summary
 
     # -- searching --------------------------------------------------------------------------------
 
@@ -245,6 +250,7 @@ class Engine:
                                        collection_id=collection_id, milvus_uri=self.config.milvus_uri)
                 index.remove(removed.face_ids)
                 index.save()
+                self._synced.pop(collection_id, None)  # next use reconciles with the catalog in full
             deleted = self.thumbnails.remove(removed.thumbnails)
             self._remove_held_copies(removed.image_sources)
             return ErasureReport(removed.face_ids, removed.image_ids, deleted)
@@ -273,7 +279,7 @@ class Engine:
         report = self._erase(lambda: self.catalog.remove_collection(info.id))
         self._raw_index(info).drop()
         self._indexes.pop(info.id, None)
-        self._reconciled.discard(info.id)
+        self._synced.pop(info.id, None)
         report.collections = [name]
         return report
 

@@ -44,7 +44,8 @@ class Collection(Base):
 
 class ImageRecord(Base):
     __tablename__ = "images"
-    __table_args__ = (UniqueConstraint("collection_id", "sha256", name="uq_image_content"),)
+    __table_args__ = (UniqueConstraint("collection_id", "sha256", name="uq_image_content"),
+                      {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), index=True)
@@ -62,6 +63,7 @@ class ImageRecord(Base):
 
 class FaceRecord(Base):
     __tablename__ = "faces"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused after an erasure
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)  # == vector id in the index
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)

@@ -182,6 +182,13 @@ class Catalog:
 
     # -- reading ----------------------------------------------------------------------------------
 
+    def faces_stamp(self, collection_id: int) -> tuple[int, int]:
+        """(count, max id) of a collection's faces: changes on any insert or delete (ids never repeat)."""
+        with self.session() as s:
+            row = s.execute(select(func.count(FaceRecord.id), func.max(FaceRecord.id))
+                            .where(FaceRecord.collection_id == collection_id)).one()
+            return int(row[0]), int(row[1] or 0)
+
     def face_ids(self, collection_id: int) -> np.ndarray:
         with self.session() as s:
             ids = s.scalars(select(FaceRecord.id).where(FaceRecord.collection_id == collection_id))

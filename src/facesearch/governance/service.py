@@ -9,7 +9,7 @@ choosing one door over the other.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +100,7 @@ class Governance:
         keep = [c for c in result.candidates
                 if not self.optouts.blocked(vectors[c.face_id][None, :])[0]]
         suppressed = len(result.candidates) - len(keep)
-        result.candidates = [type(c)(**{**c.__dict__, "rank": i + 1}) for i, c in enumerate(keep)]
+        result.candidates = [replace(c, rank=i + 1) for i, c in enumerate(keep)]
         return suppressed
 
     def verify(self, actor: UserInfo, image_a: bytes, image_b: bytes, *, purpose: str, case_ref: str,

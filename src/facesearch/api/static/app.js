@@ -23,6 +23,7 @@ function formatDetail(detail) {
 
 function rateWords(c) {
   if (c.false_match_rate == null) return "false-match rate unknown (uncalibrated pack)";
+  if (c.false_match_rate >= 0.5) return "as high as most different people score: no evidence of a match";
   const oneIn = Math.round(1 / c.false_match_rate).toLocaleString();
   return `${c.false_match_upper_bound ? "fewer than " : "about "}1 in ${oneIn} different people score this high`;
 }
@@ -71,7 +72,7 @@ async function initSearch() {
     const fd = new FormData(form);
     if (!fd.get("face")) fd.delete("face");
     $("#search-button").disabled = true;
-    try { renderResults(await api("POST", "/api/search", fd)); }
+    try { renderResults(await api("POST", "/api/search", fd), fd.get("purpose"), fd.get("case_ref")); }
     catch (err) { renderError(err); }
     finally { $("#search-button").disabled = false; }
   });
@@ -113,7 +114,8 @@ function renderError(err) {
   $("#result-meta").textContent = "";
 }
 
-function renderResults(r) {
+function renderResults(r, purpose, caseRef) {
+  const why = new URLSearchParams({purpose: purpose || "", case_ref: caseRef || ""}).toString();
   $("#results").hidden = false;
   const verdict = $("#verdict");
   verdict.className = "verdict " + (r.confident_match ? "leads" : "none");
@@ -121,10 +123,11 @@ function renderResults(r) {
     ? `${r.candidates.filter((c) => c.above_threshold).length} candidate lead(s) above the threshold — needs human review`
     : "No confident match: nobody in the searched collections scores above the threshold.";
   const probe = r.probe ? `Probe: ${r.probe.rule}; quality ${r.probe.quality.toFixed(2)}${r.probe.quality_issues.length ? " (" + r.probe.quality_issues.join(", ") + ")" : ""}. ` : "";
-  $("#result-meta").textContent = `${probe}Searched ${r.faces_searched.toLocaleString()} faces in ${r.collections.join(", ") || "no collection"}. ${r.threshold_rule}. ${r.warnings.join(" ")}`;
+  const rule = r.threshold_rule.charAt(0).toUpperCase() + r.threshold_rule.slice(1);
+  $("#result-meta").textContent = `${probe}Searched ${r.faces_searched.toLocaleString()} faces in ${r.collections.join(", ") || "no collection"}. ${rule}. ${r.warnings.join(" ")}`;
   drawProbeFaces(r);
   $("#candidates").innerHTML = r.candidates.map((c) => `
-    <a class="cand ${c.above_threshold ? "above" : "below"}" href="/photo/${c.face_id}" data-face-id="${c.face_id}">
+    <a class="cand ${c.above_threshold ? "above" : "below"}" href="/photo/${c.face_id}?${why}" data-face-id="${c.face_id}">
       ${c.thumbnail_url ? `<img src="${c.thumbnail_url}" alt="face ${c.face_id}">` : `<div class="nothumb">no thumbnail kept</div>`}
       <div class="score">${c.similarity.toFixed(3)} ${c.above_threshold ? "· above threshold" : "· below threshold"}</div>
       <div class="fmr">${esc(rateWords(c))}</div>
@@ -144,7 +147,8 @@ async function initPhoto() {
     const sx = img.clientWidth / img.naturalWidth, sy = img.clientHeight / img.naturalHeight;
     $("#boxes").innerHTML = face.image_faces.map((f) => `<div class="box ${String(f.face_id) === id ? "this" : ""}" style="left:${f.box[0] * sx}px;top:${f.box[1] * sy}px;width:${(f.box[2] - f.box[0]) * sx}px;height:${(f.box[3] - f.box[1]) * sy}px"></div>`).join("");
   });
-  img.src = face.photo_url;
+  // The photo view is audited with the purpose and case of the search that led here.
+  img.src = `${face.photo_url}?${new URLSearchParams(location.search)}`;
   const eraseImage = $("#erase-image");
   if (eraseImage) {
     eraseImage.addEventListener("click", async () => {
@@ -174,13 +178,20 @@ async function initCollections() {
   await load();
   const create = $("#new-collection");
   if (!create) return;
+  const fail = (err) => {
+    const p = document.createElement("p");
+    p.className = "error job"; p.setAttribute("role", "alert"); p.textContent = err.message;
+    $("#jobs").prepend(p);
+  };
   create.addEventListener("submit", async (e) => {
     e.preventDefault();
     const fd = new FormData(create);
-    await api("POST", "/api/collections", {name: fd.get("name"), legal_basis: fd.get("legal_basis"),
-      retention_days: fd.get("retention_days") ? Number(fd.get("retention_days")) : null,
-      keep_thumbnails: fd.get("keep_thumbnails") === "on"});
-    create.reset(); await load();
+    try {
+      await api("POST", "/api/collections", {name: fd.get("name"), legal_basis: fd.get("legal_basis"),
+        retention_days: fd.get("retention_days") ? Number(fd.get("retention_days")) : null,
+        keep_thumbnails: fd.get("keep_thumbnails") === "on"});
+      create.reset(); await load();
+    } catch (err) { fail(err); }
   });
   const watch = async (job) => {
     const box = document.createElement("p");
@@ -200,13 +211,15 @@ async function initCollections() {
     const fd = new FormData();
     for (const f of $("#upload-files").files) fd.append("files", f);
     const name = $("#upload-collection").value;
-    watch(await api("POST", `/api/collections/${encodeURIComponent(name)}/photos`, fd));
+    try { watch(await api("POST", `/api/collections/${encodeURIComponent(name)}/photos`, fd)); $("#upload-files").value = ""; }
+    catch (err) { fail(err); }
   });
   $("#folder-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const name = $("#upload-collection").value;
     const path = new FormData($("#folder-form")).get("path");
-    watch(await api("POST", `/api/collections/${encodeURIComponent(name)}/ingest-folder`, {path}));
+    try { watch(await api("POST", `/api/collections/${encodeURIComponent(name)}/ingest-folder`, {path})); }
+    catch (err) { fail(err); }
   });
 }
 

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("face_count", sa.Integer, nullable=False),
         sa.Column("ingested_at", sa.DateTime, nullable=False),
         sa.UniqueConstraint("collection_id", "sha256", name="uq_image_content"),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "faces",
@@ -57,6 +58,8 @@ def upgrade() -> None:
         sa.Column("pack", sa.String(200), nullable=False),
         sa.Column("embedding", sa.LargeBinary, nullable=False),
         sa.Column("thumbnail", sa.Text, nullable=True),
+        # Never reuse a face id: an id must not name a different person after an erasure.
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "ingest_journal",

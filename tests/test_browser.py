@@ -1,0 +1,209 @@
+"""The web app in a real browser: Debian's chromium driven by Playwright against a live
+``facesearch serve`` (fixtures ``browser_live_server``, ``browser_chromium`` and
+``browser_login`` in conftest.py).
+
+One story, end to end: an admin creates a collection and uploads photos, grants it to an
+investigator; the investigator searches with another photo of the same person, finds and
+opens the photo; the admin erases it; the same search no longer finds it; an auditor sees
+both searches with their purpose and case reference, and the audit chain verifies.
+
+Each run writes the screenshots shown in the README to docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from hashlib import sha256
+from pathlib import Path
+
+from playwright.sync_api import Page, expect
+
+from facesearch.engine import Engine
+
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+COLLECTION = "case-files"
+LEGAL_BASIS = "Seized-device evidence, court order 2026/117"
+PURPOSE = "identify a witness seen on seized footage"
+CASE_REF = "CASE-2026-0142"
+
+
+def shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def wait_images_loaded(page: Page, selector: str) -> None:
+    """Until every <img> matched by ``selector`` has decoded (and at least one exists)."""
+    page.wait_for_function(
+        "sel => { const imgs = [...document.querySelectorAll(sel)];"
+        " return imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0); }",
+        arg=selector)
+
+
+def image_source(home: Path, face_id: int) -> Path:
+    """Where the server's catalog says the photo of ``face_id`` is (the uploaded copy)."""
+    with Engine.open(home) as engine:
+        faces = engine.catalog.faces([face_id])
+    assert face_id in faces, f"face {face_id} is not in the catalog"
+    return Path(faces[face_id].image_source)
+
+
+def search(page: Page, probe: Path) -> dict:
+    """Run a search from the Search page; returns the API's JSON answer (the page shows it)."""
+    page.goto("/")
+    expect(page.locator(f"#collection-picks input[value='{COLLECTION}']")).to_be_checked()
+    page.locator("#probe").set_input_files(probe)
+    wait_images_loaded(page, "#probe-img")
+    page.get_by_label("Purpose (required)").fill(PURPOSE)
+    page.get_by_label("Case reference (required)").fill(CASE_REF)
+    with page.expect_response("**/api/search") as answer:
+        page.get_by_role("button", name="Search", exact=True).click()
+    assert answer.value.ok, f"search failed: {answer.value.status} {answer.value.text()}"
+    expect(page.locator("#results")).to_be_visible()
+    expect(page.locator("#search-button")).to_be_enabled()
+    return answer.value.json()
+
+
+def test_upload_search_open_erase_and_audit(browser_login, browser_live_server, lfw, wider_group):
+    started = time.monotonic()
+    server = browser_live_server
+    powell_1, powell_2 = lfw("Colin_Powell_0001"), lfw("Colin_Powell_0002")
+    uploads = [powell_1, lfw("George_W_Bush_0001"), lfw("Hugo_Chavez_0001"), wider_group[0]]
+
+    # -- 1. the admin logs in, creates a collection, uploads four photos, grants the collection ----
+    ada = browser_login("ada", screenshot=SCREENSHOTS / "login.png")
+    expect(ada).to_have_url(server.url + "/")
+    expect(ada.get_by_test_id("who")).to_contain_text("ada · admin")
+    ada.get_by_role("link", name="Collections", exact=True).click()
+    expect(ada).to_have_url(server.url + "/collections")
+
+    create = ada.locator("#new-collection")
+    create.get_by_label("Name", exact=True).fill(COLLECTION)
+    create.get_by_label("Legal basis / consent note").fill(LEGAL_BASIS)
+    create.get_by_role("button", name="Create").click()
+    row = ada.locator("#collections-table tbody tr", has_text=COLLECTION)
+    expect(row).to_contain_text(LEGAL_BASIS)
+    expect(ada.locator("#upload-collection")).to_have_value(COLLECTION)
+
+    ada.locator("#upload-files").set_input_files(uploads)
+    ada.get_by_role("button", name="Upload and index").click()
+    job = ada.locator("#jobs .job")
+    expect(job).to_have_attribute("data-state", re.compile("^(done|failed)$"), timeout=90_000)
+    expect(job).to_have_attribute("data-state", "done")
+    expect(job).to_contain_text(f"upload into {COLLECTION}: done — 4/4 files, 4 photos")
+    faces_indexed = int(re.search(r"(\d+) faces", job.inner_text()).group(1))
+    assert faces_indexed > len(uploads), job.inner_text()  # the group photo holds many faces
+    expect(row.locator("td").nth(1)).to_have_text("4")  # the table reloads after the job
+    expect(row.locator("td").nth(2)).to_have_text(str(faces_indexed))
+    shot(ada, "collections")
+
+    ada.get_by_role("link", name="Admin", exact=True).click()
+    expect(ada).to_have_url(server.url + "/admin")
+    expect(ada.locator("#users-table tbody tr")).to_have_count(3)
+    grant = ada.locator("#grant-form")
+    expect(grant.locator("select option")).to_have_text([COLLECTION])
+    grant.get_by_placeholder("username").fill("ivan")
+    grant.locator("select").select_option(COLLECTION)
+    grant.get_by_role("button", name="Grant collection").click()
+    expect(ada.locator("#user-result")).to_have_text(f"Granted {COLLECTION} to ivan.")
+    shot(ada, "admin")
+
+    # -- 2. the investigator searches with another photo of Powell and opens the match ------------
+    ivan = browser_login("ivan")
+    expect(ivan).to_have_url(server.url + "/")
+    result = search(ivan, powell_2)
+    assert result["confident_match"], result
+    expect(ivan.locator("#verdict")).to_have_class(re.compile(r"\bleads\b"))
+    expect(ivan.locator("#verdict")).to_contain_text("1 candidate lead(s) above the threshold")
+    above = ivan.locator("#candidates a.cand.above")
+    expect(above).to_have_count(1)
+    expect(ivan.locator("#candidates a.cand").first).to_have_class(re.compile(r"\babove\b"))  # ranked first
+    face_id = int(above.get_attribute("data-face-id"))
+    # the link carries the search's purpose and case, so the photo view is audited with them
+    expect(above).to_have_attribute("href", re.compile(rf"^/photo/{face_id}\?purpose=.+&case_ref={CASE_REF}$"))
+    uploaded_copy = image_source(server.home, face_id)
+    assert uploaded_copy.name.startswith(sha256(powell_1.read_bytes()).hexdigest()), \
+        f"top candidate face {face_id} is from {uploaded_copy}, not Colin_Powell_0001"
+    assert uploaded_copy.is_file()
+    expect(ivan.locator("#candidates a.cand")).to_have_count(len(result["candidates"]))
+    wait_images_loaded(ivan, "#candidates img")
+    shot(ivan, "search_results")
+
+    above.click()
+    expect(ivan).to_have_url(re.compile(rf"^{re.escape(server.url)}/photo/{face_id}\?"))
+    wait_images_loaded(ivan, "#photo")
+    expect(ivan.locator("#boxes .box.this")).to_have_count(1)  # the face box is drawn on the photo
+    expect(ivan.locator("#photo-meta")).to_contain_text(f"Collection {COLLECTION}")
+    expect(ivan.locator("#erase-image")).to_have_count(0)  # only admins erase
+    shot(ivan, "photo")
+
+    # -- 3. the admin erases the photo; the same search no longer finds Powell ---------------------
+    ada.goto(f"/photo/{face_id}")
+    wait_images_loaded(ada, "#photo")
+    ada.on("dialog", lambda dialog: dialog.accept())
+    ada.get_by_role("button", name="Erase this photo and all its faces").click()
+    expect(ada.locator("#erase-result")).to_have_text("Erased 1 face(s) and 1 photo(s).")
+    expect(ada.locator("#photo")).to_have_count(0)
+    assert not uploaded_copy.exists(), f"erased, but the uploaded copy {uploaded_copy} is still on disk"
+
+    result = search(ivan, powell_2)
+    assert not result["confident_match"], result
+    expect(ivan.locator("#verdict")).to_have_class(re.compile(r"\bnone\b"))
+    expect(ivan.locator("#verdict")).to_contain_text("No confident match")
+    expect(ivan.locator("#candidates a.cand.above")).to_have_count(0)
+    expect(ivan.locator(f"#candidates a.cand[data-face-id='{face_id}']")).to_have_count(0)
+    if result["candidates"]:
+        wait_images_loaded(ivan, "#candidates img")
+    shot(ivan, "no_match")
+    assert ivan.request.get(f"/api/faces/{face_id}").status == 403  # gone: same answer as "not yours"
+
+    # -- 4. the auditor sees both searches with purpose and case; the chain verifies --------------
+    audrey = browser_login("audrey")
+    expect(audrey).to_have_url(server.url + "/audit")
+    searches = audrey.locator("#audit-table tbody tr[data-action='search']")
+    expect(searches).to_have_count(2)
+    for i in range(2):
+        # columns: #, when, user, action, purpose, case, details
+        expect(searches.nth(i).locator("td").nth(2)).to_have_text("ivan")
+        expect(searches.nth(i).locator("td").nth(4)).to_have_text(PURPOSE)
+        expect(searches.nth(i).locator("td").nth(5)).to_have_text(CASE_REF)
+        expect(searches.nth(i).locator("td").nth(6)).to_contain_text(f"from {COLLECTION}")
+    views = audrey.locator("#audit-table tbody tr[data-action='view_photo']").filter(has_text="ivan")
+    expect(views).to_have_count(1)  # ivan's photo view, audited with the purpose and case of his search
+    expect(views.locator("td").nth(4)).to_have_text(PURPOSE)
+    expect(views.locator("td").nth(5)).to_have_text(CASE_REF)
+    erase = audrey.locator("#audit-table tbody tr[data-action='erase']")
+    expect(erase).to_have_count(1)
+    expect(erase.locator("td").nth(2)).to_have_text("ada")
+    expect(erase).to_contain_text("1 face(s), 1 photo(s) erased")
+    audrey.get_by_role("button", name="Verify chain").click()
+    expect(audrey.locator("#chain-status")).to_have_text(re.compile(r"^Chain intact: \d+ records verified\.$"))
+    expect(audrey.locator("#chain-status")).to_have_class("ok")
+    shot(audrey, "audit")
+
+    print(f"browser story took {time.monotonic() - started:.1f} s")
+
+
+def test_wrong_password_and_role_pages(browser_chromium, browser_live_server, browser_login):
+    context = browser_chromium.new_context(base_url=browser_live_server.url)
+    try:
+        page = context.new_page()
+        page.goto("/")
+        expect(page).to_have_url(browser_live_server.url + "/login")  # not logged in: sent to log in
+        page.get_by_label("Username").fill("ivan")
+        page.get_by_label("Password").fill("not-his-password")
+        page.get_by_role("button", name="Log in").click()
+        expect(page.locator("#login-error")).to_have_text("Wrong username or password.")
+        expect(page).to_have_url(browser_live_server.url + "/login")
+    finally:
+        context.close()
+
+    ivan = browser_login("ivan")
+    expect(ivan.locator("header nav a")).to_have_text(["Search", "Collections"])
+    ivan.goto("/admin")
+    expect(ivan.get_by_role("heading", name="Not allowed")).to_be_visible()
+    audrey = browser_login("audrey")
+    expect(audrey.locator("header nav a")).to_have_text(["Audit"])
+    audrey.goto("/")
+    expect(audrey).to_have_url(browser_live_server.url + "/audit")
