@@ -115,7 +115,7 @@ def rates_at(t: float, nonmated_top: np.ndarray, mated_top: np.ndarray, mated_hi
 
 
 def open_set(paths, labels, embeddings, backend, workdir, seed: int, holdout: float, calibrated: float,
-             top: int = 10) -> dict:
+             top: int = 10, group_top: int = 50) -> dict:
     multi, singles = split_people(labels)
     names = sorted(multi)
     rng = np.random.default_rng(seed)
@@ -133,6 +133,9 @@ def open_set(paths, labels, embeddings, backend, workdir, seed: int, holdout: fl
     points = {f"{f:g}": rates_at(threshold_at_fpir(nonmated_top, f), nonmated_top, mated_top, mated_hit1)
               for f in FPIR_POINTS}
     worst = np.argsort(-nonmated_top)[:top]
+    groups: dict[tuple[str, str], list[float]] = {}
+    for q in np.argsort(-nonmated_top)[:group_top]:
+        groups.setdefault((labels[nonmated_rows[q]], labels[top_rows[m + q]]), []).append(float(nonmated_top[q]))
     return {
         "seed": seed, "held_out_people": len(held), "enrolled_people": len(enrolled), "gallery": len(gallery_rows),
         "mated_probes": m, "nonmated_probes": len(nonmated_rows), "mated_rank1": float(mated_hit1.mean()),
@@ -140,6 +143,9 @@ def open_set(paths, labels, embeddings, backend, workdir, seed: int, holdout: fl
         **info,
         "top_nonmated": [{"probe": paths[nonmated_rows[q]], "top": paths[top_rows[m + q]],
                           "score": float(nonmated_top[q])} for q in worst],
+        "top_nonmated_grouped": {"of": group_top, "groups": [
+            {"probe_person": a, "top_person": b, "probes": len(v), "max": max(v), "min": min(v)}
+            for (a, b), v in list(groups.items())[:top]]},
     }
 
 
@@ -176,6 +182,12 @@ def format_report(report: dict) -> str:
     lines.append("  highest-scoring non-mated probes (check for LFW label errors before calling them model errors):")
     for w in o["top_nonmated"]:
         lines.append(f"    {w['score']:.3f}  {w['probe']:<48} -> {w['top']}")
+    g = o["top_nonmated_grouped"]
+    lines.append(f"  the {g['of']} highest-scoring non-mated probes by (probe person -> top gallery person), "
+                 f"first {len(g['groups'])} pairs:")
+    for w in g["groups"]:
+        lines.append(f"    {w['probes']:>3} probe(s) {w['min']:.3f}-{w['max']:.3f}  {w['probe_person']} -> "
+                     f"{w['top_person']}")
     return "\n".join(lines)
 
 

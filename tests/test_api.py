@@ -282,7 +282,8 @@ def test_allowed_role_succeeds(api_env, tmp_path, key, role):
     route = ROUTES[key]
     call = route.call(api_env, tmp_path)
     headers = api_env.headers(USER_OF[role]) if role else {}
-    response = _request(api_env, method, call, headers)
+    # a fresh client: a login's session cookie must not stick to the shared anonymous client
+    response = _request(api_env, method, call, headers, TestClient(api_env.app))
     assert response.status_code == route.status, response.text
     _wait_if_job(api_env, response)
     if call.effect is not None:
@@ -330,9 +331,15 @@ def test_deactivated_user_loses_key_and_session(api_env):
     key = api_env.gov.accounts.create_api_key(name)
     headers = {"X-API-Key": key}
     assert api_env.anon.get("/api/me", headers=headers).status_code == 200
+    session = TestClient(api_env.app)
+    credentials = {"username": name, "password": "temp-password-1"}
+    assert session.post("/api/login", json=credentials).status_code == 200
+    assert session.get("/api/me").status_code == 200
     admin = api_env.headers("api_admin")
     assert api_env.anon.post(f"/api/users/{name}/deactivate", headers=admin).status_code == 200
     assert api_env.anon.get("/api/me", headers=headers).status_code == 401
+    assert session.get("/api/me").status_code == 401
+    assert TestClient(api_env.app).post("/api/login", json=credentials).status_code == 401
 
 
 @pytest.mark.parametrize("route", ["/api/search", "/api/verify"])
@@ -406,6 +413,17 @@ def test_session_post_needs_the_csrf_token(api_env):
     assert create(names[3], {"X-CSRF-Token": session.csrf}).status_code == 201
     # reading needs no token
     assert session.get("/api/users").status_code == 200
+
+
+def test_a_non_ascii_csrf_token_is_refused_not_a_server_error(api_env):
+    session = TestClient(api_env.app, raise_server_exceptions=False)
+    login = session.post("/api/login", json={"username": "api_admin", "password": "admin-password-1"})
+    assert login.status_code == 200
+    name = unique("api_csrf_")
+    response = session.post("/api/collections", json={"name": name, "legal_basis": "consent"},
+                            headers={"X-CSRF-Token": "caf\xe9".encode("latin-1")})
+    assert response.status_code == 403, f"{response.status_code}: {response.text[:200]}"
+    assert name not in {c.name for c in api_env.engine.collections()}
 
 
 def test_session_search_needs_the_csrf_token(api_env):
@@ -585,3 +603,13 @@ def test_audit_export_is_jsonl(api_env):
     assert response.status_code == 200
     records = [json.loads(line) for line in response.text.splitlines()]
     assert records and [r["id"] for r in records] == list(range(1, len(records) + 1))
+
+
+def test_naming_a_collection_twice_searches_it_once(api_env):
+    once = api_env.search("api_ivy", LFW / "Colin_Powell_0002.jpg", collections=["alpha"]).json()
+    twice = api_env.search("api_ivy", LFW / "Colin_Powell_0002.jpg", collections=["alpha", "alpha"])
+    assert twice.status_code == 200, twice.text
+    ids = [c["face_id"] for c in twice.json()["candidates"]]
+    assert len(ids) == len(set(ids)), f"the same face listed more than once: {ids}"
+    assert twice.json()["faces_searched"] == once["faces_searched"] == 2  # it drives the false-match estimate
+    assert twice.json()["candidates"] == once["candidates"]

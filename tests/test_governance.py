@@ -132,6 +132,24 @@ def test_erasure_removes_everything_of_the_erased_faces(api_fresh_env, mode):
         assert record.details["probe_sha256"] == api_sha256(lfw_bytes("Hugo_Chavez_0002"))
 
 
+def test_erasing_a_collection_leaves_none_of_its_uploads(api_fresh_env):
+    env = api_fresh_env({"alpha": ["Colin_Powell_0001"], "beta": ["Hugo_Chavez_0001"]})
+    beta_uploads = env.home / "uploads" / f"c{env.engine.collection('beta').id}"
+    # an upload that cannot be indexed (a truncated JPEG, a file that is no image) is not kept at all
+    truncated = lfw_bytes("George_W_Bush_0001")[:2000]
+    files = [("files", ("bush.jpg", truncated, "image/jpeg")), ("files", ("notes.jpg", b"not a photo", "image/jpeg"))]
+    response = env.as_user("api_admin").post("/api/collections/beta/photos", files=files)
+    assert response.status_code == 202, response.text
+    job = env.wait(response.json()["id"])
+    assert job["state"] == "done" and len(job["failed"]) + len(job["skipped"]) == 2, job
+    assert len(list(beta_uploads.iterdir())) == 1, "copies of uploads that failed to index must not be held"
+    erased = env.as_user("api_admin").post("/api/erase", json={"collection": "beta", "reason": "REQ-5"})
+    assert erased.status_code == 200, erased.text
+    left = sorted(p.name for p in beta_uploads.glob("*")) if beta_uploads.exists() else []
+    assert left == [], f"uploads of the erased collection are still held under {beta_uploads}: {left}"
+    assert list((env.home / "uploads").rglob("*.jpg")), "the other collection's upload must stay"
+
+
 def test_erase_like_takes_only_faces_above_the_score(api_fresh_env):
     env = api_fresh_env(ERASE_LAYOUT)
     response = env.as_user("api_admin").post(
@@ -220,7 +238,7 @@ def test_opt_out_needs_a_face_and_a_reference(api_fresh_env, no_face_path):
 
 def test_every_action_leaves_one_audit_record(api_fresh_env):
     env = api_fresh_env({"alpha": ["Colin_Powell_0001", "George_W_Bush_0001"]})
-    started = datetime.now(UTC).isoformat()
+    started = datetime.now(UTC).isoformat(timespec="microseconds")
     mark = last_audit_id(env)
     ivy = env.login("api_ivy")  # login
     csrf = {"X-CSRF-Token": ivy.csrf}
@@ -251,7 +269,7 @@ def test_every_action_leaves_one_audit_record(api_fresh_env):
     login, searched, verified, viewed, ingested, erased, opted, added = records
     assert [r["actor"] for r in records] == ["api_ivy"] * 4 + ["api_admin"] * 4
     for record in records:
-        assert started <= record["at"] <= datetime.now(UTC).isoformat()
+        assert started <= record["at"] <= datetime.now(UTC).isoformat(timespec="microseconds")
         assert len(record["hash"]) == 64 and len(record["prev_hash"]) == 64
     for older, newer in zip(records, records[1:]):
         assert newer["prev_hash"] == older["hash"]

@@ -9,6 +9,7 @@ removes vectors, rows and thumbnails together, and only one process writes at a 
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -181,7 +182,7 @@ class Engine:
 
     def _targets(self, collections: list[str] | None) -> list[CollectionInfo]:
         if collections:
-            return [self.collection(name) for name in collections]
+            return [self.collection(name) for name in dict.fromkeys(collections)]  # each once, in order
         return self.collections()
 
     def probe_face(self, probe: ImageSource, face_index: int | None = None,
@@ -277,6 +278,7 @@ class Engine:
     def erase_collection(self, name: str) -> ErasureReport:
         info = self.collection(name)
         report = self._erase(lambda: self.catalog.remove_collection(info.id))
+        shutil.rmtree(self.uploads / f"c{info.id}", ignore_errors=True)  # incl. uploads that never indexed
         self._raw_index(info).drop()
         self._indexes.pop(info.id, None)
         self._synced.pop(info.id, None)

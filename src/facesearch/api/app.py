@@ -11,6 +11,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -44,7 +45,12 @@ class Actor:
 def create_app(engine: Engine, *, secure_cookies: bool = False) -> FastAPI:
     gov = Governance(engine)
     jobs = JobRunner()
-    app = FastAPI(title="facesearch", version="0.1.0",
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        jobs.shutdown()  # let a running ingest finish its current image and save the index
+
+    app = FastAPI(title="facesearch", version="0.1.0", lifespan=lifespan,
                   description="Self-hosted, accountable face search. Every search needs a purpose and a case "
                               "reference and is written to a hash-chained audit log.")
     app.state.governance = gov
@@ -77,7 +83,7 @@ def create_app(engine: Engine, *, secure_cookies: bool = False) -> FastAPI:
         user, csrf = found
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             sent = request.headers.get("x-csrf-token", "")
-            if not secrets.compare_digest(sent, csrf):
+            if not secrets.compare_digest(sent.encode(), csrf.encode()):
                 raise HTTPException(403, "missing or wrong CSRF token (X-CSRF-Token header)")
         return Actor(user, "session", csrf)
 
@@ -187,6 +193,9 @@ def create_app(engine: Engine, *, secure_cookies: bool = False) -> FastAPI:
             summary = gov.ingest(who.user, paths, name, create=False, progress=False, on_progress=progress)
             job.failed = [list(x) for x in summary.failed]
             job.skipped = [list(x) for x in summary.skipped]
+            if kind == "upload":  # our copies of files that could not be indexed are not kept
+                for source, _reason in summary.failed + summary.skipped:
+                    Path(source).unlink(missing_ok=True)
 
         return schemas.JobOut(**jobs.submit(name, kind, work).to_dict())
 
@@ -372,9 +381,5 @@ def create_app(engine: Engine, *, secure_cookies: bool = False) -> FastAPI:
     from facesearch.api.web import add_web_routes
 
     add_web_routes(app, gov)
-
-    @app.on_event("shutdown")
-    def stop_jobs() -> None:
-        jobs.shutdown()
 
     return app

@@ -154,6 +154,9 @@ class Accounts:
 
     def grant(self, username: str, collection_id: int) -> None:
         user = self.user(username)
+        if user.role != "investigator":
+            raise AccountError(f"{username} is {'an' if user.role[0] in 'aeiou' else 'a'} {user.role}: only "
+                               "investigators get collection grants (admins see all, auditors none)")
         with self.catalog.session() as s:
             if s.get(Grant, (user.id, collection_id)) is None:
                 s.add(Grant(user_id=user.id, collection_id=collection_id))

@@ -7,7 +7,7 @@ The list stores an embedding and a request reference only: no photo, no name.
 from __future__ import annotations
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from facesearch.catalog import Catalog
 from facesearch.governance.schema import OptOut
@@ -30,6 +30,7 @@ class OptOutList:
         self.pack = pack
         self.threshold = threshold
         self._matrix: np.ndarray | None = None
+        self._stamp: tuple = ()
 
     def add(self, embedding: np.ndarray, reference: str, created_by: str) -> int:
         with self.catalog.session() as s:
@@ -52,11 +53,15 @@ class OptOutList:
                      "created_at": r.created_at.isoformat()} for r in s.scalars(select(OptOut).order_by(OptOut.id))]
 
     def matrix(self) -> np.ndarray:
-        if self._matrix is None:
-            with self.catalog.session() as s:
+        # A stamp query per use: an opt-out registered by another process applies at once.
+        with self.catalog.session() as s:
+            stamp = tuple(s.execute(select(func.count(OptOut.id), func.max(OptOut.id))
+                                    .where(OptOut.pack == self.pack)).one())
+            if self._matrix is None or stamp != self._stamp:
                 rows = list(s.scalars(select(OptOut.embedding).where(OptOut.pack == self.pack)))
-            self._matrix = (np.stack([np.frombuffer(r, "<f4") for r in rows]) if rows
-                            else np.zeros((0, 512), np.float32))
+                self._matrix = (np.stack([np.frombuffer(r, "<f4") for r in rows]) if rows
+                                else np.zeros((0, 512), np.float32))
+                self._stamp = stamp
         return self._matrix
 
     def blocked(self, embeddings: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from facesearch.engine import Engine, ErasureReport
-from facesearch.errors import FacesearchError
+from facesearch.errors import FacesearchError, ImageError, NoFaceError
 from facesearch.governance.accounts import Accounts, UserInfo
 from facesearch.governance.audit import AuditLog
 from facesearch.governance.optout import OptOutList, optout_threshold
@@ -67,6 +67,7 @@ class Governance:
         granted = self.accounts.granted_collections(actor)
         if not requested:
             return granted
+        requested = list(dict.fromkeys(requested))  # naming one twice must not count its faces twice
         refused = [name for name in requested if name not in granted]
         if refused:
             raise PermissionDenied(f"{actor.username} has no grant for collection(s): {', '.join(refused)}")
@@ -78,8 +79,19 @@ class Governance:
                collections: list[str] | None = None, top_k: int = 20, face_index: int | None = None,
                probe_name: str = "probe") -> SearchResult:
         self.require(actor, "admin", "investigator")
-        purpose, case_ref = self._justify(purpose, case_ref)
-        targets = self.allowed_collections(actor, collections)
+        try:
+            purpose, case_ref = self._justify(purpose, case_ref)
+            targets = self.allowed_collections(actor, collections)
+            return self._search(actor, probe, purpose, case_ref, targets, top_k, face_index, probe_name)
+        except (PermissionDenied, MissingJustification, ImageError, NoFaceError) as exc:
+            # A refused search is recorded too: who tried what, and why it was refused.
+            self.audit.append(actor.username, "search_refused", {"probe_sha256": _sha256(probe),
+                                                                 "collections": collections, "reason": str(exc)},
+                              purpose or "", case_ref or "")
+            raise
+
+    def _search(self, actor: UserInfo, probe: bytes, purpose: str, case_ref: str, targets: list[str], top_k: int,
+                face_index: int | None, probe_name: str) -> SearchResult:
         details = {"probe_sha256": _sha256(probe), "collections": targets, "top_k": top_k}
         if not targets:
             result = SearchResult(None, [], 0, 0.0, "no collection granted", [])
@@ -120,8 +132,12 @@ class Governance:
     def _face_collection_check(self, actor: UserInfo, face_id: int):
         self.require(actor, "admin", "investigator")
         info = self.engine.catalog.faces([face_id]).get(face_id)
-        if info is None or info.collection not in self.accounts.granted_collections(actor):
-            # Same answer for "absent" and "not yours": no probing of what exists.
+        hidden = info is None or info.collection not in self.accounts.granted_collections(actor)
+        if not hidden and len(self.optouts.matrix()):
+            vector = self.engine.catalog.embeddings_of([face_id])[face_id]
+            hidden = bool(self.optouts.blocked(vector[None, :])[0])  # opted out: never shown
+        if hidden:
+            # Same answer for "absent", "not yours" and "opted out": no probing of what exists.
             raise PermissionDenied(f"face {face_id} is not in a collection you may see")
         return info
 

@@ -14,6 +14,7 @@ replaced, so a crash leaves the previous generation intact.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -222,6 +223,7 @@ class FaissIndex:
         self.__init__(self.directory, self.dim, self.exact_limit, self.shortlist)
 
 
+@functools.lru_cache(maxsize=4)
 def _random_rotation(dim: int) -> np.ndarray:
     """A fixed random orthogonal matrix: balances the sign bits across dimensions."""
     rng = np.random.default_rng(_ROTATION_SEED)
