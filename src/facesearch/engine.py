@@ -24,9 +24,9 @@ from facesearch.home import HomeConfig, WriteLock, load_config, resolve_home
 from facesearch.index import VectorIndex, open_index
 from facesearch.ingest import Ingestor, IngestSummary
 from facesearch.models.calibration import Calibration, load_calibration
-from facesearch.pipeline import Face, FaceAnalyzer, choose_face, load_image
+from facesearch.pipeline import Face, FaceAnalyzer, load_image
 from facesearch.pipeline.imageio import ImageSource
-from facesearch.search import Candidate, ProbeFace, SearchResult, false_match, search_threshold
+from facesearch.search import Candidate, ProbeFace, SearchResult, false_match, pick_face, search_threshold
 
 
 @dataclass
@@ -187,13 +187,8 @@ class Engine:
 
     def probe_face(self, probe: ImageSource, face_index: int | None = None,
                    source: str | None = None) -> tuple[Face, ProbeFace]:
-        image = load_image(probe)
-        faces = self.analyzer.analyze(image)
         label = source or (str(probe) if isinstance(probe, (str, os.PathLike)) else "<probe>")
-        face, rule = choose_face(faces, image.shape, label, face_index)
-        info = ProbeFace(label, len(faces), face.index, rule, face.box, face.quality.score,
-                         face.quality.issues, face.quality.usable)
-        return face, info
+        return pick_face(self.analyzer, probe, face_index, label)
 
     def search(self, probe: ImageSource, *, collections: list[str] | None = None, top_k: int = 20,
                face_index: int | None = None, threshold: float | None = None,

@@ -5,23 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from facesearch.models.calibration import Calibration
-from facesearch.pipeline import FaceAnalyzer, choose_face, load_image
+from facesearch.pipeline import Face, FaceAnalyzer, choose_face, load_image
 from facesearch.pipeline.imageio import ImageSource
+from facesearch.search.results import ProbeFace
 
 #: Used only for a pack without calibration; said so wherever it is used.
 UNCALIBRATED_VERIFY_THRESHOLD = 0.4
-
-
-@dataclass(frozen=True)
-class ChosenFace:
-    source: str
-    faces_in_image: int
-    chosen: int
-    rule: str
-    box: tuple[float, float, float, float]
-    quality: float
-    quality_issues: tuple[str, ...]
-    usable: bool
 
 
 @dataclass(frozen=True)
@@ -32,11 +21,21 @@ class VerifyResult:
     threshold_rule: str
     false_match_rate: float | None
     false_match_upper_bound: bool
-    faces: tuple[ChosenFace, ChosenFace]
+    faces: tuple[ProbeFace, ProbeFace]
     pack: str
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def pick_face(analyzer: FaceAnalyzer, image: ImageSource, face_index: int | None,
+              label: str) -> tuple[Face, ProbeFace]:
+    """Detect and embed every face of ``image``, then take the one asked for (or the primary one)."""
+    pixels = load_image(image)
+    faces = analyzer.analyze(pixels)
+    face, rule = choose_face(faces, pixels.shape, label, face_index)
+    return face, ProbeFace(label, len(faces), face.index, rule, face.box, face.quality.score,
+                           face.quality.issues, face.quality.usable)
 
 
 def verify_threshold(calibration: Calibration | None, override: float | None = None) -> tuple[float, str]:
@@ -54,12 +53,8 @@ def verify_faces(analyzer: FaceAnalyzer, calibration: Calibration | None, image_
                  threshold: float | None = None, names: tuple[str, str] | None = None) -> VerifyResult:
     chosen, embeddings = [], []
     for k, (image, pick) in enumerate(((image_a, face_a), (image_b, face_b))):
-        label = names[k] if names else str(image)
-        pixels = load_image(image)
-        faces = analyzer.analyze(pixels)
-        face, rule = choose_face(faces, pixels.shape, label, pick)
-        chosen.append(ChosenFace(label, len(faces), face.index, rule, face.box, face.quality.score,
-                                 face.quality.issues, face.quality.usable))
+        face, info = pick_face(analyzer, image, pick, names[k] if names else str(image))
+        chosen.append(info)
         embeddings.append(face.embedding)
     similarity = float(embeddings[0] @ embeddings[1])
     limit, rule = verify_threshold(calibration, threshold)
