@@ -547,7 +547,8 @@ def milvus_rows(p: Plant, model: Gaussian, args, workdir: Path, log) -> list[Row
             index.save()
         seconds = time.perf_counter() - start
         grown = rss() - before
-        row = Row("milvus", f"milvus-lite {args.milvus_index} (open_index)", size, n, seconds, grown / n, note=note)
+        row = Row("milvus", f"milvus-lite {args.milvus_index} N={size:,} (open_index)", size, n, seconds, grown / n,
+                  note=note)
         if not note:
             disk = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
             row.bytes_per_face_nominal = disk / n
