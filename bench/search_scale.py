@@ -25,15 +25,27 @@ Settings (``--backends faiss``), each at every ``--sizes`` N:
 - ``hnsw32 ef=128/512``: raw ``faiss.IndexHNSWFlat`` (M 32, efConstruction 40), for comparison;
   skipped with a note when its build exceeds ``--hnsw-max-seconds``;
 - ``ivf<nlist>,Flat np=32/128``: raw ``faiss.IndexIVFFlat`` (spherical k-means on a sample).
+  (``--raw none`` skips the two raw FAISS families.)
 
 ``--backends milvus`` runs the same measurements through ``facesearch.index.open_index("milvus")``
-(milvus-lite, FLAT) at 10k, 50k, 100k, ... until a build exceeds ``--milvus-max-seconds``.
+(milvus-lite, FLAT) at 10k, 50k, 100k, ... 2M until a build exceeds ``--milvus-max-seconds``
+(or the previous one projects, linearly, past it).
 
 Per row: build seconds, bytes per face (process RSS growth / gallery size, and the index's own
-nominal figure), single-query p50/p99 (one query at a time after warm-up; at most
-``--latency-seconds`` per row), batched queries/s (all probes in one call), hit@1 of the true
-mate, and the ANN-induced miss rate: share of probes whose true mate the exact search ranks
-first but the index does not return in its top 10.
+nominal figure; for milvus its on-disk size), single-query p50/p99 (one query at a time after
+warm-up; at most ``--latency-seconds`` per row, ``(n)`` queries) with faiss's default OpenMP
+threads and again with one thread (``1T``: on a shared 2-core machine a second OpenMP thread
+that gets descheduled stalls a single query for a time slice), batched queries/s (best of 2
+calls with all probes), hit@1 of the true mate, the mate in the top 10, and the ANN-induced
+miss rate: share of probes whose true mate the exact search ranks first but the index does not
+return in its top 10.
+
+After the binary rows: the mate's Hamming rank among all codes (how close the shortlist came to
+losing it), and the miss rate *predicted* for each shortlist from a tail of impostor cosines
+(Hamming distance of sign codes at cosine c ~ 512/m Binomial(m, acos(c)/pi), m measured on the
+index's rotation). The prediction from the Gaussian distractors' own tail checks the model
+against the measurement; the one from LFW's real tail says what real faces would do, since
+the Gaussian's extreme tail is lighter than real faces'.
 
     python bench/search_scale.py --lfw ../shared/data/lfw --sizes 20000 --queries 200   # quick check
     python bench/search_scale.py --lfw ../shared/data/lfw --sizes 100000,1000000
@@ -664,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ivf-nlist", type=int, default=0, help="IVF lists (default: power of 2 near 4 sqrt(N))")
     parser.add_argument("--latency-seconds", type=float, default=60.0,
                         help="time budget of the one-query-at-a-time loop per row (>= 50 queries)")
-    parser.add_argument("--milvus-sizes", default="10000,50000,100000,200000,500000,1000000")
+    parser.add_argument("--milvus-sizes", default="10000,50000,100000,200000,500000,1000000,2000000")
     parser.add_argument("--milvus-max-seconds", type=float, default=600.0, help="largest acceptable milvus build")
     parser.add_argument("--milvus-index", default="FLAT", help="milvus index_type (default FLAT, as facesearch)")
     parser.add_argument("--fit-on", choices=("singles", "all"), default="singles",
