@@ -88,25 +88,23 @@ def print_result(result: SearchResult) -> None:
             print(f"        thumbnail {c.thumbnail}")
 
 
-def search(args: Namespace) -> int:
-    with _engine(args) as engine:
-        result = engine.search(args.probe, collections=args.collection or None, top_k=args.top_k,
-                               face_index=args.face, threshold=args.threshold)
+def _show(args: Namespace, result: SearchResult) -> int:
     if args.json:
         _out(args, result.to_dict())
     else:
         print_result(result)
     return 0
+
+
+def search(args: Namespace) -> int:
+    with _engine(args) as engine:
+        return _show(args, engine.search(args.probe, collections=args.collection or None, top_k=args.top_k,
+                                         face_index=args.face, threshold=args.threshold))
 
 
 def similar(args: Namespace) -> int:
     with _engine(args) as engine:
-        result = engine.similar(args.face_id, collections=args.collection or None, top_k=args.top_k)
-    if args.json:
-        _out(args, result.to_dict())
-    else:
-        print_result(result)
-    return 0
+        return _show(args, engine.similar(args.face_id, collections=args.collection or None, top_k=args.top_k))
 
 
 def erase(args: Namespace) -> int:
