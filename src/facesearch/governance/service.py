@@ -2,8 +2,9 @@
 collection grants decide what it may do; searches need a purpose and a case reference;
 opt-outs are applied; and every action lands in the hash-chained audit log.
 
-The API and the CLI both go through this layer, so the rules cannot be bypassed by
-choosing one door over the other.
+The server goes through this layer for every request, and so do the CLI's user and audit
+commands. The CLI's search/index/erase commands act as the local operator (whoever can
+read the home's files) on the Engine directly: auditing them too is still to do.
 """
 
 from __future__ import annotations
