@@ -30,6 +30,7 @@ DEFAULT_EXACT_LIMIT = 100_000
 #: Hamming shortlist re-ranked exactly per query.
 DEFAULT_SHORTLIST = 256
 _ROTATION_SEED = 1234
+_RERANK_CHUNK = 64
 
 
 class FaissIndex:
@@ -132,8 +133,12 @@ class FaissIndex:
     def _search_codes(self, queries: np.ndarray, k: int) -> Hits:
         fetch = min(self._n, max(self.shortlist, k) + self._dead)
         _, positions = self._codes.search(self._sign_codes(queries), fetch)
-        safe = np.where(positions >= 0, positions, 0)
-        scores = np.einsum("qrd,qd->qr", self._vectors[safe], queries)
+        scores = np.empty(positions.shape, np.float32)
+        # Re-rank in chunks: gathering every shortlist at once costs queries x shortlist x 2 KB.
+        for lo in range(0, len(queries), _RERANK_CHUNK):
+            part = positions[lo:lo + _RERANK_CHUNK]
+            gathered = self._vectors[np.where(part >= 0, part, 0)]
+            scores[lo:lo + _RERANK_CHUNK] = np.einsum("qrd,qd->qr", gathered, queries[lo:lo + _RERANK_CHUNK])
         scores[positions < 0] = -np.inf
         order = np.argsort(-scores, axis=1)
         return self._finish(np.take_along_axis(positions, order, 1), np.take_along_axis(scores, order, 1), k)
