@@ -254,12 +254,10 @@ def create_app(engine: Engine, *, secure_cookies: bool = False) -> FastAPI:
         data = await read_probe(probe)
         result = gov.search(who.user, data, purpose=purpose, case_ref=case_ref, collections=collections or None,
                             top_k=top_k, face_index=face, probe_name=probe.filename or "probe")
-        return search_out(result, data)
+        return search_out(result)
 
-    def search_out(result, probe_bytes: bytes) -> schemas.SearchOut:
-        probe_faces: list = []
-        if result.probe is not None:
-            probe_faces = [f.box for f in engine.analyzer.analyze(load_image(probe_bytes), embed=False)]
+    def search_out(result) -> schemas.SearchOut:
+        probe_faces = list(result.probe.face_boxes) if result.probe is not None else []
         data = result.to_dict()
         probe = None
         if result.probe is not None:

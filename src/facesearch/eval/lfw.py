@@ -130,27 +130,11 @@ def embed_lfw_images(analyzer: FaceAnalyzer, image_dir: Path, rel_paths: list[st
     have = [i for i in range(n) if crops[i] is not None]
     if have:
         stack = np.stack([crops[i] for i in have])
-        embedder = analyzer.embedder
-        was = embedder.flip_augment
-        embedder.flip_augment = False
-        try:
-            raw = _raw_embed(embedder, stack)
-            raw_mirror = _raw_embed(embedder, stack[:, :, ::-1])
-        finally:
-            embedder.flip_augment = was
+        raw = analyzer.embedder.raw_features(stack)
+        raw_mirror = analyzer.embedder.raw_features(stack[:, :, ::-1])
         plain[have] = _normalise(raw)
         flipped[have] = _normalise(raw + raw_mirror)
     return ImageEmbeddings(list(rel_paths), plain, flipped, how, time.perf_counter() - start)
-
-
-def _raw_embed(embedder, crops: np.ndarray) -> np.ndarray:
-    """Un-normalised features, so original and mirror can be summed before normalising."""
-    out = []
-    for lo in tqdm(range(0, len(crops), embedder.batch_size), desc="embed", unit="batch", leave=False):
-        batch = crops[lo:lo + embedder.batch_size]
-        blob = (batch.astype(np.float32) - embedder.mean) / embedder.std
-        out.append(embedder.session.run(None, {embedder.input_name: blob.transpose(0, 3, 1, 2)})[0])
-    return np.concatenate(out)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

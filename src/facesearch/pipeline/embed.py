@@ -21,20 +21,22 @@ class ArcFaceEmbedder:
     def embed(self, crops: np.ndarray | list[np.ndarray]) -> np.ndarray:
         """``crops``: (N, 112, 112, 3) uint8 RGB. Returns (N, dim) unit-length float32."""
         crops = np.asarray(crops)
-        if len(crops) == 0:
-            return np.zeros((0, self.dim), np.float32)
+        if self.flip_augment and len(crops):
+            half = len(crops)
+            feats = self.raw_features(np.concatenate([crops, crops[:, :, ::-1]]))
+            feats = feats[:half] + feats[half:]
+        else:
+            feats = self.raw_features(crops)
+        norms = np.linalg.norm(feats, axis=1, keepdims=True)
+        return feats / np.maximum(norms, 1e-12)
+
+    def raw_features(self, crops: np.ndarray) -> np.ndarray:
+        """Un-normalised recognizer outputs, batched; (N, dim) float32."""
+        crops = np.asarray(crops)
         out = np.empty((len(crops), self.dim), np.float32)
-        step = self.batch_size // 2 if self.flip_augment else self.batch_size
-        for start in range(0, len(crops), max(step, 1)):
-            batch = crops[start:start + step]
-            if self.flip_augment:
-                batch = np.concatenate([batch, batch[:, :, ::-1]])
+        for start in range(0, len(crops), self.batch_size):
+            batch = crops[start:start + self.batch_size]
             blob = (batch.astype(np.float32) - self.mean) / self.std
             blob = np.ascontiguousarray(blob.transpose(0, 3, 1, 2))
-            feats = self.session.run(None, {self.input_name: blob})[0]
-            if self.flip_augment:
-                half = len(feats) // 2
-                feats = feats[:half] + feats[half:]
-            out[start:start + len(feats)] = feats
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-12)
+            out[start:start + len(batch)] = self.session.run(None, {self.input_name: blob})[0]
+        return out

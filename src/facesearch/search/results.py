@@ -40,6 +40,7 @@ class ProbeFace:
     quality: float
     quality_issues: tuple[str, ...]
     usable: bool
+    face_boxes: tuple[tuple[float, float, float, float], ...] = ()  # every face of the photo, by index
 
 
 @dataclass

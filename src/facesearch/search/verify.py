@@ -35,7 +35,7 @@ def pick_face(analyzer: FaceAnalyzer, image: ImageSource, face_index: int | None
     faces = analyzer.analyze(pixels)
     face, rule = choose_face(faces, pixels.shape, label, face_index)
     return face, ProbeFace(label, len(faces), face.index, rule, face.box, face.quality.score,
-                           face.quality.issues, face.quality.usable)
+                           face.quality.issues, face.quality.usable, tuple(f.box for f in faces))
 
 
 def verify_threshold(calibration: Calibration | None, override: float | None = None) -> tuple[float, str]:
