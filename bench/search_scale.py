@@ -68,13 +68,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from facesearch.eval.synthetic import GaussianFaces as Gaussian
 from facesearch.index import FaissIndex, open_index
 from lfw_embeddings import DEFAULT_CACHE, DEFAULT_PACK, load_or_compute
 
 K = 10
 TARGET_P50_MS = 10.0
 TARGET_MISS = 0.01
-_CHUNK = 65_536  # distractors are drawn in fixed chunks, so a smaller N is a prefix of a larger one
 
 
 # -- memory -------------------------------------------------------------------------------------
@@ -86,38 +86,6 @@ def rss() -> int:
 
 
 # -- distractor model ---------------------------------------------------------------------------
-
-
-@dataclass
-class Gaussian:
-    mean: np.ndarray  # (d,)
-    chol: np.ndarray  # (d, d) lower Cholesky factor of the covariance
-
-    @classmethod
-    def fit(cls, embeddings: np.ndarray, labels: np.ndarray) -> Gaussian:
-        _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-        w = 1.0 / counts[inverse]
-        w /= w.sum()
-        x = embeddings.astype(np.float64)
-        mean = w @ x
-        centred = x - mean
-        cov = (centred * w[:, None]).T @ centred
-        cov += 1e-8 * np.trace(cov) / len(cov) * np.eye(len(cov))
-        return cls(mean, np.linalg.cholesky(cov))
-
-    def sample_into(self, out: np.ndarray, rows: np.ndarray | None, n: int, seed: int) -> None:
-        """Write distractors 0..n-1 of the seeded stream into ``out[rows]`` (or ``out[:n]``)."""
-        mean, chol_t = self.mean.astype(np.float32), self.chol.T.astype(np.float32)
-        for c, lo in enumerate(range(0, n, _CHUNK)):
-            hi = min(n, lo + _CHUNK)
-            z = np.random.default_rng([seed, c]).standard_normal((_CHUNK, len(mean)), np.float32)[:hi - lo]
-            x = z @ chol_t
-            x += mean
-            x /= np.linalg.norm(x, axis=1, keepdims=True)
-            if rows is None:
-                out[lo:hi] = x
-            else:
-                out[rows[lo:hi]] = x
 
 
 def uniform_unit(n: int, d: int, seed: int) -> np.ndarray:

@@ -31,34 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
+from facesearch.eval.detection import BUCKETS, read_labels
+from facesearch.eval.detection import match as match_boxes
 from facesearch.pipeline import DetectorConfig, FaceAnalyzer, load_image
 
-BUCKETS: list[tuple[str, float, float]] = [
-    ("<16", 0, 16), ("16-32", 16, 32), ("32-64", 32, 64), ("64+", 64, float("inf")),
-]
 MODES: dict[str, DetectorConfig] = {
     "default": DetectorConfig(),
     "single640": DetectorConfig(multiscale_above=1e9),
 }
-
-
-def read_labels(data: Path) -> dict[str, np.ndarray]:
-    """``labels.txt`` -> {relative image path: (N, 4) GT boxes as x1, y1, x2, y2}."""
-    labels: dict[str, list[list[float]]] = {}
-    current: str | None = None
-    for line in (data / "labels.txt").read_text().splitlines():
-        line = line.strip()
-        if line.startswith("#"):
-            rest = line[1:].strip()
-            # Image lines are '# event/file.jpg'; other '#' lines are free-text comments.
-            current = rest if rest.lower().endswith((".jpg", ".jpeg", ".png")) and " " not in rest else None
-            if current is not None:
-                labels[current] = []
-        elif line and current is not None:
-            x, y, w, h = (float(v) for v in line.split()[:4])
-            if w > 0 and h > 0:
-                labels[current].append([x, y, x + w, y + h])
-    return {name: np.array(boxes, np.float64).reshape(-1, 4) for name, boxes in labels.items()}
 
 
 def strided(items: list, limit: int | None) -> list:
@@ -68,32 +48,12 @@ def strided(items: list, limit: int | None) -> list:
     return items[:: len(items) // limit][:limit]
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def match(dets: np.ndarray, scores: np.ndarray, gt: np.ndarray, iou: float) -> tuple[np.ndarray, int]:
     """Greedy one-to-one matching by score. Returns (GT matched mask, unmatched detections)."""
+    taken = match_boxes(dets, scores, gt, iou)
     matched = np.zeros(len(gt), bool)
-    if len(dets) == 0 or len(gt) == 0:
-        return matched, len(dets)
-    ious = iou_matrix(dets.astype(np.float64), gt)
-    unmatched = 0
-    for d in np.argsort(-scores, kind="stable"):
-        candidates = np.where(matched, -1.0, ious[d])
-        best = int(np.argmax(candidates))
-        if candidates[best] >= iou:
-            matched[best] = True
-        else:
-            unmatched += 1
-    return matched, unmatched
+    matched[taken[taken >= 0]] = True
+    return matched, int((taken < 0).sum())
 
 
 def evaluate(data: Path, labels: dict[str, np.ndarray], mode: str, min_height: float, iou: float) -> dict:
@@ -171,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
-    labels = read_labels(args.data)
+    labels = read_labels(args.data / "labels.txt")
     if not labels:
         parser.error(f"no images listed in {args.data / 'labels.txt'}")
     labels = dict(strided(list(labels.items()), args.limit))

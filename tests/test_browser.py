@@ -120,6 +120,13 @@ def test_upload_search_open_erase_and_audit(browser_login, browser_live_server, 
     expect(above).to_have_count(1)
     expect(ivan.locator("#candidates a.cand").first).to_have_class(re.compile(r"\babove\b"))  # ranked first
     face_id = int(above.get_attribute("data-face-id"))
+    # the calibrated false-match estimate is on the card, in words a reviewer can act on
+    estimate = above.locator(".fmr").inner_text()
+    one_in = re.search(r"about 1 in ([\d,.e+]+) different people score this high", estimate)
+    assert one_in, estimate
+    top = result["candidates"][0]
+    assert top["false_match_words"] in estimate and top["false_match_rate"] < 1e-3
+    assert re.search(r"searching \d[\d,]* faces, the chance that some different person scores this high", estimate)
     # the link carries the search's purpose and case, so the photo view is audited with them
     expect(above).to_have_attribute("href", re.compile(rf"^/photo/{face_id}\?purpose=.+&case_ref={CASE_REF}$"))
     uploaded_copy = image_source(server.home, face_id)
@@ -200,7 +207,7 @@ def test_wrong_password_and_role_pages(browser_chromium, browser_live_server, br
         context.close()
 
     ivan = browser_login("ivan")
-    expect(ivan.locator("header nav a")).to_have_text(["Search", "Collections"])
+    expect(ivan.locator("header nav a")).to_have_text(["Search", "Collections", "Subjects"])
     ivan.goto("/admin")
     expect(ivan.get_by_role("heading", name="Not allowed")).to_be_visible()
     audrey = browser_login("audrey")

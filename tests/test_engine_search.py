@@ -151,7 +151,7 @@ def test_cli_search_json(cli, faiss_home):
     top = data["candidates"][0]
     assert Path(top["image_source"]).name == "Colin_Powell_0001.jpg"
     assert top["above_threshold"] is True
-    assert set(top["false_match"]) >= {"rate", "upper_bound", "expected_in_gallery", "words"}
+    assert set(top["false_match"]) >= {"rate", "extrapolated", "expected_in_gallery", "fpir", "words"}
     assert data["probe"]["rule"] == "the only face"
     assert 0 < data["threshold"] <= top["similarity"]
     assert data["verdict"].startswith("candidate leads above the threshold")

@@ -98,7 +98,7 @@ class Engine:
     @property
     def calibration(self) -> Calibration | None:
         if self._calibration is None:
-            self._calibration = load_calibration(self.config.pack)
+            self._calibration = load_calibration(self.config.pack, home=self.home)
         return self._calibration
 
     def _raw_index(self, collection: CollectionInfo) -> VectorIndex:
@@ -204,14 +204,15 @@ class Engine:
     def search_vector(self, vector: np.ndarray, *, collections: list[str] | None = None, top_k: int = 20,
                       threshold: float | None = None, exclude: set[int] | None = None) -> SearchResult:
         targets = self._targets(collections)
-        limit, rule = search_threshold(self.calibration, threshold)
+        indexes = [self.index_of(info) for info in targets]
+        with self.mutex:
+            searched = sum(len(index) for index in indexes)
+        # The threshold depends on how many faces are searched: FPIR 0.01 at this gallery size.
+        limit, rule = search_threshold(self.calibration, threshold, searched)
         pool: list[tuple[float, int]] = []
-        searched = 0
         fetch = top_k + len(exclude or ())
-        for info in targets:
-            index = self.index_of(info)
+        for index in indexes:
             with self.mutex:
-                searched += len(index)
                 hits = index.search(vector, fetch).row(0)
             pool.extend((score, face_id) for face_id, score in hits if not exclude or face_id not in exclude)
         pool.sort(reverse=True)

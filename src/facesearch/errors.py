@@ -39,6 +39,30 @@ class ImageTooLargeError(ImageError):
     """The image exceeds the pixel limit (decompression-bomb guard)."""
 
 
+class VideoError(ImageError):
+    """A video could not be turned into frames (an :class:`ImageError`: a bad input file)."""
+
+
+class VideoNotFoundError(VideoError):
+    """The path does not exist or is not a regular file."""
+
+
+class NotAVideoError(VideoError):
+    """The file is not a video container we decode (MP4/MOV, Matroska/WebM, AVI)."""
+
+
+class CorruptVideoError(VideoError):
+    """The file claims to be a video but cannot be opened or decoded (empty, damaged)."""
+
+
+class TruncatedVideoError(CorruptVideoError):
+    """Decoding stopped well before the duration the container declares."""
+
+
+class VideoTooLargeError(VideoError):
+    """The video exceeds the duration or frame-size limit."""
+
+
 class ModelError(FacesearchError):
     """A model pack is missing, incomplete or unusable."""
 

@@ -271,7 +271,8 @@ def create_app(engine: Engine, *, secure_cookies: bool = False) -> FastAPI:
             candidates=[schemas.CandidateOut(
                 rank=c.rank, face_id=c.face_id, similarity=c.similarity, above_threshold=c.above_threshold,
                 false_match_rate=c.false_match.rate if c.false_match else None,
-                false_match_upper_bound=c.false_match.upper_bound if c.false_match else False,
+                false_match_extrapolated=c.false_match.extrapolated if c.false_match else False,
+                false_match_fpir=c.false_match.fpir if c.false_match else None,
                 false_match_words=c.false_match.words if c.false_match else None, collection=c.collection,
                 image_id=c.image_id, box=c.box, quality=c.quality,
                 thumbnail_url=f"/api/faces/{c.face_id}/thumbnail" if c.thumbnail else None,

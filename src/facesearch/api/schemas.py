@@ -86,7 +86,8 @@ class CandidateOut(BaseModel):
     similarity: float
     above_threshold: bool
     false_match_rate: float | None
-    false_match_upper_bound: bool
+    false_match_extrapolated: bool
+    false_match_fpir: float | None
     false_match_words: str | None
     collection: str
     image_id: int
@@ -127,7 +128,8 @@ class VerifyOut(BaseModel):
     threshold: float
     threshold_rule: str
     false_match_rate: float | None
-    false_match_upper_bound: bool
+    false_match_extrapolated: bool
+    false_match_words: str
     faces: list[dict]
 
 

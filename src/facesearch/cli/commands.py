@@ -86,17 +86,10 @@ def verify(args: Namespace) -> int:
     verdict = "SAME PERSON" if result.same_person else "DIFFERENT PEOPLE"
     print(f"similarity {result.similarity:.4f} -> {verdict} (threshold {result.threshold:.3f})")
     if result.false_match_rate is not None:
-        bound = "below " if result.false_match_upper_bound else "about "
-        print(f"  false-match rate at this score: {bound}{_rate_words(result.false_match_rate)}")
+        print(f"  false-match rate at this score: {result.false_match_rate:.2g}: {result.false_match_words}")
     print(f"  {result.threshold_rule}")
     print("  A match is a lead for a person to review, not an identification.")
     return 0
-
-
-def _rate_words(rate: float) -> str:
-    if rate <= 0:
-        return "0"
-    return f"{rate:.2g} (1 in {1 / rate:,.0f} different-person comparisons)"
 
 
 # -- models ---------------------------------------------------------------------------------

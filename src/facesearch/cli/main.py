@@ -16,6 +16,7 @@ from facesearch.errors import FacesearchError
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # reports record the exact command
     if not getattr(args, "handler", None):
         parser.print_help()
         return 1
@@ -74,7 +75,56 @@ def build_parser() -> argparse.ArgumentParser:
     lfw.add_argument("--calibration-out", type=Path, default=None,
                      help="also write a score calibration from all cross-identity pairs")
     lfw.set_defaults(handler=commands.eval_lfw)
+    _add_eval_commands(eval_sub, sub)
     return parser
+
+
+def _eval_common(p: argparse.ArgumentParser, data_help: str) -> None:
+    p.add_argument("--data", type=Path, required=True, help=data_help)
+    p.add_argument("--out", type=Path, default=None, help="report folder (default: facesearch-eval/KIND-PACK)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="embedding cache file (default: ~/.cache/facesearch/eval/DATASET-HASH.npz)")
+    p.add_argument("--seed", type=int, default=0, help="fixed seed of every sample and split")
+    p.add_argument("--json", action="store_true", help="print the JSON report")
+
+
+def _add_eval_commands(eval_sub, sub) -> None:
+    from facesearch.cli import eval_commands as ev
+
+    people = "folder per person (DIR/NAME/*.jpg) or LFW (DIR/images/NAME/*.jpg + pairs.txt)"
+    p = eval_sub.add_parser("verify", help="1:1: TAR at FAR 1e-2..1e-6, EER, DET plot, protocol accuracy")
+    _eval_common(p, people)
+    p.add_argument("--pairs", type=Path, default=None, help="a pairs.txt-format protocol (default: DIR/pairs.txt)")
+    p.add_argument("--max-impostors", type=int, default=200_000_000,
+                   help="score every different-person pair up to this many, else a seeded sample of this many")
+    p.add_argument("--compare", action="append", default=[], metavar="PACK", help="also evaluate this pack")
+    p.set_defaults(handler=ev.eval_verify)
+
+    p = eval_sub.add_parser("identify", help="1:N as NIST FRTE: CMC, FNIR at FPIR, growth with gallery size")
+    _eval_common(p, people)
+    p.add_argument("--distractors", type=Path, default=None, help="folder of extra real distractor photos")
+    p.add_argument("--sizes", default="1000,10000,100000,1000000", help="gallery sizes (comma-separated)")
+    p.add_argument("--no-synthetic", action="store_true", help="never add synthetic distractor embeddings")
+    p.add_argument("--holdout", type=float, default=0.2, help="share of people with 2+ photos never enrolled")
+    p.add_argument("--compare", action="append", default=[], metavar="PACK", help="also evaluate this pack")
+    p.set_defaults(handler=ev.eval_identify)
+
+    p = eval_sub.add_parser("detect", help="detector recall and average precision at IoU 0.5 by face size")
+    _eval_common(p, "image folder (DIR/images/... or DIR/...)")
+    p.add_argument("--labels", type=Path, required=True, help="WIDER FACE format box file")
+    p.add_argument("--limit", type=int, default=None, help="only N images, evenly strided")
+    p.set_defaults(handler=ev.eval_detect)
+
+    p = sub.add_parser("calibrate", help="fit score -> false-match rate on a labelled dataset; check it")
+    _eval_common(p, people)
+    p.add_argument("--exclude-people", type=Path, default=None,
+                   help="people (LFW people*.txt or one name per line) kept out of the fit, to check it on")
+    p.add_argument("--check-pairs", type=Path, default=None,
+                   help="a protocol of pairs among the excluded people to include in the check")
+    p.add_argument("--max-impostors", type=int, default=200_000_000)
+    p.add_argument("--home", default=None, help="attach the calibration to this facesearch home")
+    p.add_argument("--calibration-out", dest="out_file", type=Path, default=None, help="write it to this file")
+    p.set_defaults(handler=ev.calibrate)
 
 
 def _home_args(p: argparse.ArgumentParser) -> None:

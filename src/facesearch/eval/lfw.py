@@ -59,7 +59,9 @@ class VerificationResult:
 
 def read_pairs(pairs_file: Path) -> list[Pair]:
     lines = Path(pairs_file).read_text().split("\n")
-    n_folds, per_fold = (int(v) for v in lines[0].split())
+    header = [int(v) for v in lines[0].split()]
+    # View 2 (pairs.txt): "folds pairs-per-fold"; view 1 (pairsDevTest.txt): "pairs", one fold.
+    n_folds, per_fold = header if len(header) == 2 else (1, header[0])
     pairs = []
     for i, line in enumerate(filter(None, (ln.strip() for ln in lines[1:]))):
         fields = line.split()

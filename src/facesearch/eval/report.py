@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from facesearch.eval.lfw import ImageEmbeddings, VerificationResult
+from facesearch.eval.verification import pair_score_histograms
 from facesearch.models.calibration import Calibration, build_calibration
 
 NOTE_ON_LABELS = ("LFW has label errors of its own (see docs/accuracy.md): read the hardest pairs "
@@ -60,23 +61,12 @@ def format_lfw_report(pack: str, results: list[VerificationResult], counts: dict
     return "\n".join(lines)
 
 
-def calibration_from_lfw(pack: str, embeddings: ImageEmbeddings,
-                         flip_augment: bool = False, block: int = 1024) -> Calibration:
-    """All cross-identity pairs among the embedded LFW images (faces found by the detector)."""
+def calibration_from_lfw(pack: str, embeddings: ImageEmbeddings, flip_augment: bool = False) -> Calibration:
+    """Every different-person pair among the embedded LFW images whose face the detector found."""
     keep = np.array([h == "detected" for h in embeddings.how])
     vectors = (embeddings.flipped if flip_augment else embeddings.plain)[keep]
     names = np.array([p.split("/")[0] for p, k in zip(embeddings.paths, keep) if k])
-    _, labels = np.unique(names, return_inverse=True)
-    impostor_parts, genuine_parts = [], []
-    for lo in range(0, len(vectors), block):
-        sims = vectors[lo:lo + block] @ vectors.T
-        rows = np.arange(lo, min(lo + block, len(vectors)))
-        upper = np.arange(len(vectors))[None, :] > rows[:, None]  # each pair once
-        same = labels[rows][:, None] == labels[None, :]
-        impostor_parts.append(sims[upper & ~same])
-        genuine_parts.append(sims[upper & same])
-    impostor = np.concatenate(impostor_parts)
-    genuine = np.concatenate(genuine_parts)
-    source = (f"LFW: all cross-identity pairs of the {len(vectors):,} photos of its pairs.txt "
-              "with a face found by the detector")
-    return build_calibration(pack, source, flip_augment, impostor, genuine)
+    scores = pair_score_histograms(vectors, names, per_person=True)
+    source = (f"LFW: all different-person pairs (each pair of people weighted equally) of the {len(vectors):,} "
+              "photos of its pairs.txt with a face found by the detector")
+    return build_calibration(pack, source, scores.impostor, scores.genuine, flip_augment=flip_augment)

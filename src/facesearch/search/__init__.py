@@ -5,8 +5,8 @@ Public surface: :class:`SearchResult`, :class:`Candidate`, :class:`ProbeFace`,
 """
 
 from facesearch.search.results import Candidate, FalseMatchEstimate, ProbeFace, SearchResult
-from facesearch.search.scoring import DEFAULT_SEARCH_FMR, false_match, search_threshold
+from facesearch.search.scoring import false_match, rate_words, search_threshold
 from facesearch.search.verify import VerifyResult, pick_face, verify_faces, verify_threshold
 
-__all__ = ["DEFAULT_SEARCH_FMR", "Candidate", "FalseMatchEstimate", "ProbeFace", "SearchResult", "VerifyResult",
-           "false_match", "pick_face", "search_threshold", "verify_faces", "verify_threshold"]
+__all__ = ["Candidate", "FalseMatchEstimate", "ProbeFace", "SearchResult", "VerifyResult",
+           "false_match", "rate_words", "pick_face", "search_threshold", "verify_faces", "verify_threshold"]

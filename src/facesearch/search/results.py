@@ -10,9 +10,10 @@ class FalseMatchEstimate:
     """How often a different person scores this high, measured on the pack's calibration."""
 
     rate: float  # per comparison
-    upper_bound: bool  # True: fewer than a handful of impostors ever scored this high
+    extrapolated: bool  # beyond the counted range: from the calibration's fitted tail
     expected_in_gallery: float  # rate x faces searched: chance matches this high per search
-    words: str
+    fpir: float  # chance that a search of this gallery shows some different person this high
+    words: str  # "about 1 in 50,000 different people score this high; ..."
 
 
 @dataclass(frozen=True)

@@ -1,36 +1,58 @@
-"""From a cosine similarity to words a reviewer can act on, using the pack's calibration."""
+"""From a cosine similarity to words a reviewer can act on, using the pack's calibration.
+
+Search thresholds are defined by a target false-positive identification rate (FPIR 0.01:
+one search in a hundred shows a different person above the line) at the size of the gallery
+actually searched, so a bigger collection automatically gets a stricter threshold.
+"""
 
 from __future__ import annotations
 
 from facesearch.models.calibration import Calibration
 from facesearch.search.results import FalseMatchEstimate
 
-#: 1:N default operating point: 1 chance match in 100,000 comparisons.
-DEFAULT_SEARCH_FMR = 1e-5
 #: Used only for a pack without calibration; said so wherever it is used.
 UNCALIBRATED_THRESHOLD = 0.4
 
 
-def search_threshold(calibration: Calibration | None, override: float | None = None) -> tuple[float, str]:
+def search_threshold(calibration: Calibration | None, override: float | None = None,
+                     gallery_size: int = 1) -> tuple[float, str]:
     if override is not None:
         return override, f"threshold {override:.3f} given by the user"
     if calibration is None:
         return UNCALIBRATED_THRESHOLD, (f"threshold {UNCALIBRATED_THRESHOLD:.3f}: this pack is uncalibrated "
                                         "(a generic ArcFace value, false-match rate unknown)")
-    key = f"{DEFAULT_SEARCH_FMR:g}"
-    if key not in calibration.operating_points:
-        key = max(calibration.operating_points, key=float)
-    threshold = calibration.operating_points[key][0]
-    return threshold, (f"threshold {threshold:.3f} = false-match rate {float(key):g} per comparison, measured on "
-                       f"{calibration.impostor_pairs:,} different-person pairs ({calibration.source})")
+    threshold, fmr, extrapolated = calibration.search_threshold(gallery_size)
+    how = "from the fitted tail of" if extrapolated else "measured on"
+    return threshold, (f"threshold {threshold:.3f} = at most {calibration.search_fpir:g} chance of a different "
+                       f"person above it per search of {gallery_size:,} faces (false-match rate {fmr:.1e} per "
+                       f"comparison, {how} {calibration.impostor_pairs:,} different-person pairs: "
+                       f"{calibration.source})")
+
+
+def rate_words(rate: float, extrapolated: bool) -> str:
+    """'about 1 in 50,000 different people score this high' (and how the rate is known)."""
+    if rate >= 0.5:
+        return "as high as most different people score: no evidence of a match"
+    one_in = 1 / max(rate, 1e-300)
+    shown = f"{one_in:,.0f}" if one_in < 1e9 else f"{one_in:.1e}"
+    return f"about 1 in {shown} different people score this high" + (
+        " (estimated from the fitted tail of the calibration)" if extrapolated else "")
 
 
 def false_match(calibration: Calibration | None, score: float, gallery_size: int) -> FalseMatchEstimate | None:
     if calibration is None:
         return None
-    rate, bound = calibration.false_match_rate(score)
+    rate, extrapolated = calibration.false_match_rate(score)
     expected = rate * gallery_size
-    prefix = "below " if bound else ""
-    words = (f"{prefix}1 in {1 / rate:,.0f} different people score this high; searching {gallery_size:,} faces, "
-             f"{'at most ' if bound else 'about '}{expected:.2g} such chance match(es) are expected per search")
-    return FalseMatchEstimate(rate, bound, expected, words)
+    fpir = calibration.fpir_at(rate, gallery_size)
+    words = rate_words(rate, extrapolated)
+    if rate < 0.5:
+        words += (f"; searching {gallery_size:,} faces, the chance that some different person scores this high "
+                  f"is {_share(fpir)}")
+    return FalseMatchEstimate(rate, extrapolated, expected, fpir, words)
+
+
+def _share(p: float) -> str:
+    if p >= 0.995:
+        return "near certain"
+    return f"{100 * p:.2g} %" if p >= 1e-4 else f"{p:.1e}"

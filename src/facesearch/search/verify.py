@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from facesearch.models.calibration import Calibration
+from facesearch.search.scoring import rate_words
 from facesearch.pipeline import Face, FaceAnalyzer, choose_face, load_image
 from facesearch.pipeline.imageio import ImageSource
 from facesearch.search.results import ProbeFace
@@ -20,7 +21,8 @@ class VerifyResult:
     threshold: float
     threshold_rule: str
     false_match_rate: float | None
-    false_match_upper_bound: bool
+    false_match_extrapolated: bool
+    false_match_words: str
     faces: tuple[ProbeFace, ProbeFace]
     pack: str
 
@@ -58,6 +60,7 @@ def verify_faces(analyzer: FaceAnalyzer, calibration: Calibration | None, image_
         embeddings.append(face.embedding)
     similarity = float(embeddings[0] @ embeddings[1])
     limit, rule = verify_threshold(calibration, threshold)
-    rate, bound = calibration.false_match_rate(similarity) if calibration else (None, False)
-    return VerifyResult(round(similarity, 5), similarity >= limit, limit, rule, rate, bound,
+    rate, extrapolated = calibration.false_match_rate(similarity) if calibration else (None, False)
+    words = rate_words(rate, extrapolated) if rate is not None else "false-match rate unknown (uncalibrated pack)"
+    return VerifyResult(round(similarity, 5), similarity >= limit, limit, rule, rate, extrapolated, words,
                         (chosen[0], chosen[1]), analyzer.pack.name)

@@ -22,10 +22,8 @@ function formatDetail(detail) {
 }
 
 function rateWords(c) {
-  if (c.false_match_rate == null) return "false-match rate unknown (uncalibrated pack)";
-  if (c.false_match_rate >= 0.5) return "as high as most different people score: no evidence of a match";
-  const oneIn = Math.round(1 / c.false_match_rate).toLocaleString();
-  return `${c.false_match_upper_bound ? "fewer than " : "about "}1 in ${oneIn} different people score this high`;
+  // The server words the estimate from the pack's calibration: one wording everywhere.
+  return c.false_match_words || "false-match rate unknown (uncalibrated pack)";
 }
 
 // ---- login -------------------------------------------------------------------------------------

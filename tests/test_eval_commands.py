@@ -1,0 +1,127 @@
+"""``facesearch eval verify|identify|detect`` and ``facesearch calibrate``: reports, plots and errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from facesearch.cli.main import main
+from facesearch.engine import Engine
+from facesearch.eval.datasets import open_dataset
+from tests.conftest import FIXTURES
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory):
+    """A folder-per-person dataset from the fixture photos: 3 people x 2 photos + 3 people x 1."""
+    root = tmp_path_factory.mktemp("people")
+    for photo in sorted([*(FIXTURES / "lfw").glob("*.jpg"), *(FIXTURES / "calibration_check").glob("*.jpg")]):
+        person = photo.stem.rsplit("_", 1)[0]
+        (root / person).mkdir(exist_ok=True)
+        shutil.copy(photo, root / person / photo.name)
+    return root
+
+
+def run_json(capsys, *argv) -> dict:
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_eval_verify_writes_json_markdown_and_plots(people, tmp_path, capsys):
+    out = tmp_path / "report"
+    report = run_json(capsys, "eval", "verify", "--data", str(people), "--out", str(out),
+                      "--cache", str(tmp_path / "cache.npz"))
+    result = report["results"]["buffalo_s"]
+    assert result["genuine_pairs"] == 3 and result["impostor_pairs"] == 33
+    assert report["dataset"]["images"] == 9 and len(report["dataset"]["sha256"]) == 64
+    assert report["command"].startswith("facesearch eval verify --data")
+    assert "onnxruntime" in report["versions"] and report["packs"]["buffalo_s"]
+    far = {p["far"]: p for p in result["tar_at_far"]}
+    assert set(far) == {1e-2, 1e-3, 1e-4, 1e-5, 1e-6}
+    assert not far[1e-2]["resolved"] and "not resolvable" in far[1e-2]["note"]  # 33 pairs resolve ~0.3 only
+    assert result["eer"] == 0.0  # three people, trivially separated
+    for name in ("verify.json", "verify.md", "det.png", "scores.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "det.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "verify.md").read_text()
+    assert "not resolvable" in md and "![det](det.png)" in md
+    # the second run reads the embedding cache: no model run
+    again = run_json(capsys, "eval", "verify", "--data", str(people), "--out", str(out),
+                     "--cache", str(tmp_path / "cache.npz"))
+    assert again["dataset"]["embedding_seconds"] == 0.0
+    assert again["results"]["buffalo_s"]["tar_at_far"] == result["tar_at_far"]
+
+
+def test_eval_identify_reports_cmc_fnir_and_labels_synthetic_rows(people, tmp_path, capsys):
+    out = tmp_path / "ident"
+    report = run_json(capsys, "eval", "identify", "--data", str(people), "--out", str(out), "--sizes", "2,500",
+                      "--cache", str(tmp_path / "cache.npz"), "--holdout", "0.34")
+    result = report["results"]["buffalo_s"]
+    assert result["split"]["nonmated_probes"] == 2 and result["split"]["mated_probes"] == 2
+    sizes = {g["gallery_size"]: g for g in result["galleries"]}
+    assert set(sizes) == {2, 5, 500}  # 5 = the real gallery: 2 enrolled + 3 single-photo people
+    assert sizes[500]["synthetic_faces"] == 495 and sizes[2]["synthetic_faces"] == 0
+    assert sizes[500]["cmc"]["rank1"] == 1.0  # the real mates still win among 495 synthetic faces
+    assert {p["fpir_target"] for p in sizes[500]["fnir_at_fpir"]} == {0.1, 0.01, 0.003}
+    assert sizes[500]["calibrated_threshold"]["target_fpir"] == 0.01
+    assert any("synthetic" in note for note in result["notes"])
+    md = (out / "identify.md").read_text()
+    assert "500 (495 synthetic)" in md
+    assert (out / "cmc.png").is_file() and (out / "fnir_fpir.png").is_file()
+
+
+def test_eval_detect_by_face_size(tmp_path, capsys):
+    photo = FIXTURES / "wider" / "12_Group_Group_12_Group_Group_12_10.jpg"
+    boxes = json.loads(photo.with_suffix(".json").read_text())["boxes"]
+    (tmp_path / "images").mkdir()
+    shutil.copy(photo, tmp_path / "images" / photo.name)
+    labels = tmp_path / "labels.txt"
+    labels.write_text(f"# {photo.name}\n" + "".join(f"{x} {y} {w} {h}\n" for x, y, w, h in boxes))
+    report = run_json(capsys, "eval", "detect", "--data", str(tmp_path), "--labels", str(labels),
+                      "--out", str(tmp_path / "out"))
+    result = report["results"]
+    assert result["all"]["faces"] == len(boxes)
+    assert result["all"]["recall"] > 0.8 and result["all"]["average_precision"] > 0.7
+    assert set(result["by_height"]) == {"<16", "16-32", "32-64", "64+"}
+    assert sum(b["faces"] for b in result["by_height"].values()) == len(boxes)
+
+
+def test_calibrate_refuses_too_few_pairs(people, tmp_path, capsys):
+    assert main(["calibrate", "--data", str(people), "--cache", str(tmp_path / "c.npz"),
+                 "--calibration-out", str(tmp_path / "cal.json")]) == 2
+    assert "cannot measure the verify operating point" in capsys.readouterr().err
+    assert not (tmp_path / "cal.json").exists()
+
+
+def test_calibrate_attaches_to_a_home_and_checks_on_held_out_people(tmp_path, capsys):
+    """The CLI flow end to end on real (cached) embeddings: 1,200 LFW view-1 photos of 782 people."""
+    with np.load(FIXTURES / "calibration_check" / "lfw_view1_holdout.npz") as data:
+        paths, vectors = list(data["paths"]), data["embeddings"].astype(np.float32)
+    root = tmp_path / "data"
+    for i, rel in enumerate(paths):  # stand-in files: the cache below carries their embeddings
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(i.to_bytes(4, "big"))
+    dataset = open_dataset(root)
+    assert dataset.rel_paths == sorted(paths)
+    order = [paths.index(p) for p in dataset.rel_paths]
+    cache = tmp_path / "cache.npz"
+    np.savez(cache, **{"buffalo_s/paths": np.array(dataset.rel_paths), "buffalo_s/plain": vectors[order],
+                       "buffalo_s/how": np.array(["detected"] * len(paths)),
+                       "buffalo_s/hash": np.array(dataset.content_hash())})
+    names = sorted({p.split("/")[0] for p in paths})
+    held = tmp_path / "held.txt"
+    held.write_text("\n".join(names[: len(names) // 3]) + "\n")
+    home = tmp_path / "home"
+    summary = run_json(capsys, "calibrate", "--data", str(root), "--cache", str(cache), "--home", str(home),
+                       "--exclude-people", str(held))
+    target = home / "calibrations" / "buffalo_s.json"
+    assert summary["calibration"] == str(target) and target.is_file()
+    assert summary["check"]["people"] == len(names) // 3
+    rows = {r["target_fmr"]: r for r in summary["check"]["rows"]}
+    assert rows[1e-3]["resolvable"] and rows[1e-3]["within_factor_2"], rows[1e-3]
+    with Engine.open(home) as engine:
+        assert engine.calibration.source.startswith("data: all different-person pairs")
+        assert engine.calibration.excluded_people.startswith(f"{len(names) // 3:,} people")
