@@ -10,7 +10,6 @@ matplotlib.use("Agg")  # no display on servers; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-
 FNMR_FLOOR = 1e-5
 
 

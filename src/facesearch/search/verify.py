@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from facesearch.models.calibration import Calibration
-from facesearch.search.scoring import rate_words
 from facesearch.pipeline import Face, FaceAnalyzer, choose_face, load_image
 from facesearch.pipeline.imageio import ImageSource
 from facesearch.search.results import ProbeFace
+from facesearch.search.scoring import rate_words
 
 #: Used only for a pack without calibration; said so wherever it is used.
 UNCALIBRATED_VERIFY_THRESHOLD = 0.4
