@@ -114,7 +114,7 @@ def rates_at(t: float, nonmated_top: np.ndarray, mated_top: np.ndarray, mated_hi
             "fnir": float(np.mean(~(mated_hit1 & (mated_top >= t))))}
 
 
-def open_set(paths, labels, embeddings, backend, workdir, seed: int, holdout: float, calibrated: float,
+def open_set(paths, labels, embeddings, backend, workdir, seed: int, holdout: float, calibration,
              top: int = 10, group_top: int = 50) -> dict:
     multi, singles = split_people(labels)
     names = sorted(multi)
@@ -125,6 +125,8 @@ def open_set(paths, labels, embeddings, backend, workdir, seed: int, holdout: fl
     mated_rows = np.array(sorted(i for n in enrolled for i in multi[n][1:]))
     nonmated_rows = np.array(sorted(i for n in held for i in multi[n]))
     probe_rows = np.concatenate([mated_rows, nonmated_rows])
+    # The calibrated search threshold for this gallery's size (FPIR 0.01), as the engine applies it.
+    calibrated, words = search_threshold(calibration, None, len(gallery_rows))
     ids, scores, info = search_gallery(backend, embeddings[gallery_rows], embeddings[probe_rows], 1, workdir, 2)
     top_rows = gallery_rows[np.where(ids[:, 0] >= 0, ids[:, 0], 0)]
     m = len(mated_rows)
@@ -140,6 +142,7 @@ def open_set(paths, labels, embeddings, backend, workdir, seed: int, holdout: fl
         "seed": seed, "held_out_people": len(held), "enrolled_people": len(enrolled), "gallery": len(gallery_rows),
         "mated_probes": m, "nonmated_probes": len(nonmated_rows), "mated_rank1": float(mated_hit1.mean()),
         "at_fpir": points, "at_calibrated_threshold": rates_at(calibrated, nonmated_top, mated_top, mated_hit1),
+        "calibrated_threshold_words": words,
         **info,
         "top_nonmated": [{"probe": paths[nonmated_rows[q]], "top": paths[top_rows[m + q]],
                           "score": float(nonmated_top[q])} for q in worst],
@@ -178,7 +181,7 @@ def format_report(report: dict) -> str:
         lines.append(f"  {'FPIR <= ' + key:<34}{p['threshold']:>10.3f}{p['fpir']:>9.4f}{p['fnir']:>9.4f}")
     p = o["at_calibrated_threshold"]
     lines.append(f"  {'calibrated search threshold':<34}{p['threshold']:>10.3f}{p['fpir']:>9.4f}{p['fnir']:>9.4f}")
-    lines.append(f"    ({report['calibrated_threshold_words']})")
+    lines.append(f"    ({o['calibrated_threshold_words']})")
     lines.append("  highest-scoring non-mated probes (check for LFW label errors before calling them model errors):")
     for w in o["top_nonmated"]:
         lines.append(f"    {w['score']:.3f}  {w['probe']:<48} -> {w['top']}")
@@ -204,15 +207,14 @@ def main(argv: list[str] | None = None) -> int:
 
     paths, labels, embeddings, how = load_or_compute(args.lfw, args.cache, args.pack, progress=not args.json)
     kinds, counts = np.unique(how, return_counts=True)
-    threshold, words = search_threshold(load_calibration(args.pack))
+    calibration = load_calibration(args.pack)
     with tempfile.TemporaryDirectory(prefix="identify_lfw_") as tmp:
         report = {
             "pack": args.pack, "backend": args.backend, "images": len(paths),
             "faces": ", ".join(f"{k} {c:,}" for k, c in zip(kinds, counts)),
-            "calibrated_threshold": threshold, "calibrated_threshold_words": words,
             "closed_set": closed_set(paths, labels, embeddings, args.backend, Path(tmp)),
             "open_set": open_set(paths, labels, embeddings, args.backend, Path(tmp), args.seed, args.holdout,
-                                 threshold),
+                                 calibration),
         }
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0

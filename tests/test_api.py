@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests.conftest import LFW, YALE_GIF, ApiEnv
+from tests.subject_api_routes import subject_routes
 
 ADMIN, INVESTIGATOR, AUDITOR = "admin", "investigator", "auditor"
 ROLES = (ADMIN, INVESTIGATOR, AUDITOR)
@@ -211,6 +212,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/api/audit/export"): Route((AUDITOR,), _get("/api/audit/export")),
     ("GET", "/api/audit/verify"): Route((AUDITOR,), _get("/api/audit/verify")),
 }
+ROUTES.update(subject_routes(Call, Route))  # galleries, subjects, matching, decisions
 PROTECTED = [key for key, route in ROUTES.items() if route.roles != PUBLIC]
 FORBIDDEN = [(key, role) for key, route in ROUTES.items() if route.roles != PUBLIC
              for role in ROLES if role not in route.roles]

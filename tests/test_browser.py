@@ -207,7 +207,7 @@ def test_wrong_password_and_role_pages(browser_chromium, browser_live_server, br
         context.close()
 
     ivan = browser_login("ivan")
-    expect(ivan.locator("header nav a")).to_have_text(["Search", "Collections"])
+    expect(ivan.locator("header nav a")).to_have_text(["Search", "Collections", "Subjects"])
     ivan.goto("/admin")
     expect(ivan.get_by_role("heading", name="Not allowed")).to_be_visible()
     audrey = browser_login("audrey")

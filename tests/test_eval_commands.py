@@ -34,7 +34,8 @@ def test_eval_verify_writes_json_markdown_and_plots(people, tmp_path, capsys):
     out = tmp_path / "report"
     report = run_json(capsys, "eval", "verify", "--data", str(people), "--out", str(out),
                       "--cache", str(tmp_path / "cache.npz"))
-    result = report["results"]["buffalo_s"]
+    result = report["results"]["buffalo_s"]["all_pairs"]
+    assert report["results"]["buffalo_s"]["per_person"]["weighting"] == "each pair of people weighted equally"
     assert result["genuine_pairs"] == 3 and result["impostor_pairs"] == 33
     assert report["dataset"]["images"] == 9 and len(report["dataset"]["sha256"]) == 64
     assert report["command"].startswith("facesearch eval verify --data")
@@ -52,7 +53,7 @@ def test_eval_verify_writes_json_markdown_and_plots(people, tmp_path, capsys):
     again = run_json(capsys, "eval", "verify", "--data", str(people), "--out", str(out),
                      "--cache", str(tmp_path / "cache.npz"))
     assert again["dataset"]["embedding_seconds"] == 0.0
-    assert again["results"]["buffalo_s"]["tar_at_far"] == result["tar_at_far"]
+    assert again["results"]["buffalo_s"]["all_pairs"]["tar_at_far"] == result["tar_at_far"]
 
 
 def test_eval_identify_reports_cmc_fnir_and_labels_synthetic_rows(people, tmp_path, capsys):
@@ -60,16 +61,18 @@ def test_eval_identify_reports_cmc_fnir_and_labels_synthetic_rows(people, tmp_pa
     report = run_json(capsys, "eval", "identify", "--data", str(people), "--out", str(out), "--sizes", "2,500",
                       "--cache", str(tmp_path / "cache.npz"), "--holdout", "0.34")
     result = report["results"]["buffalo_s"]
-    assert result["split"]["nonmated_probes"] == 2 and result["split"]["mated_probes"] == 2
+    # 1 of the 3 two-photo people held out (2 probes) + 1 of the 3 single-photo people (half of them)
+    assert result["split"]["nonmated_probes"] == 3 and result["split"]["mated_probes"] == 2
     sizes = {g["gallery_size"]: g for g in result["galleries"]}
-    assert set(sizes) == {2, 5, 500}  # 5 = the real gallery: 2 enrolled + 3 single-photo people
-    assert sizes[500]["synthetic_faces"] == 495 and sizes[2]["synthetic_faces"] == 0
-    assert sizes[500]["cmc"]["rank1"] == 1.0  # the real mates still win among 495 synthetic faces
+    assert set(sizes) == {2, 4, 500}  # 4 = the real gallery: 2 enrolled + 2 single-photo people
+    assert sizes[500]["synthetic_faces"] == 496 and sizes[2]["synthetic_faces"] == 0
+    assert sizes[500]["cmc"]["rank1"] == 1.0  # the real mates still win among 496 synthetic faces
     assert {p["fpir_target"] for p in sizes[500]["fnir_at_fpir"]} == {0.1, 0.01, 0.003}
     assert sizes[500]["calibrated_threshold"]["target_fpir"] == 0.01
     assert any("synthetic" in note for note in result["notes"])
     md = (out / "identify.md").read_text()
-    assert "500 (495 synthetic)" in md
+    assert "500 (496 synthetic)" in md
+    assert len(sizes[4]["top_nonmated"]) == 3 and "Highest-scoring non-mated probes" in md
     assert (out / "cmc.png").is_file() and (out / "fnir_fpir.png").is_file()
 
 

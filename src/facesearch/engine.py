@@ -71,12 +71,14 @@ class Engine:
 
     @classmethod
     def open(cls, home: str | os.PathLike | None = None, *, backend: str | None = None,
-             database_url: str | None = None, milvus_uri: str | None = None, pack: str | None = None) -> Engine:
+             database_url: str | None = None, milvus_uri: str | None = None, pack: str | None = None,
+             analyzer_factory: Callable[[], FaceAnalyzer] | None = None) -> Engine:
+        """``analyzer_factory`` lets several engines in one process share loaded models."""
         root = resolve_home(home)
         config = load_config(root, {"backend": backend, "database_url": database_url,
                                     "milvus_uri": milvus_uri, "pack": pack})
         catalog = Catalog.open(config.database_url or sqlite_url(root / "catalog.db"))
-        return cls(root, config, catalog)
+        return cls(root, config, catalog, analyzer_factory)
 
     def close(self) -> None:
         self.catalog.close()
@@ -226,7 +228,8 @@ class Engine:
             candidates.append(Candidate(len(candidates) + 1, face_id, round(score, 5), score >= limit,
                                         false_match(self.calibration, score, searched), row.collection,
                                         row.image_id, row.image_source, row.box, row.quality,
-                                        str(self.thumbnails.path(row.thumbnail)) if row.thumbnail else None))
+                                        str(self.thumbnails.path(row.thumbnail)) if row.thumbnail else None,
+                                        row.media, row.timestamp_s, row.track_id))
         return SearchResult(None, [t.name for t in targets], searched, limit, rule, candidates)
 
     def similar(self, face_id: int, *, collections: list[str] | None = None, top_k: int = 20) -> SearchResult:
@@ -296,6 +299,9 @@ class Engine:
         sources = self.catalog.thumbnail_sources(info.id)
         failed = 0
         for relative in missing:
+            if relative not in sources:  # a video face's crop or frame: only re-indexing the video restores it
+                failed += 1
+                continue
             source, box = sources[relative]
             try:
                 self.thumbnails.write_crop(load_image(source), box, relative)

@@ -42,6 +42,18 @@ class Actor:
     csrf: str | None = None
 
 
+def frame_box(info, frame_path: Path) -> tuple[float, float, float, float]:
+    """A video face's box in the pixels of its stored (downscaled) frame."""
+    from PIL import Image
+
+    try:
+        with Image.open(frame_path) as frame:
+            scale = frame.width / max(info.image_size[0], 1)
+    except OSError:
+        scale = 1.0
+    return tuple(round(v * scale, 1) for v in info.box)
+
+
 def create_app(engine: Engine, *, secure_cookies: bool = False) -> FastAPI:
     gov = Governance(engine)
     jobs = JobRunner()
@@ -276,7 +288,8 @@ def create_app(engine: Engine, *, secure_cookies: bool = False) -> FastAPI:
                 false_match_words=c.false_match.words if c.false_match else None, collection=c.collection,
                 image_id=c.image_id, box=c.box, quality=c.quality,
                 thumbnail_url=f"/api/faces/{c.face_id}/thumbnail" if c.thumbnail else None,
-                photo_url=f"/api/faces/{c.face_id}/photo") for c in result.candidates])
+                photo_url=f"/api/faces/{c.face_id}/photo", media=c.media, timestamp_s=c.timestamp_s,
+                track_id=c.track_id) for c in result.candidates])
 
     @app.post("/api/verify", response_model=schemas.VerifyOut, tags=["search"])
     async def verify(who: Searcher, a: Annotated[UploadFile, File()], b: Annotated[UploadFile, File()],
@@ -294,12 +307,18 @@ def create_app(engine: Engine, *, secure_cookies: bool = False) -> FastAPI:
     @app.get("/api/faces/{face_id}", response_model=schemas.FaceOut, tags=["faces"])
     def face(face_id: int, who: Searcher) -> schemas.FaceOut:
         info = gov.face(who.user, face_id)
-        others = [{"face_id": f.id, "box": f.box, "quality": f.quality}
-                  for f in engine.catalog.image_faces(info.image_id)]
-        return schemas.FaceOut(face_id=info.id, image_id=info.image_id, collection=info.collection, box=info.box,
+        if info.is_video:  # its photo is the stored frame: one face, boxed in the frame's own pixels
+            box = frame_box(info, gov.photo_path(info))
+            others = [{"face_id": info.id, "box": box, "quality": info.quality}]
+        else:
+            box = info.box
+            others = [{"face_id": f.id, "box": f.box, "quality": f.quality}
+                      for f in engine.catalog.image_faces(info.image_id)]
+        return schemas.FaceOut(face_id=info.id, image_id=info.image_id, collection=info.collection, box=box,
                                quality=info.quality, quality_issues=list(info.quality_issues),
                                thumbnail_url=f"/api/faces/{face_id}/thumbnail" if info.thumbnail else None,
-                               photo_url=f"/api/faces/{face_id}/photo", image_faces=others)
+                               photo_url=f"/api/faces/{face_id}/photo", image_faces=others, media=info.media,
+                               timestamp_s=info.timestamp_s, track_id=info.track_id)
 
     @app.get("/api/faces/{face_id}/thumbnail", tags=["faces"], response_class=FileResponse)
     def thumbnail(face_id: int, who: Searcher) -> FileResponse:
@@ -313,6 +332,8 @@ def create_app(engine: Engine, *, secure_cookies: bool = False) -> FastAPI:
         access = gov.photo(who.user, face_id, purpose=purpose, case_ref=case_ref)
         if not access.path.is_file():
             raise HTTPException(404, "the source photo is no longer at its recorded path")
+        if access.is_video_frame:
+            return FileResponse(access.path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
         # Re-encode upright: browsers differ on EXIF orientation, the boxes are for the upright image.
         from io import BytesIO
 
@@ -377,8 +398,10 @@ def create_app(engine: Engine, *, secure_cookies: bool = False) -> FastAPI:
         check = gov.audit.verify()
         return schemas.AuditCheckOut(ok=check.ok, records=check.records, problems=check.problems)
 
+    from facesearch.api.subjects import add_subject_routes  # galleries, subjects, matching, decisions
     from facesearch.api.web import add_web_routes
 
+    add_subject_routes(app, gov, role)
     add_web_routes(app, gov)
 
     return app

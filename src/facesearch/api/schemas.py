@@ -95,6 +95,9 @@ class CandidateOut(BaseModel):
     quality: float
     thumbnail_url: str | None
     photo_url: str
+    media: str = "image"  # image | video
+    timestamp_s: float | None = None  # video: when the face appears, seconds from the start
+    track_id: int | None = None
 
 
 class ProbeOut(BaseModel):
@@ -155,8 +158,11 @@ class FaceOut(BaseModel):
     quality: float
     quality_issues: list[str]
     thumbnail_url: str | None
-    photo_url: str
+    photo_url: str  # for a video face: the stored frame it was found in
     image_faces: list[dict]
+    media: str = "image"  # image | video
+    timestamp_s: float | None = None  # video: seconds from the start
+    track_id: int | None = None
 
 
 class AuditOut(BaseModel):

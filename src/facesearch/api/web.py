@@ -16,6 +16,8 @@ PAGES = {
     "search": ("Search", ("admin", "investigator")),
     "photo": (None, ("admin", "investigator")),
     "collections": ("Collections", ("admin", "investigator")),
+    "subjects": ("Subjects", ("admin", "investigator")),
+    "subject": (None, ("admin", "investigator")),
     "admin": ("Admin", ("admin",)),
     "audit": ("Audit", ("auditor",)),
 }
@@ -60,6 +62,14 @@ def add_web_routes(app: FastAPI, gov: Governance) -> None:
     def collections_page(request: Request) -> Response:
         return render(request, "collections")
 
+    @app.get("/subjects", response_class=HTMLResponse, include_in_schema=False)
+    def subjects_page(request: Request) -> Response:
+        return render(request, "subjects")
+
+    @app.get("/subjects/{subject_id}", response_class=HTMLResponse, include_in_schema=False)
+    def subject_page(request: Request, subject_id: int) -> Response:
+        return render(request, "subject", subject_id=subject_id)
+
     @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)
     def admin_page(request: Request) -> Response:
         return render(request, "admin")
@@ -71,4 +81,5 @@ def add_web_routes(app: FastAPI, gov: Governance) -> None:
 
 def _menu(user) -> list[tuple[str, str]]:
     paths = {"search": "/", "collections": "/collections", "admin": "/admin", "audit": "/audit"}
+    paths["subjects"] = "/subjects"
     return [(paths[key], title) for key, (title, roles) in PAGES.items() if title and user.role in roles]

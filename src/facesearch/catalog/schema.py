@@ -56,6 +56,8 @@ class ImageRecord(Base):
     size_bytes: Mapped[int] = mapped_column(Integer)
     face_count: Mapped[int] = mapped_column(Integer, default=0)
     ingested_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    media: Mapped[str] = mapped_column(String(10), default="image", server_default="image")  # image | video
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # videos only
 
     collection: Mapped[Collection] = relationship(back_populates="images")
     faces: Mapped[list[FaceRecord]] = relationship(back_populates="image", passive_deletes=True)
@@ -80,6 +82,10 @@ class FaceRecord(Base):
     pack: Mapped[str] = mapped_column(String(200))
     embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32 little-endian
     thumbnail: Mapped[str | None] = mapped_column(Text, nullable=True)  # relative to home
+    # Faces from a video: when, in which face track, and the stored frame (relative, like thumbnails).
+    timestamp_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    track_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    frame: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     image: Mapped[ImageRecord] = relationship(back_populates="faces")
 
@@ -99,3 +105,71 @@ class IngestEvent(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     faces: Mapped[int] = mapped_column(Integer, default=0)
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# -- subjects and galleries (migration 0003; store in facesearch.catalog.subjects) --------------------
+
+
+class Gallery(Base):
+    __tablename__ = "galleries"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    pack: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Subject(Base):
+    __tablename__ = "subjects"
+    __table_args__ = (UniqueConstraint("gallery_id", "label", name="uq_subject_label"),
+                      {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(200))
+    attributes: Mapped[str] = mapped_column(Text, default="{}")  # JSON object of strings; never logged
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SubjectFace(Base):
+    __tablename__ = "subject_faces"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), index=True)
+    face_id: Mapped[int | None] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), nullable=True,
+                                                index=True)
+    source: Mapped[str] = mapped_column(Text)  # file name or path given at enrolment, or "face N"
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    face_index: Mapped[int] = mapped_column(Integer)
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float)
+    y2: Mapped[float] = mapped_column(Float)
+    quality: Mapped[float] = mapped_column(Float)
+    quality_issues: Mapped[str] = mapped_column(Text, default="")
+    pack: Mapped[str] = mapped_column(String(200))
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    thumbnail: Mapped[str | None] = mapped_column(Text, nullable=True)  # in the subject thumbnail store
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class MatchDecision(Base):
+    __tablename__ = "match_decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), index=True)
+    face_id: Mapped[int | None] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), nullable=True,
+                                                index=True)
+    other_subject_id: Mapped[int | None] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"),
+                                                         nullable=True, index=True)
+    decision: Mapped[str] = mapped_column(String(10))  # confirm | reject
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    decided_by: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(Text, default="")
+    decided_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -51,6 +51,9 @@ class NewFace:
     quality_issues: tuple[str, ...]
     embedding: np.ndarray
     thumbnail: str | None
+    timestamp_s: float | None = None  # video faces: seconds from the start
+    track_id: int | None = None
+    frame: str | None = None  # video faces: the stored frame, relative to the thumbnail root
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,15 @@ class FaceInfo:
     image_source: str
     image_sha256: str
     thumbnail: str | None
+    media: str = "image"  # image | video
+    timestamp_s: float | None = None
+    track_id: int | None = None
+    frame: str | None = None
+    image_size: tuple[int, int] = (0, 0)  # (width, height) of the photo or video
+
+    @property
+    def is_video(self) -> bool:
+        return self.media == "video"
 
 
 @dataclass(frozen=True)
@@ -149,11 +161,13 @@ class Catalog:
             return set(s.scalars(select(ImageRecord.sha256).where(ImageRecord.collection_id == collection_id)))
 
     def add_image(self, collection_id: int, sha256: str, source: str, width: int, height: int,
-                  size_bytes: int, faces: list[NewFace], pack: str) -> list[int]:
-        """Insert an image and its faces atomically; returns the new face ids (= vector ids)."""
+                  size_bytes: int, faces: list[NewFace], pack: str, *, media: str = "image",
+                  duration_s: float | None = None) -> list[int]:
+        """Insert an image (or a video) and its faces atomically; returns the new face ids (= vector ids)."""
         with self.session() as s:
             image = ImageRecord(collection_id=collection_id, sha256=sha256, source=source, width=width,
-                                height=height, size_bytes=size_bytes, face_count=len(faces))
+                                height=height, size_bytes=size_bytes, face_count=len(faces), media=media,
+                                duration_s=duration_s)
             s.add(image)
             s.flush()
             rows = [
@@ -163,6 +177,7 @@ class Catalog:
                     landmarks=json.dumps(f.landmarks), det_score=f.det_score, quality=f.quality,
                     quality_issues=",".join(f.quality_issues), pack=pack,
                     embedding=np.asarray(f.embedding, dtype="<f4").tobytes(), thumbnail=f.thumbnail,
+                    timestamp_s=f.timestamp_s, track_id=f.track_id, frame=f.frame,
                 )
                 for f in faces
             ]
@@ -216,15 +231,17 @@ class Catalog:
             return {}
         with self.session() as s:
             rows = s.execute(
-                select(FaceRecord, ImageRecord.source, ImageRecord.sha256, Collection.name)
+                select(FaceRecord, ImageRecord, Collection.name)
                 .join(ImageRecord, FaceRecord.image_id == ImageRecord.id)
                 .join(Collection, FaceRecord.collection_id == Collection.id)
                 .where(FaceRecord.id.in_([int(i) for i in face_ids]))
             )
             return {f.id: FaceInfo(f.id, f.image_id, f.collection_id, name, f.face_index,
                                    (f.x1, f.y1, f.x2, f.y2), f.quality,
-                                   tuple(filter(None, f.quality_issues.split(","))), source, sha, f.thumbnail)
-                    for f, source, sha, name in rows}
+                                   tuple(filter(None, f.quality_issues.split(","))), image.source, image.sha256,
+                                   f.thumbnail, image.media, f.timestamp_s, f.track_id, f.frame,
+                                   (image.width, image.height))
+                    for f, image, name in rows}
 
     def image_faces(self, image_id: int) -> list[FaceInfo]:
         with self.session() as s:
@@ -236,17 +253,22 @@ class Catalog:
             return list(s.scalars(select(FaceRecord.id).where(FaceRecord.image_id.in_(image_ids))))
 
     def thumbnail_sources(self, collection_id: int) -> dict[str, tuple[str, tuple[float, float, float, float]]]:
-        """thumbnail path -> (source photo, face box): what a lost thumbnail is cut again from."""
+        """thumbnail path -> (source photo, face box): what a lost thumbnail of a photo is cut again from.
+        (A video face's thumbnail and frame came from decoding the video: they are not listed.)"""
         with self.session() as s:
             rows = s.execute(select(FaceRecord.thumbnail, ImageRecord.source, FaceRecord.x1, FaceRecord.y1,
                                     FaceRecord.x2, FaceRecord.y2)
                              .join(ImageRecord, FaceRecord.image_id == ImageRecord.id)
-                             .where(FaceRecord.collection_id == collection_id, FaceRecord.thumbnail.is_not(None)))
+                             .where(FaceRecord.collection_id == collection_id, FaceRecord.thumbnail.is_not(None),
+                                    FaceRecord.frame.is_(None)))
             return {r[0]: (r[1], (r[2], r[3], r[4], r[5])) for r in rows}
 
     def thumbnails(self) -> set[str]:
+        """Every file under the thumbnail root the catalog refers to: face crops and video frames."""
         with self.session() as s:
-            return set(s.scalars(select(FaceRecord.thumbnail).where(FaceRecord.thumbnail.is_not(None))))
+            crops = s.scalars(select(FaceRecord.thumbnail).where(FaceRecord.thumbnail.is_not(None)))
+            frames = s.scalars(select(FaceRecord.frame).where(FaceRecord.frame.is_not(None)))
+            return set(crops) | set(frames)
 
     # -- erasure -----------------------------------------------------------------------------------
 
@@ -255,7 +277,7 @@ class Catalog:
         ids = [int(i) for i in face_ids]
         with self.session() as s:
             rows = s.execute(select(FaceRecord.id, FaceRecord.image_id, FaceRecord.thumbnail,
-                                    FaceRecord.collection_id).where(FaceRecord.id.in_(ids))).all()
+                                    FaceRecord.collection_id, FaceRecord.frame).where(FaceRecord.id.in_(ids))).all()
             if not rows:
                 return RemovedFaces([], [], [], [])
             image_ids = sorted({r[1] for r in rows})
@@ -270,7 +292,7 @@ class Catalog:
                 image.face_count = sum(1 for _ in s.scalars(select(FaceRecord.id)
                                                             .where(FaceRecord.image_id == image_id)))
             s.commit()
-            return RemovedFaces([r[0] for r in rows], emptied, [r[2] for r in rows if r[2]],
+            return RemovedFaces([r[0] for r in rows], emptied, [f for r in rows for f in (r[2], r[4]) if f],
                                 sorted({r[3] for r in rows}), sources)
 
     def remove_images(self, image_ids: list[int]) -> RemovedFaces:
@@ -287,7 +309,7 @@ class Catalog:
 
     def remove_collection(self, collection_id: int) -> RemovedFaces:
         with self.session() as s:
-            face_rows = s.execute(select(FaceRecord.id, FaceRecord.thumbnail)
+            face_rows = s.execute(select(FaceRecord.id, FaceRecord.thumbnail, FaceRecord.frame)
                                   .where(FaceRecord.collection_id == collection_id)).all()
             images = s.execute(select(ImageRecord.id, ImageRecord.source)
                                .where(ImageRecord.collection_id == collection_id)).all()
@@ -295,8 +317,8 @@ class Catalog:
                 s.execute(delete(table).where(table.collection_id == collection_id))
             s.execute(delete(Collection).where(Collection.id == collection_id))
             s.commit()
-        return RemovedFaces([r[0] for r in face_rows], [r[0] for r in images], [r[1] for r in face_rows if r[1]],
-                            [collection_id], [r[1] for r in images])
+        return RemovedFaces([r[0] for r in face_rows], [r[0] for r in images],
+                            [f for r in face_rows for f in (r[1], r[2]) if f], [collection_id], [r[1] for r in images])
 
 
 def _collection_info(row: Collection, images: int = 0, faces: int = 0) -> CollectionInfo:

@@ -39,13 +39,21 @@ class ThumbnailStore:
         right, bottom = min(width, int(x2 + margin) + 1), min(height, int(y2 + margin) + 1)
         crop = Image.fromarray(image[top:bottom, left:right])
         crop.thumbnail((THUMB_SIZE, THUMB_SIZE))
+        return self._store(crop, relative)
+
+    def write_frame(self, frame: np.ndarray, collection_id: int, sha256: str, face_index: int) -> str:
+        """Store a whole video frame (already downscaled) as JPEG; returns the relative path."""
+        relative = f"c{collection_id}/{sha256[:2]}/{sha256}_{face_index}_frame.jpg"
+        return self._store(Image.fromarray(frame), relative)
+
+    def _store(self, picture: Image.Image, relative: str) -> str:
         buffer = io.BytesIO()
-        crop.save(buffer, format="JPEG", quality=85)
+        picture.save(buffer, format="JPEG", quality=85)
         target = self.path(relative)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".tmp")
         tmp.write_bytes(buffer.getvalue())
-        os.replace(tmp, target)
+        os.replace(tmp, target)  # atomic: a crash never leaves half a file under the final name
         return relative
 
     def remove(self, relatives: list[str]) -> int:

@@ -44,15 +44,15 @@ def index(args: Namespace) -> int:
     with _engine(args) as engine:
         summary = engine.index(args.paths, args.collection, workers=args.workers, progress=not args.json,
                                wait=not args.no_wait, on_wait=lambda msg: print(msg, file=sys.stderr),
-                               min_face_px=args.min_face)
+                               min_face_px=args.min_face, video_fps=args.video_fps)
     if args.json:
         _out(args, asdict(summary) | {"images_per_s": summary.images_per_s, "faces_per_s": summary.faces_per_s})
         return 0
     s = summary
     print(f"collection {s.collection}: {s.files_seen} files in {s.seconds:.1f} s "
           f"({s.images_per_s:.1f} images/s, {s.faces_per_s:.1f} faces/s)")
-    print(f"  indexed   {s.images_indexed} images, {s.faces_indexed} faces "
-          f"({s.images_without_faces} images without a face)")
+    print(f"  indexed   {s.images_indexed} images, {s.videos_indexed} videos ({s.video_tracks} face tracks), "
+          f"{s.faces_indexed} faces ({s.images_without_faces} files without a face)")
     print(f"  skipped   {s.already_indexed} already indexed, {s.duplicates_in_run} duplicate files, "
           f"{s.faces_too_small} faces smaller than {args.min_face:g} px, {s.faces_suppressed} suppressed (opt-out)")
     print(f"  not images {len(s.skipped)}, failed {len(s.failed)}")
@@ -80,12 +80,20 @@ def print_result(result: SearchResult) -> None:
     for c in result.candidates:
         mark = "ABOVE" if c.above_threshold else "below"
         x1, y1, x2, y2 = c.box
-        print(f"  #{c.rank:<3} face {c.face_id:<7} {c.similarity:.4f} {mark}  {c.image_source} "
+        when = f" at {format_time(c.timestamp_s)} (track {c.track_id})" if c.timestamp_s is not None else ""
+        print(f"  #{c.rank:<3} face {c.face_id:<7} {c.similarity:.4f} {mark}  {c.image_source}{when} "
               f"[{x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f}]  ({c.collection})")
         if c.false_match:
             print(f"        {c.false_match.words}")
         if c.thumbnail:
             print(f"        thumbnail {c.thumbnail}")
+
+
+def format_time(seconds: float) -> str:
+    """Video time as m:ss.s (h:mm:ss.s past an hour)."""
+    minutes, sec = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{sec:04.1f}" if hours else f"{minutes}:{sec:04.1f}"
 
 
 def _show(args: Namespace, result: SearchResult) -> int:

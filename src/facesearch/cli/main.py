@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_engine_commands(sub)
 
+    from facesearch.cli.subject_commands import add_subject_commands  # subject ..., match
+
+    add_subject_commands(sub, _home_args)
+
     p = sub.add_parser("eval", help="accuracy protocols over real datasets")
     eval_sub = p.add_subparsers(metavar="PROTOCOL")
     lfw = eval_sub.add_parser("lfw", help="LFW view 2 verification (10 folds of pairs.txt)")
@@ -147,12 +151,13 @@ def _add_engine_commands(sub) -> None:
     p.add_argument("--no-thumbnails", action="store_true", help="keep embeddings only (data minimisation)")
     p.set_defaults(handler=ec.collections)
 
-    p = sub.add_parser("index", help="ingest photos (files or folders, recursively) into a collection")
+    p = sub.add_parser("index", help="ingest photos and videos (files or folders, recursively) into a collection")
     _home_args(p)
     p.add_argument("paths", nargs="+")
     p.add_argument("--collection", required=True)
     p.add_argument("--workers", type=int, default=2, help="decoding threads")
     p.add_argument("--min-face", type=float, default=16.0, help="do not index faces smaller than this (px)")
+    p.add_argument("--video-fps", type=float, default=2.0, help="video frames sampled per second (default 2)")
     p.add_argument("--no-wait", action="store_true", help="refuse instead of waiting if another writer runs")
     p.set_defaults(handler=ec.index)
 

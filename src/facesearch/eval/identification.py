@@ -3,7 +3,8 @@
 Split (fixed seed): people with 2+ usable photos are shuffled; ``holdout`` of them are never
 enrolled and all their photos are *non-mated* probes; each other person enrols one photo
 (the gallery's mates) and their remaining photos are *mated* probes. People with a single
-photo are real distractors in the gallery.
+photo are split in two: half are real distractors in the gallery, half more non-mated probes
+(people never enrolled, as in NIST's non-mated searches).
 
 - CMC: share of mated probes whose mate is within rank 1 / 5 / 10 / 20.
 - FPIR(T): share of non-mated probes whose top candidate scores >= T.
@@ -33,6 +34,7 @@ from facesearch.models.calibration import Calibration
 FPIR_POINTS = (0.1, 0.01, 0.003)
 CMC_RANKS = (1, 5, 10, 20)
 DEFAULT_SIZES = (1_000, 10_000, 100_000, 1_000_000)
+TOP_NONMATED = 10
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ def split(labels: np.ndarray, usable: np.ndarray, *, holdout: float = 0.2, seed:
         mates.append(person.pop(pick))
         mated += person
     singles = [r[0] for r in rows.values() if len(r) == 1]
+    rng.shuffle(singles)
+    probed_singles, singles = singles[: len(singles) // 2], singles[len(singles) // 2:]
+    nonmated += probed_singles
     rows_of = lambda r: np.array(sorted(r), np.int64)  # noqa: E731
     return Split(np.array(mates, np.int64), rows_of(singles), rows_of(mated), rows_of(nonmated), seed)
 
@@ -111,12 +116,15 @@ class GalleryRun:
     calibrated: dict | None
     search_seconds: float
     curve: tuple[np.ndarray, np.ndarray, np.ndarray]
+    #: The highest-scoring non-mated probes (dataset rows) and their top gallery face (row, or None if
+    #: synthetic): in LFW mostly label errors, the same person filed under two names.
+    top_nonmated: list[dict]
 
     def to_dict(self) -> dict:
         return {"gallery_size": self.size, "real_faces": self.real, "synthetic_faces": self.synthetic,
                 "mated_probes": self.mated_probes, "nonmated_probes": self.nonmated_probes, "cmc": self.cmc,
                 "fnir_at_fpir": self.at_fpir, "calibrated_threshold": self.calibrated,
-                "search_seconds": round(self.search_seconds, 2)}
+                "search_seconds": round(self.search_seconds, 2), "top_nonmated": self.top_nonmated}
 
 
 def run_gallery(vectors: np.ndarray, labels: np.ndarray, s: Split, size: int, *, extra: np.ndarray | None,
@@ -160,8 +168,13 @@ def run_gallery(vectors: np.ndarray, labels: np.ndarray, s: Split, size: int, *,
                       "per_comparison_fmr": fmr, "extrapolated": extrapolated,
                       "measured_fpir": float(np.mean(nonmated_top >= t)),
                       "fnir": float(np.mean(~(hit1 & (mated_top >= t))))}
+    worst = np.argsort(-nonmated_top)[:TOP_NONMATED]
+    gallery_rows = np.concatenate([mates, distractors]) if size < base else np.concatenate([mates, s.distractors])
+    top_nonmated = [{"probe": int(s.nonmated[q]), "score": round(float(nonmated_top[q]), 4),
+                     "gallery": int(gallery_rows[ids[m + q, 0]]) if ids[m + q, 0] < len(gallery_rows) else None}
+                    for q in worst]
     return GalleryRun(len(gallery), len(gallery) - n_synth, n_synth, m, len(s.nonmated), cmc, points, calibrated,
-                      seconds, curve)
+                      seconds, curve, top_nonmated)
 
 
 def run_identification(vectors: np.ndarray, labels: np.ndarray, usable: np.ndarray, *,

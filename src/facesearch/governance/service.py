@@ -37,6 +37,7 @@ class PhotoAccess:
     path: Path
     image_id: int
     collection: str
+    is_video_frame: bool = False  # the stored frame of a video face, not the operator's file
 
 
 def _sha256(data: bytes) -> str:
@@ -152,7 +153,16 @@ class Governance:
         info = self._face_collection_check(actor, face_id)
         self.audit.append(actor.username, "view_photo", {"face_id": face_id, "image_id": info.image_id,
                                                          "collection": info.collection}, purpose, case_ref)
-        return PhotoAccess(Path(info.image_source), info.image_id, info.collection)
+        return PhotoAccess(self.photo_path(info), info.image_id, info.collection, info.is_video)
+
+    def photo_path(self, info) -> Path:
+        """The picture a face is shown in: its photo, or for a video face the frame stored at ingest."""
+        if not info.is_video:
+            return Path(info.image_source)
+        if not info.frame:
+            raise PermissionDenied(f"face {info.id} is from a video whose frames are not kept "
+                                   "(its collection keeps embeddings only)")
+        return self.engine.thumbnails.path(info.frame)
 
     def face(self, actor: UserInfo, face_id: int):
         return self._face_collection_check(actor, face_id)

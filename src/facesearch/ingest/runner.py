@@ -1,5 +1,9 @@
 """Ingest: files on disk -> faces in the catalog and the index, resumable and crash-safe.
 
+Photos and videos: a video (by extension and container signature) is sampled at
+``video_fps`` frames per second, its faces are tracked across frames and only each track's
+best faces (at most 5, with their times) are indexed, with a stored frame to show.
+
 Per file: read, hash (SHA-256 of the bytes), skip if the collection already holds that
 content, decode (in a thread pool: Pillow releases the GIL), detect in batches, embed all
 faces of a batch together, write thumbnails, then commit the image and its faces in one
@@ -23,9 +27,11 @@ import numpy as np
 from tqdm import tqdm
 
 from facesearch.catalog import Catalog, CollectionInfo, NewFace, ThumbnailStore
-from facesearch.errors import ImageError, NotAnImageError
+from facesearch.errors import ImageError, NotAnImageError, NotAVideoError
 from facesearch.index import VectorIndex
 from facesearch.pipeline import Face, FaceAnalyzer, load_image
+from facesearch.pipeline.tracking import faces_from_video
+from facesearch.pipeline.video import DEFAULT_SAMPLE_FPS, VIDEO_EXTENSIONS
 
 
 @dataclass
@@ -36,6 +42,8 @@ class IngestSummary:
     images_indexed: int = 0
     faces_indexed: int = 0
     images_without_faces: int = 0
+    videos_indexed: int = 0
+    video_tracks: int = 0
     faces_too_small: int = 0
     faces_suppressed: int = 0
     already_indexed: int = 0
@@ -60,6 +68,7 @@ class _Loaded:
     size: int = 0
     pixels: np.ndarray | None = None
     error: ImageError | None = None
+    video: bool = False  # decoded later, frame by frame, not here
 
 
 def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
@@ -74,7 +83,22 @@ def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield path  # a missing path is reported by the loader, not silently dropped
 
 
+def _hash_file(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
 def _load(path: Path) -> _Loaded:
+    if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
+        try:
+            sha, size = _hash_file(path)  # streamed: videos can be larger than memory
+        except OSError as exc:
+            return _Loaded(path, error=ImageError(path, f"cannot read: {exc.strerror or exc}"))
+        return _Loaded(path, sha, size, video=True)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -95,7 +119,7 @@ class Ingestor:
                  batch_images: int = 8, min_face_px: float = 16.0, save_every_s: float = 30.0,
                  suppress: Callable[[np.ndarray], np.ndarray] | None = None,
                  on_progress: Callable[[int, int, IngestSummary], None] | None = None,
-                 lock: AbstractContextManager | None = None) -> None:
+                 lock: AbstractContextManager | None = None, video_fps: float = DEFAULT_SAMPLE_FPS) -> None:
         self.analyzer = analyzer
         self.catalog = catalog
         self.index = index
@@ -111,6 +135,7 @@ class Ingestor:
         self.on_progress = on_progress
         # Held while an image is committed and its vectors added, so readers never see half.
         self.lock = lock or nullcontext()
+        self.video_fps = video_fps  # frames sampled per second of video
 
     def run(self, paths: Iterable[str | Path], progress: bool = True) -> IngestSummary:
         summary = IngestSummary(uuid.uuid4().hex[:12], self.collection.name)
@@ -125,10 +150,13 @@ class Ingestor:
             batch: list[_Loaded] = []
             for loaded in loaded_iter:
                 summary.files_seen += 1
-                if self._triage(loaded, known, seen_in_run, summary):
-                    batch.append(loaded)
-                else:
+                if not self._triage(loaded, known, seen_in_run, summary):
                     bar.update(1)
+                elif loaded.video:
+                    self._process_video(loaded, summary)
+                    bar.update(1)
+                else:
+                    batch.append(loaded)
                 if len(batch) >= self.batch_images:
                     self._process(batch, summary)
                     bar.update(len(batch))
@@ -176,14 +204,55 @@ class Ingestor:
         detections = self.analyzer.detector.detect_batch(pixels)
         all_faces = self.analyzer.faces_from_detections(pixels, detections, embed=True)
         for item, faces in zip(batch, all_faces):
-            kept = [f for f in faces if min(f.width, f.height) >= self.min_face_px]
-            summary.faces_too_small += len(faces) - len(kept)
-            if kept and self.suppress is not None:
-                blocked = self.suppress(np.stack([f.embedding for f in kept]))
-                summary.faces_suppressed += int(blocked.sum())
-                kept = [f for f, b in zip(kept, blocked) if not b]
-            self._commit(item, kept, summary)
+            self._commit(item, self._keep(faces, faces, summary), summary)
             item.pixels = None  # free memory early
+
+    def _keep(self, faces: list[Face], items: list, summary: IngestSummary) -> list:
+        """The ``items`` (one per face) whose face is big enough and not opted out."""
+        kept = [(f, item) for f, item in zip(faces, items) if min(f.width, f.height) >= self.min_face_px]
+        summary.faces_too_small += len(faces) - len(kept)
+        if kept and self.suppress is not None:
+            blocked = self.suppress(np.stack([f.embedding for f, _ in kept]))
+            summary.faces_suppressed += int(blocked.sum())
+            kept = [pair for pair, b in zip(kept, blocked) if not b]
+        return [item for _, item in kept]
+
+    def _process_video(self, item: _Loaded, summary: IngestSummary) -> None:
+        source = str(item.path)
+        try:
+            video = faces_from_video(self.analyzer, item.path, fps=self.video_fps)
+        except ImageError as exc:  # VideoError is one: a bad input file, journalled and skipped
+            outcome = "skipped" if isinstance(exc, NotAVideoError) else "failed"
+            (summary.skipped if outcome == "skipped" else summary.failed).append((source, exc.reason))
+            self.catalog.journal(summary.run_id, self.collection.id, source, outcome, exc.reason, item.sha256)
+            return
+        tracked = [(track, tf) for track in video.tracks for tf in track.faces]
+        kept = self._keep([tf.face for _, tf in tracked], tracked, summary)
+        new_faces = []
+        for rank, (track, tf) in enumerate(kept):
+            thumb = frame = None
+            if self.collection.keep_thumbnails:
+                thumb = self.thumbnails.write(tf.crop, tf.crop_box, self.collection.id, item.sha256, rank)
+                frame = self.thumbnails.write_frame(tf.frame, self.collection.id, item.sha256, rank)
+            face = tf.face
+            new_faces.append(NewFace(rank, face.box, face.landmarks.round(2).tolist(), face.det_score,
+                                     face.quality.score, face.quality.issues, face.embedding, thumb,
+                                     round(tf.timestamp_s, 3), track.track_id, frame))
+        meta = video.metadata
+        with self.lock:
+            ids = self.catalog.add_image(self.collection.id, item.sha256, str(item.path.resolve()), meta.width,
+                                         meta.height, item.size, new_faces, self.analyzer.pack.name,
+                                         media="video", duration_s=meta.duration_s)
+            if ids:
+                self.index.add(np.array(ids, np.int64), np.stack([f.embedding for f in new_faces]))
+        summary.videos_indexed += 1
+        summary.video_tracks += len({track.track_id for track, _ in kept})
+        summary.faces_indexed += len(ids)
+        if not ids:
+            summary.images_without_faces += 1
+        self.catalog.journal(summary.run_id, self.collection.id, source, "indexed",
+                             f"video: {len(video.tracks)} face track(s), {video.frames_sampled} frames sampled"
+                             if ids else "video: no face found", item.sha256, len(ids))
 
     def _commit(self, item: _Loaded, faces: list[Face], summary: IngestSummary) -> None:
         image = item.pixels

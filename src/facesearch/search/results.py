@@ -29,6 +29,9 @@ class Candidate:
     box: tuple[float, float, float, float]
     quality: float
     thumbnail: str | None
+    media: str = "image"  # image | video
+    timestamp_s: float | None = None  # video: when the face appears, seconds from the start
+    track_id: int | None = None  # video: which face track
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,11 @@ function formatDetail(detail) {
   return detail;
 }
 
+function videoTime(seconds) {
+  const m = Math.floor(seconds / 60), s = (seconds - 60 * m).toFixed(1).padStart(4, "0");
+  return `${m}:${s}`;
+}
+
 function rateWords(c) {
   // The server words the estimate from the pack's calibration: one wording everywhere.
   return c.false_match_words || "false-match rate unknown (uncalibrated pack)";
@@ -129,6 +134,7 @@ function renderResults(r, purpose, caseRef) {
       ${c.thumbnail_url ? `<img src="${c.thumbnail_url}" alt="face ${c.face_id}">` : `<div class="nothumb">no thumbnail kept</div>`}
       <div class="score">${c.similarity.toFixed(3)} ${c.above_threshold ? "· above threshold" : "· below threshold"}</div>
       <div class="fmr">${esc(rateWords(c))}</div>
+      ${c.media === "video" ? `<div class="when">video at ${videoTime(c.timestamp_s)} · track ${c.track_id}</div>` : ""}
       <div class="src">${esc(c.collection)} · face ${c.face_id}</div>
     </a>`).join("");
 }
@@ -139,7 +145,9 @@ async function initPhoto() {
   if (!page) return;
   const id = page.dataset.faceId;
   const face = await api("GET", `/api/faces/${id}`);
-  $("#photo-meta").textContent = `Collection ${face.collection} · image ${face.image_id} · ${face.image_faces.length} face(s) · quality ${face.quality.toFixed(2)}`;
+  $("#photo-meta").textContent = face.media === "video"
+    ? `Collection ${face.collection} · video ${face.image_id} · frame at ${videoTime(face.timestamp_s)} (face track ${face.track_id}) · quality ${face.quality.toFixed(2)}`
+    : `Collection ${face.collection} · image ${face.image_id} · ${face.image_faces.length} face(s) · quality ${face.quality.toFixed(2)}`;
   const img = $("#photo");
   img.addEventListener("load", () => {
     const sx = img.clientWidth / img.naturalWidth, sy = img.clientHeight / img.naturalHeight;

@@ -1,0 +1,213 @@
+// facesearch web app: subjects, galleries, subject search, gallery matching and decisions.
+// Loaded after app.js (whose helpers $, esc, api and rateWords it uses). No framework, no CDN.
+"use strict";
+
+function parseAttributes(text) {
+  const out = {};
+  for (const line of String(text || "").split("\n")) {
+    const at = line.indexOf(":");
+    if (at < 1) continue;
+    out[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+  }
+  return out;
+}
+
+function chanceWords(c) {
+  return c.false_match_words || (c.false_match_rate == null ? "false-match rate unknown" : rateWords(c));
+}
+
+// ---- the subjects page ---------------------------------------------------------------------------
+async function initSubjectsPage() {
+  const page = $("#subjects-page");
+  if (!page) return;
+  const filter = $("#gallery-filter-select");
+  const loadGalleries = async () => {
+    const galleries = await api("GET", "/api/galleries");
+    const keep = filter.value;
+    filter.innerHTML = `<option value="">all galleries</option>` + galleries.map((g) => `<option>${esc(g.name)}</option>`).join("");
+    filter.value = keep;
+    $("#gallery-names").innerHTML = galleries.map((g) => `<option value="${esc(g.name)}">`).join("");
+    for (const sel of [$("#match-a"), $("#match-b")]) {
+      const was = sel.value;
+      sel.innerHTML = galleries.map((g) => `<option>${esc(g.name)}</option>`).join("");
+      if (was) sel.value = was;
+    }
+    return galleries;
+  };
+  const loadSubjects = async () => {
+    const q = filter.value ? `?gallery=${encodeURIComponent(filter.value)}` : "";
+    const rows = await api("GET", `/api/subjects${q}`);
+    $("#subjects-table tbody").innerHTML = rows.map((s) => `<tr data-subject-id="${s.id}"><td>${s.id}</td><td><a href="/subjects/${s.id}">${esc(s.label)}</a></td><td>${esc(s.gallery)}</td><td>${s.faces}</td></tr>`).join("");
+  };
+  await loadGalleries();
+  await loadSubjects();
+  filter.addEventListener("change", loadSubjects);
+
+  const form = $("#new-subject");
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const fd = new FormData(form);
+    const gallery = String(fd.get("gallery")).trim();
+    try {
+      const galleries = await api("GET", "/api/galleries");
+      if (!galleries.some((g) => g.name === gallery)) await api("POST", "/api/galleries", {name: gallery});
+      const subject = await api("POST", "/api/subjects", {gallery, label: String(fd.get("label")).trim(),
+        attributes: parseAttributes(fd.get("attributes"))});
+      location.href = `/subjects/${subject.id}`;
+    } catch (err) {
+      const p = $("#new-subject-result");
+      p.className = "error"; p.setAttribute("role", "alert"); p.textContent = err.message;
+    }
+  });
+
+  const match = $("#match-form");
+  match.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const fd = new FormData(match);
+    const why = {purpose: fd.get("purpose"), case_ref: fd.get("case_ref")};
+    $("#match-button").disabled = true;
+    try {
+      const r = await api("POST", "/api/galleries/match", {gallery_a: fd.get("gallery_a"), gallery_b: fd.get("gallery_b"), ...why});
+      $("#match-meta").className = "meta";
+      $("#match-meta").textContent = `${r.pairs_compared.toLocaleString()} pairs compared (${r.fusion} fusion). ${r.threshold_rule}. ${r.warnings.join(" ")}`;
+      const table = $("#match-table");
+      table.hidden = false;
+      table.querySelector("tbody").innerHTML = r.pairs.map((p) => `<tr data-a="${p.subject_a}" data-b="${p.subject_b}">
+        <td>${p.rank}</td><td><a href="/subjects/${p.subject_a}">${esc(p.label_a)}</a></td><td><a href="/subjects/${p.subject_b}">${esc(p.label_b)}</a></td>
+        <td>${p.similarity.toFixed(3)}</td><td class="details">${esc(chanceWords(p))}</td>
+        <td class="decision">${p.decision ? esc(p.decision + "ed") : `<button type="button" data-decide="confirm" data-score="${p.similarity}">Confirm</button> <button type="button" class="link" data-decide="reject" data-score="${p.similarity}">Reject</button>`}</td></tr>`).join("");
+      table.onclick = async (ev) => {
+        const b = ev.target.closest("button[data-decide]");
+        if (!b) return;
+        const row = b.closest("tr");
+        try {
+          const d = await api("POST", `/api/subjects/${row.dataset.a}/decisions`, {decision: b.dataset.decide,
+            other_subject_id: Number(row.dataset.b), score: Number(b.dataset.score), ...why});
+          row.querySelector(".decision").textContent = `${d.decision}ed by ${d.decided_by}`;
+        } catch (err) { row.querySelector(".decision").textContent = err.message; }
+      };
+    } catch (err) {
+      $("#match-meta").className = "error"; $("#match-meta").textContent = err.message;
+    } finally { $("#match-button").disabled = false; }
+  });
+}
+
+// ---- one subject ------------------------------------------------------------------------------------
+async function initSubjectPage() {
+  const page = $("#subject-page");
+  if (!page) return;
+  const id = page.dataset.subjectId;
+  let why = {purpose: "", case_ref: ""};
+
+  const load = async () => {
+    const s = await api("GET", `/api/subjects/${id}`);
+    $("#subject-title").textContent = s.label;
+    $("#subject-meta").textContent = `Subject ${s.id} · gallery ${s.gallery} · ${s.faces} enrolled face(s) · added by ${s.created_by} at ${s.created_at.replace("T", " ")}`;
+    $("#subject-attributes").innerHTML = Object.entries(s.attributes).map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("");
+    $("#enrolled").innerHTML = s.enrolled.map((f) => `<div class="cand" data-subject-face-id="${f.id}">
+      ${f.thumbnail_url ? `<img src="${f.thumbnail_url}" alt="enrolled face ${f.id}">` : `<div class="nothumb">no thumbnail</div>`}
+      <div class="src">${esc(f.source.split("/").pop())}</div><div class="fmr">quality ${f.quality.toFixed(2)}${f.quality_issues.length ? " (" + esc(f.quality_issues.join(", ")) + ")" : ""}</div>
+      <button type="button" class="link" data-remove-face="${f.id}">remove</button></div>`).join("");
+    $("#links").innerHTML = s.links.map((l) => l.kind === "face"
+      ? `<div class="cand above" data-link-face="${l.id}">${l.thumbnail_url ? `<img src="${l.thumbnail_url}" alt="face ${l.id}">` : ""}
+          <div class="score">face ${l.id}${l.collection ? " · " + esc(l.collection) : ""}</div>
+          <div class="fmr">confirmed by ${esc(l.decided_by)}${l.score != null ? ` at ${l.score.toFixed(3)}` : ""}</div>
+          ${l.photo_url ? `<a href="/photo/${l.id}">open photo</a>` : ""}</div>`
+      : `<div class="cand above" data-link-subject="${l.id}"><div class="score"><a href="/subjects/${l.id}">${esc(l.label || "subject " + l.id)}</a></div>
+          <div class="fmr">subject in ${esc(l.gallery || "?")}; confirmed by ${esc(l.decided_by)}</div></div>`).join("");
+    $("#links-empty").hidden = s.links.length > 0;
+    return s;
+  };
+  await load();
+
+  $("#enrolled").addEventListener("click", async (e) => {
+    const faceId = e.target.dataset?.removeFace;
+    if (!faceId || !confirm("Remove this enrolled face (its embedding and thumbnail)?")) return;
+    await api("DELETE", `/api/subject-faces/${faceId}?reason=${encodeURIComponent("removed from subject page")}`);
+    await load();
+  });
+
+  $("#enrol-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const fd = new FormData();
+    for (const f of $("#enrol-files").files) fd.append("files", f);
+    const out = $("#enrol-result");
+    $("#enrol-button").disabled = true;
+    try {
+      const r = await api("POST", `/api/subjects/${id}/faces`, fd);
+      out.className = r.failed.length ? "error" : "ok";
+      out.textContent = `Enrolled ${r.added.length} face(s).` + (r.failed.length ? ` Not enrolled: ${r.failed.map((f) => `${f[0]}: ${f[1]}`).join("; ")}.` : "")
+        + (r.suppressed ? ` ${r.suppressed} suppressed (opt-out).` : "") + (r.warnings.length ? " " + r.warnings.join(" ") : "");
+      $("#enrol-files").value = "";
+      await load();
+    } catch (err) { out.className = "error"; out.textContent = err.message; }
+    finally { $("#enrol-button").disabled = false; }
+  });
+
+  const me = await api("GET", "/api/me");
+  const picks = $("#subject-collections");
+  if (!me.collections.length) picks.insertAdjacentHTML("beforeend", "<p>No collection granted to you yet.</p>");
+  for (const name of me.collections) {
+    picks.insertAdjacentHTML("beforeend", `<label class="check"><input type="checkbox" name="collections" value="${esc(name)}" checked> ${esc(name)}</label>`);
+  }
+
+  const form = $("#subject-search-form");
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const fd = new FormData(form);
+    why = {purpose: fd.get("purpose"), case_ref: fd.get("case_ref")};
+    $("#subject-search-button").disabled = true;
+    try {
+      const r = await api("POST", `/api/subjects/${id}/search`, {...why, collections: fd.getAll("collections"), fusion: fd.get("fusion")});
+      renderSubjectResults(r, why);
+    } catch (err) {
+      $("#subject-results").hidden = false;
+      $("#subject-verdict").className = "verdict error"; $("#subject-verdict").textContent = err.message;
+      $("#subject-candidates").innerHTML = "";
+    } finally { $("#subject-search-button").disabled = false; }
+  });
+
+  $("#subject-candidates").addEventListener("click", async (e) => {
+    const b = e.target.closest("button[data-decide]");
+    if (!b) return;
+    const card = b.closest(".cand");
+    const note = card.querySelector("input.note")?.value || "";
+    try {
+      const d = await api("POST", `/api/subjects/${id}/decisions`, {decision: b.dataset.decide, face_id: Number(card.dataset.faceId),
+        score: Number(card.dataset.score), note, ...why});
+      card.dataset.decision = d.decision;
+      card.querySelector(".decision").textContent = `${d.decision === "confirm" ? "Confirmed" : "Rejected"} by ${d.decided_by}`;
+      await load();
+    } catch (err) { card.querySelector(".decision").textContent = err.message; }
+  });
+
+  $("#remove-subject").addEventListener("click", async () => {
+    if (!confirm("Remove this subject, its enrolled faces, thumbnails, attributes and decisions for good?")) return;
+    const r = await api("DELETE", `/api/subjects/${id}?reason=${encodeURIComponent("removed from subject page")}`);
+    $("#remove-result").textContent = `Removed: ${r.faces.length} enrolled face(s), ${r.thumbnails_deleted} thumbnail(s).`;
+    location.href = "/subjects";
+  });
+}
+
+function renderSubjectResults(r, why) {
+  const params = new URLSearchParams(why).toString();
+  $("#subject-results").hidden = false;
+  const verdict = $("#subject-verdict");
+  verdict.className = "verdict " + (r.confident_match ? "leads" : "none");
+  verdict.textContent = r.confident_match
+    ? `${r.candidates.filter((c) => c.above_threshold).length} candidate lead(s) above the threshold — needs human review`
+    : "No confident match: nobody in the searched collections scores above the threshold.";
+  $("#subject-result-meta").textContent = `Searched ${r.faces_searched.toLocaleString()} faces in ${r.collections.join(", ") || "no collection"} (${r.fusion} fusion). ${r.threshold_rule}. ${r.warnings.join(" ")}`;
+  $("#subject-candidates").innerHTML = r.candidates.map((c) => `
+    <div class="cand ${c.above_threshold ? "above" : "below"}" data-face-id="${c.face_id}" data-score="${c.similarity}" data-decision="${c.decision || ""}">
+      ${c.thumbnail_url ? `<img src="${c.thumbnail_url}" alt="face ${c.face_id}">` : `<div class="nothumb">no thumbnail kept</div>`}
+      <div class="score">${c.similarity.toFixed(3)} ${c.above_threshold ? "· above threshold" : "· below threshold"}</div>
+      <div class="fmr">${esc(chanceWords(c))}</div>
+      <div class="src">${esc(c.collection)} · face ${c.face_id} · <a href="/photo/${c.face_id}?${params}">photo</a></div>
+      <div class="decision">${c.decision ? (c.decision === "confirm" ? "Confirmed" : "Rejected") : ""}</div>
+      <input class="note" placeholder="note (audited)" aria-label="note for face ${c.face_id}">
+      <button type="button" data-decide="confirm">Confirm</button> <button type="button" class="link" data-decide="reject">Reject</button>
+    </div>`).join("");
+}
+
+document.addEventListener("DOMContentLoaded", () => { initSubjectsPage(); initSubjectPage(); });

@@ -1,0 +1,438 @@
+"""REST routes for galleries, subjects, enrolment, subject search, gallery matching and decisions.
+
+Added to the app by ``create_app`` (one call to :func:`add_subject_routes`), with the app's
+own role dependency so the rules are the same as everywhere: the role is checked before the
+body is read (403 whatever is sent), searches need a purpose and a case reference (422),
+and everything goes through :class:`~facesearch.governance.subjects.SubjectGovernance`.
+"""
+
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, UploadFile
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from facesearch.catalog.subjects import DecisionInfo, GalleryInfo, SubjectFaceInfo, SubjectInfo
+from facesearch.governance import Governance, PermissionDenied
+from facesearch.governance.subjects import SUBJECT_ROLES, SubjectGovernance
+from facesearch.search.subjects import DEFAULT_FUSION, FUSIONS
+
+MAX_ENROL_FILES = 20
+MAX_PHOTO_BYTES = 25 * 1024 * 1024
+FUSION_PATTERN = "^(" + "|".join(FUSIONS) + ")$"
+
+
+# -- the boundary's models -------------------------------------------------------------------------------
+
+
+class NewGallery(BaseModel):
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[\w.\- ]+$")
+    description: str = ""
+
+
+class GalleryOut(BaseModel):
+    id: int
+    name: str
+    description: str
+    pack: str
+    created_by: str
+    created_at: str
+    subjects: int
+    faces: int
+
+
+class NewSubject(BaseModel):
+    gallery: str = Field(min_length=1)
+    label: str = Field(min_length=1, max_length=200, description="a name or a number")
+    attributes: dict[str, str] = Field(default_factory=dict, description="case id, date last seen, contact of "
+                                       "the requesting family...: kept in the catalog, never in the audit log")
+
+
+class AttributesUpdate(BaseModel):
+    attributes: dict[str, str]
+
+
+class SubjectFaceOut(BaseModel):
+    id: int
+    face_id: int | None
+    source: str
+    box: tuple[float, float, float, float]
+    quality: float
+    quality_issues: list[str]
+    thumbnail_url: str | None
+    created_at: str
+
+
+class LinkOut(BaseModel):
+    kind: str  # face | subject
+    id: int
+    decision_id: int
+    score: float | None
+    decided_by: str
+    decided_at: str
+    note: str
+    label: str | None = None  # of a linked subject
+    gallery: str | None = None
+    collection: str | None = None  # of a linked face
+    thumbnail_url: str | None = None
+    photo_url: str | None = None
+
+
+class SubjectOut(BaseModel):
+    id: int
+    gallery_id: int
+    gallery: str
+    label: str
+    attributes: dict[str, str]
+    created_by: str
+    created_at: str
+    faces: int
+    enrolled: list[SubjectFaceOut] = []
+    links: list[LinkOut] = []
+
+
+class FaceIds(BaseModel):
+    face_ids: list[int] = Field(min_length=1, max_length=200)
+
+
+class EnrolOut(BaseModel):
+    subject_id: int
+    added: list[SubjectFaceOut]
+    failed: list[tuple[str, str]]
+    suppressed: int
+    warnings: list[str]
+
+
+class RemovalOut(BaseModel):
+    subjects: list[int]
+    faces: list[int]
+    thumbnails_deleted: int
+
+
+class SubjectSearchRequest(BaseModel):
+    purpose: str = Field(min_length=1)
+    case_ref: str = Field(min_length=1)
+    collections: list[str] | None = None
+    top_k: int = Field(20, ge=1, le=200)
+    fusion: str | None = Field(None, pattern=FUSION_PATTERN)
+
+
+class MatchRequest(BaseModel):
+    gallery_a: str = Field(min_length=1)
+    gallery_b: str = Field(min_length=1)
+    purpose: str = Field(min_length=1)
+    case_ref: str = Field(min_length=1)
+    top: int = Field(50, ge=1, le=1000)
+    fusion: str | None = Field(None, pattern=FUSION_PATTERN)
+
+
+class DecisionRequest(BaseModel):
+    decision: str = Field(pattern="^(confirm|reject)$")
+    face_id: int | None = None
+    other_subject_id: int | None = None
+    score: float | None = None
+    note: str = Field("", max_length=2000, description="why: recorded in the audit log")
+    purpose: str = ""
+    case_ref: str = ""
+
+
+class DecisionOut(BaseModel):
+    id: int
+    subject_id: int
+    face_id: int | None
+    other_subject_id: int | None
+    decision: str
+    score: float | None
+    decided_by: str
+    note: str
+    decided_at: str
+
+
+class FaceCandidateOut(BaseModel):
+    rank: int
+    face_id: int
+    similarity: float
+    above_threshold: bool
+    false_match_rate: float | None
+    false_match_words: str | None
+    collection: str
+    image_id: int
+    box: tuple[float, float, float, float]
+    quality: float
+    thumbnail_url: str | None
+    photo_url: str
+    decision: str | None = None  # the standing decision about this face for the subject
+
+
+class SubjectSearchOut(BaseModel):
+    subject_id: int
+    fusion: str
+    verdict: str
+    confident_match: bool
+    review_notice: str = "Candidate leads only: every result needs human review; a score is not an identification."
+    collections: list[str]
+    faces_searched: int
+    threshold: float
+    threshold_rule: str
+    candidates: list[FaceCandidateOut]
+    warnings: list[str]
+
+
+class SubjectCandidateOut(BaseModel):
+    rank: int
+    subject_id: int
+    label: str
+    gallery: str
+    similarity: float
+    above_threshold: bool
+    false_match_rate: float | None
+    false_match_words: str | None
+    faces: int
+    best_face: int | None
+    thumbnail_url: str | None
+
+
+class IdentifyOut(BaseModel):
+    verdict: str
+    confident_match: bool
+    probe: dict | None
+    galleries: list[str]
+    subjects_searched: int
+    comparisons: int
+    fusion: str
+    threshold: float
+    threshold_rule: str
+    candidates: list[SubjectCandidateOut]
+    warnings: list[str]
+
+
+class PairOut(BaseModel):
+    rank: int
+    subject_a: int
+    label_a: str
+    subject_b: int
+    label_b: str
+    similarity: float
+    above_threshold: bool
+    false_match_rate: float | None
+    false_match_words: str | None
+    decision: str | None = None
+
+
+class MatchOut(BaseModel):
+    gallery_a: str
+    gallery_b: str
+    subjects_a: int
+    subjects_b: int
+    pairs_compared: int
+    comparisons: int
+    fusion: str
+    threshold: float
+    threshold_rule: str
+    pairs: list[PairOut]
+    warnings: list[str]
+
+
+# -- conversions --------------------------------------------------------------------------------------------
+
+
+def _gallery_out(g: GalleryInfo) -> GalleryOut:
+    return GalleryOut(**g.__dict__)
+
+
+def _face_out(f: SubjectFaceInfo) -> SubjectFaceOut:
+    has_thumb = bool(f.thumbnail) or f.face_id is not None
+    return SubjectFaceOut(id=f.id, face_id=f.face_id, source=f.source, box=f.box, quality=f.quality,
+                          quality_issues=list(f.quality_issues), created_at=f.created_at,
+                          thumbnail_url=f"/api/subject-faces/{f.id}/thumbnail" if has_thumb else None)
+
+
+def _decision_out(d: DecisionInfo) -> DecisionOut:
+    return DecisionOut(**d.__dict__)
+
+
+def _estimate(c: Any) -> dict:
+    fm = c.false_match
+    return {"false_match_rate": fm.rate if fm else None, "false_match_words": fm.words if fm else None}
+
+
+# -- the routes ---------------------------------------------------------------------------------------------
+
+
+def add_subject_routes(app: FastAPI, gov: Governance, role: Callable[..., Callable]) -> SubjectGovernance:
+    """Register the routes; ``role(*roles)`` is the app's role-checking dependency factory."""
+    subjects = SubjectGovernance(gov)
+    app.state.subjects = subjects
+    Member = Annotated[Any, Depends(role(*SUBJECT_ROLES))]
+    Admin = Annotated[Any, Depends(role("admin"))]
+    tags = ["subjects"]
+
+    def subject_out(info: SubjectInfo, who) -> SubjectOut:
+        out = SubjectOut(**info.__dict__)
+        out.enrolled = [_face_out(f) for f in subjects.subjects.faces(info.id)]
+        out.links = links_of(info.id, who)
+        return out
+
+    def links_of(subject_id: int, who) -> list[LinkOut]:
+        links = []
+        for (kind, target), d in sorted(subjects.subjects.links(subject_id).items()):
+            link = LinkOut(kind=kind, id=target, decision_id=d.id, score=d.score, decided_by=d.decided_by,
+                           decided_at=d.decided_at, note=d.note)
+            if kind == "subject":
+                other = subjects.subjects.store.subjects(ids=[target])
+                if other:
+                    link.label, link.gallery = other[0].label, other[0].gallery
+            else:
+                try:
+                    face = gov.face(who.user, target)
+                except PermissionDenied:  # not granted to this user, or opted out: listed by id only
+                    face = None
+                if face is not None:
+                    link.collection = face.collection
+                    link.thumbnail_url = f"/api/faces/{target}/thumbnail" if face.thumbnail else None
+                    link.photo_url = f"/api/faces/{target}/photo"
+            links.append(link)
+        return links
+
+    # -- galleries ---------------------------------------------------------------------------------
+
+    @app.get("/api/galleries", response_model=list[GalleryOut], tags=tags)
+    def list_galleries(who: Member) -> list[GalleryOut]:
+        return [_gallery_out(g) for g in subjects.galleries(who.user)]
+
+    @app.post("/api/galleries", response_model=GalleryOut, status_code=201, tags=tags)
+    def create_gallery(body: NewGallery, who: Member) -> GalleryOut:
+        return _gallery_out(subjects.create_gallery(who.user, body.name, body.description))
+
+    @app.delete("/api/galleries/{name}", response_model=RemovalOut, tags=tags)
+    def remove_gallery(name: str, who: Admin, reason: str = "") -> RemovalOut:
+        return RemovalOut(**subjects.remove_gallery(who.user, name, reason).__dict__)
+
+    @app.post("/api/galleries/match", response_model=MatchOut, tags=tags)
+    def match_galleries(body: MatchRequest, who: Member) -> MatchOut:
+        result = subjects.match(who.user, body.gallery_a, body.gallery_b, purpose=body.purpose,
+                                case_ref=body.case_ref, top=body.top, fusion=body.fusion)
+        pairs = []
+        for p in result.pairs:
+            current = subjects.subjects.store.current(p.subject_a).get(("subject", p.subject_b))
+            pairs.append(PairOut(rank=p.rank, subject_a=p.subject_a, label_a=p.label_a, subject_b=p.subject_b,
+                                 label_b=p.label_b, similarity=p.similarity, above_threshold=p.above_threshold,
+                                 decision=current.decision if current else None, **_estimate(p)))
+        data = result.to_dict()
+        data["pairs"] = pairs
+        return MatchOut(**data)
+
+    # -- subjects ----------------------------------------------------------------------------------
+
+    @app.get("/api/subjects", response_model=list[SubjectOut], tags=tags)
+    def list_subjects(who: Member, gallery: Annotated[str | None, Query()] = None) -> list[SubjectOut]:
+        return [SubjectOut(**s.__dict__) for s in subjects.list_subjects(who.user, gallery)]
+
+    @app.post("/api/subjects", response_model=SubjectOut, status_code=201, tags=tags)
+    def add_subject(body: NewSubject, who: Member) -> SubjectOut:
+        return subject_out(subjects.add_subject(who.user, body.gallery, body.label, body.attributes), who)
+
+    @app.get("/api/subjects/{subject_id}", response_model=SubjectOut, tags=tags)
+    def get_subject(subject_id: int, who: Member) -> SubjectOut:
+        return subject_out(subjects.subject(who.user, subject_id), who)
+
+    @app.put("/api/subjects/{subject_id}/attributes", response_model=SubjectOut, tags=tags)
+    def update_attributes(subject_id: int, body: AttributesUpdate, who: Member) -> SubjectOut:
+        return subject_out(subjects.update_attributes(who.user, subject_id, body.attributes), who)
+
+    @app.delete("/api/subjects/{subject_id}", response_model=RemovalOut, tags=tags)
+    def remove_subject(subject_id: int, who: Member, reason: str = "") -> RemovalOut:
+        return RemovalOut(**subjects.remove(who.user, subject_id, reason).__dict__)
+
+    def enrol_out(report) -> EnrolOut:
+        return EnrolOut(subject_id=report.subject_id, added=[_face_out(f) for f in report.added],
+                        failed=report.failed, suppressed=report.suppressed, warnings=report.warnings)
+
+    @app.post("/api/subjects/{subject_id}/faces", response_model=EnrolOut, tags=tags)
+    async def enrol_photos(subject_id: int, who: Member, files: Annotated[list[UploadFile], File()],
+                           face: Annotated[int | None, Form()] = None) -> EnrolOut:
+        if len(files) > MAX_ENROL_FILES:
+            raise HTTPException(413, f"at most {MAX_ENROL_FILES} photos per enrolment")
+        photos = []
+        for upload in files:
+            data = await upload.read(MAX_PHOTO_BYTES + 1)
+            if len(data) > MAX_PHOTO_BYTES:
+                raise HTTPException(413, f"{upload.filename}: larger than {MAX_PHOTO_BYTES // 2**20} MB")
+            photos.append((upload.filename or "photo", data))
+        return enrol_out(subjects.enroll(who.user, subject_id, photos, face_index=face))
+
+    @app.post("/api/subjects/{subject_id}/faces/from-index", response_model=EnrolOut, tags=tags)
+    def enrol_faces(subject_id: int, body: FaceIds, who: Member) -> EnrolOut:
+        return enrol_out(subjects.enroll_faces(who.user, subject_id, body.face_ids))
+
+    @app.delete("/api/subject-faces/{subject_face_id}", response_model=RemovalOut, tags=tags)
+    def remove_subject_face(subject_face_id: int, who: Member, reason: str = "") -> RemovalOut:
+        return RemovalOut(**subjects.remove_face(who.user, subject_face_id, reason).__dict__)
+
+    @app.get("/api/subject-faces/{subject_face_id}/thumbnail", response_class=FileResponse, tags=tags)
+    def subject_face_thumbnail(subject_face_id: int, who: Member) -> FileResponse:
+        path = subjects.thumbnail(who.user, subject_face_id)
+        if not path.is_file():
+            raise HTTPException(404, "thumbnail missing")
+        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
+
+    # -- searching -----------------------------------------------------------------------------------
+
+    @app.post("/api/subjects/{subject_id}/search", response_model=SubjectSearchOut, tags=tags)
+    def search_subject(subject_id: int, body: SubjectSearchRequest, who: Member) -> SubjectSearchOut:
+        result = subjects.search(who.user, subject_id, purpose=body.purpose, case_ref=body.case_ref,
+                                 collections=body.collections or None, top_k=body.top_k, fusion=body.fusion)
+        current = subjects.subjects.store.current(subject_id)
+        candidates = []
+        for c in result.candidates:
+            decided = current.get(("face", c.face_id))
+            candidates.append(FaceCandidateOut(
+                rank=c.rank, face_id=c.face_id, similarity=c.similarity, above_threshold=c.above_threshold,
+                collection=c.collection, image_id=c.image_id, box=c.box, quality=c.quality,
+                thumbnail_url=f"/api/faces/{c.face_id}/thumbnail" if c.thumbnail else None,
+                photo_url=f"/api/faces/{c.face_id}/photo", decision=decided.decision if decided else None,
+                **_estimate(c)))
+        data = result.to_dict()
+        return SubjectSearchOut(subject_id=subject_id, fusion=body.fusion or DEFAULT_FUSION,
+                                verdict=data["verdict"], confident_match=data["confident_match"],
+                                collections=result.collections, faces_searched=result.faces_searched,
+                                threshold=result.threshold, threshold_rule=result.threshold_rule,
+                                candidates=candidates, warnings=result.warnings)
+
+    @app.post("/api/subjects/identify", response_model=IdentifyOut, tags=tags)
+    async def identify(who: Member, probe: Annotated[UploadFile, File()],
+                       purpose: Annotated[str, Form(min_length=1)], case_ref: Annotated[str, Form(min_length=1)],
+                       galleries: Annotated[list[str] | None, Form()] = None,
+                       top_k: Annotated[int, Form(ge=1, le=200)] = 10,
+                       fusion: Annotated[str | None, Form(pattern=FUSION_PATTERN)] = None,
+                       face: Annotated[int | None, Form()] = None) -> IdentifyOut:
+        data = await probe.read(MAX_PHOTO_BYTES + 1)
+        if len(data) > MAX_PHOTO_BYTES:
+            raise HTTPException(413, f"probe larger than {MAX_PHOTO_BYTES // 2**20} MB")
+        result = subjects.identify(who.user, data, purpose=purpose, case_ref=case_ref, galleries=galleries or None,
+                                   top_k=top_k, fusion=fusion, face_index=face, probe_name=probe.filename or "probe")
+        out = result.to_dict()
+        out["probe"] = {k: v for k, v in out["probe"].items() if k != "source"} if out["probe"] else None
+        out["candidates"] = [SubjectCandidateOut(
+            rank=c.rank, subject_id=c.subject_id, label=c.label, gallery=c.gallery, similarity=c.similarity,
+            above_threshold=c.above_threshold, faces=c.faces, best_face=c.best_face,
+            thumbnail_url=f"/api/subject-faces/{c.best_face}/thumbnail" if c.best_face else None, **_estimate(c))
+            for c in result.candidates]
+        return IdentifyOut(**out)
+
+    # -- decisions -----------------------------------------------------------------------------------
+
+    @app.post("/api/subjects/{subject_id}/decisions", response_model=DecisionOut, status_code=201, tags=tags)
+    def decide(subject_id: int, body: DecisionRequest, who: Member) -> DecisionOut:
+        return _decision_out(subjects.decide(who.user, subject_id, body.decision, face_id=body.face_id,
+                                             other_subject_id=body.other_subject_id, score=body.score,
+                                             note=body.note, purpose=body.purpose, case_ref=body.case_ref))
+
+    @app.get("/api/subjects/{subject_id}/decisions", response_model=list[DecisionOut], tags=tags)
+    def list_decisions(subject_id: int, who: Member) -> list[DecisionOut]:
+        return [_decision_out(d) for d in subjects.decisions(who.user, subject_id)]
+
+    return subjects
+
