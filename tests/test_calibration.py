@@ -118,8 +118,11 @@ def test_false_match_words(shipped):
     assert estimate.words.startswith("about 1 in 50,000 different people score this high")
     assert estimate.fpir == pytest.approx(1 - (1 - 2e-5) ** 1000, rel=0.05)
     assert "searching 1,000 faces" in estimate.words
-    deep = false_match(shipped, 0.6, 10)
-    assert deep.extrapolated and "fitted tail" in deep.words
+    tail = false_match(shipped, shipped.threshold_for_fmr(1e-7)[0], 10)
+    assert tail.extrapolated and "about 1 in 10,000,000" in tail.words and "fitted tail" in tail.words
+    deep = false_match(shipped, 0.9, 10)  # far beyond anything measured: a bound, not a number
+    assert deep.extrapolated and deep.words.startswith("fewer than 1 in 100,000,000 different people")
+    assert "is below 1.0e-07" in deep.words
     low = false_match(shipped, -0.2, 10)
     assert "no evidence of a match" in low.words
 

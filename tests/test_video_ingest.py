@@ -68,7 +68,9 @@ def test_a_probe_returns_its_persons_track_and_times(footage, person):
     assert all(not c.above_threshold for c in others)
 
 
-def test_cli_prints_the_time(footage, cli):
+def test_cli_indexes_a_video_and_prints_the_time(footage, video, cli, tmp_path):
+    code, out, _ = cli("index", str(video), "--collection", "clips", "--home", str(tmp_path / "home"))
+    assert code == 0 and "1 videos (3 face tracks)" in out
     engine, _ = footage
     code, out, _ = cli("search", str(LFW / "Colin_Powell_0002.jpg"), "--home", str(engine.home), "--top-k", "3")
     assert code == 0
@@ -101,7 +103,8 @@ def test_erasing_a_video_removes_its_frames_and_thumbnails(open_engine, video, a
     files = [engine.thumbnails.path(p) for f in faces for p in (f.thumbnail, f.frame)]
     assert files and all(p.is_file() for p in files)
     report = engine.erase_images([faces[0].image_id])
-    assert sorted(report.face_ids) == sorted(f.id for f in faces)
+    assert sorted(report.faces) == sorted(f.id for f in faces)
+    assert report.thumbnails_deleted == len(files)
     assert not any(p.exists() for p in files)
     assert all(r.consistent for r in engine.doctor(repair=False))
 

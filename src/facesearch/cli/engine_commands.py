@@ -51,8 +51,9 @@ def index(args: Namespace) -> int:
     s = summary
     print(f"collection {s.collection}: {s.files_seen} files in {s.seconds:.1f} s "
           f"({s.images_per_s:.1f} images/s, {s.faces_per_s:.1f} faces/s)")
-    print(f"  indexed   {s.images_indexed} images, {s.videos_indexed} videos ({s.video_tracks} face tracks), "
-          f"{s.faces_indexed} faces ({s.images_without_faces} files without a face)")
+    videos = f"{s.videos_indexed} videos ({s.video_tracks} face tracks), " if s.videos_indexed else ""
+    print(f"  indexed   {s.images_indexed} images, {videos}{s.faces_indexed} faces "
+          f"({s.images_without_faces} images without a face)")
     print(f"  skipped   {s.already_indexed} already indexed, {s.duplicates_in_run} duplicate files, "
           f"{s.faces_too_small} faces smaller than {args.min_face:g} px, {s.faces_suppressed} suppressed (opt-out)")
     print(f"  not images {len(s.skipped)}, failed {len(s.failed)}")

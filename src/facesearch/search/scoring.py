@@ -29,13 +29,18 @@ def search_threshold(calibration: Calibration | None, override: float | None = N
                        f"{calibration.source})")
 
 
+#: Below this rate an estimate is not stated: the fitted tail is anchored on counts down to
+#: 1e-5 and checked on held-out people to about 1e-6; two decades further is the limit we say.
+RATE_FLOOR = 1e-8
+
+
 def rate_words(rate: float, extrapolated: bool) -> str:
     """'about 1 in 50,000 different people score this high' (and how the rate is known)."""
     if rate >= 0.5:
         return "as high as most different people score: no evidence of a match"
-    one_in = 1 / max(rate, 1e-300)
-    shown = f"{one_in:,.0f}" if one_in < 1e9 else f"{one_in:.1e}"
-    return f"about 1 in {shown} different people score this high" + (
+    if rate < RATE_FLOOR:
+        return f"fewer than 1 in {1 / RATE_FLOOR:,.0f} different people score this high (beyond what was measured)"
+    return f"about 1 in {1 / rate:,.0f} different people score this high" + (
         " (estimated from the fitted tail of the calibration)" if extrapolated else "")
 
 
@@ -47,8 +52,10 @@ def false_match(calibration: Calibration | None, score: float, gallery_size: int
     fpir = calibration.fpir_at(rate, gallery_size)
     words = rate_words(rate, extrapolated)
     if rate < 0.5:
+        below = rate < RATE_FLOOR
+        chance = _share(calibration.fpir_at(RATE_FLOOR, gallery_size) if below else fpir)
         words += (f"; searching {gallery_size:,} faces, the chance that some different person scores this high "
-                  f"is {_share(fpir)}")
+                  f"is {'below ' if below else ''}{chance}")
     return FalseMatchEstimate(rate, extrapolated, expected, fpir, words)
 
 

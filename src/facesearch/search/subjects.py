@@ -11,7 +11,7 @@ fusion rules turn "probe vs each of the subject's faces" into one score per subj
   enough, but every extra photo is another chance for a stranger to score high.
 
 Which is the default was decided by measurement (``bench/subjects_lfw.py``, recorded in
-docs/subjects_accuracy.md): on LFW the mean template gave the higher rank-1 *and* the lower
+docs/accuracy.md ("Subjects")): on LFW the mean template gave the higher rank-1 *and* the lower
 FNIR at FPIR 0.01, so :data:`DEFAULT_FUSION` is ``"mean"``; ``"best"`` stays selectable.
 
 What a fused score means: the calibration measures single face-to-face comparisons, and
@@ -23,7 +23,7 @@ measured: on LFW, different-person scores against 3-photo mean templates exceed 
 stable about a face, including what look-alikes share), i.e. about as often as 3 single
 comparisons would; further out (>= 0.35) more often still, and most of that far tail is close
 relatives (George W. vs Jeb Bush, Serena vs Venus
-Williams), whose resemblance a template reinforces. See docs/subjects_accuracy.md.
+Williams), whose resemblance a template reinforces. See docs/accuracy.md ("Subjects").
 """
 
 from __future__ import annotations
