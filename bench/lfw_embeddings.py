@@ -15,10 +15,8 @@ now, so a changed dataset is re-embedded rather than silently mismatched.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,18 +38,17 @@ def labels_of(paths: list[str]) -> np.ndarray:
     return np.array([p.split("/", 1)[0] for p in paths])
 
 
+def _write_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
+    from facesearch.eval.datasets import write_cache
+
+    write_cache(cache, arrays)
+
+
 def _read_cache(cache: Path) -> dict[str, np.ndarray]:
     if not cache.is_file():
         return {}
     with np.load(cache, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
-
-
-def _write_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, cache)
 
 
 def load_or_compute(lfw_dir: Path, cache: Path | None = DEFAULT_CACHE, pack: str = DEFAULT_PACK,
@@ -60,29 +57,16 @@ def load_or_compute(lfw_dir: Path, cache: Path | None = DEFAULT_CACHE, pack: str
 
     ``how`` says how each face was found: ``detected`` | ``low-threshold`` | ``centre-prior`` |
     ``none`` (an all-zero row; no LFW image ends there with the centre-prior fallback).
+    The cache is the one ``facesearch eval`` uses (:func:`facesearch.eval.datasets.embed_dataset`).
     """
-    paths = image_paths(lfw_dir)
-    stored = _read_cache(Path(cache)) if cache else {}
-    key = f"{pack}/"
-    if key + "paths" in stored and list(stored[key + "paths"]) == paths:
-        embeddings = np.ascontiguousarray(stored[key + "plain"], np.float32)
-        return paths, labels_of(paths), embeddings, stored[key + "how"]
+    from facesearch.eval.datasets import embed_dataset, open_dataset
 
-    from facesearch.eval.lfw import embed_lfw_images
-    from facesearch.pipeline import FaceAnalyzer
-
-    if progress:
-        print(f"embedding {len(paths):,} LFW images with {pack} (cache {cache}) ...", file=sys.stderr)
-    start = time.perf_counter()
-    emb = embed_lfw_images(FaceAnalyzer(pack), Path(lfw_dir) / "images", paths, progress=progress)
-    if progress:
-        print(f"embedded in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    how = np.array(emb.how)
-    if cache:
-        stored = _read_cache(Path(cache))  # re-read: another pack may have been added meanwhile
-        stored.update({key + "paths": np.array(paths), key + "plain": emb.plain, key + "how": how})
-        _write_cache(Path(cache), stored)
-    return paths, labels_of(paths), emb.plain, how
+    dataset = open_dataset(lfw_dir)
+    if dataset.image_dir == dataset.root:
+        raise FileNotFoundError(f"{lfw_dir}: expected an images/ folder (LFW layout)")
+    emb = embed_dataset(dataset, pack, cache=Path(cache) if cache else None, use_cache=bool(cache),
+                        progress=progress)
+    return dataset.rel_paths, dataset.labels, emb.vectors, emb.how
 
 
 def main(argv: list[str] | None = None) -> int:

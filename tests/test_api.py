@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from tests.cluster_api_routes import cluster_routes
 from tests.conftest import LFW, YALE_GIF, ApiEnv
 from tests.subject_api_routes import subject_routes
 
@@ -213,6 +214,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/api/audit/verify"): Route((AUDITOR,), _get("/api/audit/verify")),
 }
 ROUTES.update(subject_routes(Call, Route))  # galleries, subjects, matching, decisions
+ROUTES.update(cluster_routes(Call, Route))  # clusters of unknown faces
 PROTECTED = [key for key, route in ROUTES.items() if route.roles != PUBLIC]
 FORBIDDEN = [(key, role) for key, route in ROUTES.items() if route.roles != PUBLIC
              for role in ROLES if role not in route.roles]

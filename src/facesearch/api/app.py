@@ -402,6 +402,9 @@ def create_app(engine: Engine, *, secure_cookies: bool = False) -> FastAPI:
     from facesearch.api.web import add_web_routes
 
     add_subject_routes(app, gov, role)
+    from facesearch.api.clusters import add_cluster_routes  # clusters of unknown faces
+
+    add_cluster_routes(app, gov, role)
     add_web_routes(app, gov)
 
     return app

@@ -18,6 +18,8 @@ PAGES = {
     "collections": ("Collections", ("admin", "investigator")),
     "subjects": ("Subjects", ("admin", "investigator")),
     "subject": (None, ("admin", "investigator")),
+    "clusters": ("Clusters", ("admin", "investigator")),
+    "cluster": (None, ("admin", "investigator")),
     "admin": ("Admin", ("admin",)),
     "audit": ("Audit", ("auditor",)),
 }
@@ -70,6 +72,14 @@ def add_web_routes(app: FastAPI, gov: Governance) -> None:
     def subject_page(request: Request, subject_id: int) -> Response:
         return render(request, "subject", subject_id=subject_id)
 
+    @app.get("/clusters", response_class=HTMLResponse, include_in_schema=False)
+    def clusters_page(request: Request, collection: str = "") -> Response:
+        return render(request, "clusters", collection=collection)
+
+    @app.get("/clusters/{cluster_id}", response_class=HTMLResponse, include_in_schema=False)
+    def cluster_page(request: Request, cluster_id: int) -> Response:
+        return render(request, "cluster", cluster_id=cluster_id)
+
     @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)
     def admin_page(request: Request) -> Response:
         return render(request, "admin")
@@ -82,4 +92,5 @@ def add_web_routes(app: FastAPI, gov: Governance) -> None:
 def _menu(user) -> list[tuple[str, str]]:
     paths = {"search": "/", "collections": "/collections", "admin": "/admin", "audit": "/audit"}
     paths["subjects"] = "/subjects"
+    paths["clusters"] = "/clusters"
     return [(paths[key], title) for key, (title, roles) in PAGES.items() if title and user.role in roles]

@@ -173,3 +173,49 @@ class MatchDecision(Base):
     decided_by: Mapped[str] = mapped_column(String(100))
     note: Mapped[str] = mapped_column(Text, default="")
     decided_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# -- clusters of unknown faces (migration 0005; store in facesearch.catalog.clusters) ---------------
+
+
+class Cluster(Base):
+    """One group of a collection's faces believed to be one (unknown) person."""
+
+    __tablename__ = "clusters"
+    __table_args__ = {"sqlite_autoincrement": True}  # a cluster id never names another group later
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)  # typed by a person; never logged
+    subject_id: Mapped[int | None] = mapped_column(ForeignKey("subjects.id", ondelete="SET NULL"), nullable=True,
+                                                   index=True)
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ClusterFace(Base):
+    """A face's place: in a cluster, or (``cluster_id`` NULL, pinned) kept out of every cluster by a person."""
+
+    __tablename__ = "cluster_faces"
+
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
+    cluster_id: Mapped[int | None] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), nullable=True,
+                                                   index=True)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)  # set by a person: automatic runs never change it
+    assigned_by: Mapped[str] = mapped_column(String(100), default="")
+    assigned_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ClusterRunState(Base):
+    """Where clustering of a collection stands: what the next incremental run starts from."""
+
+    __tablename__ = "cluster_state"
+
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
+    params: Mapped[str] = mapped_column(Text, default="{}")  # JSON of the resolved ClusterParams
+    last_face_id: Mapped[int] = mapped_column(Integer, default=0)  # faces up to this id have been placed
+    faces_processed: Mapped[int] = mapped_column(Integer, default=0)
+    mode: Mapped[str] = mapped_column(String(20), default="")  # full | incremental: of the last run
+    ran_by: Mapped[str] = mapped_column(String(100), default="")
+    ran_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

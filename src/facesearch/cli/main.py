@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_subject_commands(sub, _home_args)
 
+    from facesearch.cli.cluster_commands import add_cluster_commands  # cluster [ACTION]
+
+    add_cluster_commands(sub, _home_args)
+
     p = sub.add_parser("eval", help="accuracy protocols over real datasets")
     eval_sub = p.add_subparsers(metavar="PROTOCOL")
     lfw = eval_sub.add_parser("lfw", help="LFW view 2 verification (10 folds of pairs.txt)")

@@ -100,7 +100,7 @@ def _read(cache: Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def _write(cache: Path, arrays: dict[str, np.ndarray]) -> None:
+def write_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp.npz")
     np.savez(tmp, **arrays)
@@ -145,5 +145,5 @@ def embed_dataset(dataset: Dataset, pack: str = "buffalo_s", *, cache: Path | No
         stored = _read(cache)  # re-read: another pack may have been added meanwhile
         stored.update({key + "paths": np.array(dataset.rel_paths), key + "plain": emb.plain, key + "how": how,
                        key + "hash": np.array(digest)})
-        _write(cache, stored)
+        write_cache(cache, stored)
     return DatasetEmbeddings(dataset, pack, digest, np.ascontiguousarray(emb.plain, np.float32), how, seconds, cache)

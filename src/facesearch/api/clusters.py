@@ -1,0 +1,225 @@
+"""REST routes for clusters of unknown faces: run clustering, list and show clusters, merge, split,
+move and unassign faces, name a cluster, and turn it into a subject.
+
+Added to the app by ``create_app`` (one call to :func:`add_cluster_routes`), with the app's own
+role dependency so the rules are the same as everywhere: the role is checked before the body
+is read (403 whatever is sent), a collection needs a grant, and everything goes through
+:class:`~facesearch.governance.clusters.ClusterGovernance` (audited, opt-out applied). Face
+thumbnails are served by the existing ``/api/faces/{id}/thumbnail``.
+"""
+
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query
+from pydantic import BaseModel, Field
+
+from facesearch.clusters import ClusterDetail, ClusterInfo, ClusterRun
+from facesearch.governance import Governance
+from facesearch.governance.clusters import CLUSTER_ROLES, ClusterGovernance
+
+MAX_FACES_PER_EDIT = 1000
+
+# -- the boundary's models -------------------------------------------------------------------------------
+
+
+class RunRequest(BaseModel):
+    full: bool = Field(False, description="re-cluster every face instead of placing only the new ones")
+
+
+class RunOut(BaseModel):
+    collection: str
+    mode: str
+    reason: str
+    faces: int
+    faces_processed: int
+    suppressed: int
+    clusters: int
+    in_clusters: int
+    unassigned: int
+    new_clusters: list[int]
+    grown: list[int]
+    merged: list[tuple[int, int]]
+    params: str
+    graph: str
+    timings: dict[str, float]
+    stats: dict[str, int]
+
+
+class ClusterOut(BaseModel):
+    id: int
+    collection: str
+    name: str | None
+    subject_id: int | None
+    size: int
+    pinned: int
+    created_by: str
+    created_at: str
+    updated_at: str
+    samples: list[int]
+    sample_thumbnails: list[str]
+
+
+class ClusterFaceOut(BaseModel):
+    face_id: int
+    pinned: bool
+    quality: float
+    assigned_by: str
+    image_id: int
+    thumbnail_url: str | None
+    photo_url: str
+
+
+class ClusterDetailOut(ClusterOut):
+    faces: list[ClusterFaceOut]
+
+
+class StateOut(BaseModel):
+    mode: str
+    last_face_id: int
+    faces_processed: int
+    ran_by: str
+    ran_at: str
+
+
+class OverviewOut(BaseModel):
+    collection: str
+    faces: int
+    in_clusters: int
+    unassigned: int
+    total_clusters: int
+    clusters: list[ClusterOut]
+    last_run: StateOut | None
+
+
+class FaceIds(BaseModel):
+    face_ids: list[int] = Field(min_length=1, max_length=MAX_FACES_PER_EDIT)
+
+
+class MergeRequest(BaseModel):
+    cluster_ids: list[int] = Field(min_length=2, max_length=1000)
+    into: int | None = Field(None, description="the cluster to keep (default: the largest)")
+
+
+class MergeOut(BaseModel):
+    cluster_id: int
+    merged: list[int]
+    faces_moved: int
+
+
+class EditOut(BaseModel):
+    cluster_id: int | None
+    faces: list[int]
+    emptied: list[int]
+
+
+class NameRequest(BaseModel):
+    name: str = Field(max_length=200, description="typed by a person; kept in the catalog, never in the audit log")
+
+
+class ToSubjectRequest(BaseModel):
+    gallery: str = Field(min_length=1, max_length=200, pattern=r"^[\w.\- ]+$")
+    label: str | None = Field(None, max_length=200, description="the subject's name (default: the cluster's)")
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+
+class ToSubjectOut(BaseModel):
+    cluster_id: int
+    subject_id: int
+    gallery: str
+    label: str
+    enrolled: list[int]  # enrolled face ids of the subject
+    from_faces: list[int]  # the cluster's face ids they came from
+    suppressed: int
+    failed: list[tuple[str, str]]
+
+
+# -- conversions --------------------------------------------------------------------------------------------
+
+
+def _thumb(face_id: int) -> str:
+    return f"/api/faces/{face_id}/thumbnail"
+
+
+def _cluster_out(c: ClusterInfo) -> ClusterOut:
+    return ClusterOut(**{**c.__dict__, "samples": list(c.samples)}, sample_thumbnails=[_thumb(f) for f in c.samples])
+
+
+def _detail_out(d: ClusterDetail) -> ClusterDetailOut:
+    faces = [ClusterFaceOut(face_id=m.face_id, pinned=m.pinned, quality=m.quality, assigned_by=m.assigned_by,
+                            image_id=m.image_id, thumbnail_url=_thumb(m.face_id) if m.has_thumbnail else None,
+                            photo_url=f"/api/faces/{m.face_id}/photo") for m in d.faces]
+    return ClusterDetailOut(**_cluster_out(d.cluster).model_dump(), faces=faces)
+
+
+def _run_out(r: ClusterRun) -> RunOut:
+    return RunOut(**r.to_dict())
+
+
+# -- the routes ---------------------------------------------------------------------------------------------
+
+
+def add_cluster_routes(app: FastAPI, gov: Governance, role: Callable[..., Callable]) -> ClusterGovernance:
+    """Register the routes; ``role(*roles)`` is the app's role-checking dependency factory."""
+    clusters = ClusterGovernance(gov)
+    app.state.clusters = clusters
+    Member = Annotated[Any, Depends(role(*CLUSTER_ROLES))]
+    tags = ["clusters"]
+
+    @app.post("/api/collections/{name}/clusters/run", response_model=RunOut, tags=tags)
+    def run_clustering(name: str, who: Member, body: RunRequest | None = None) -> RunOut:
+        """Cluster the collection's faces: the new ones only, after the first run (``full`` re-clusters all)."""
+        # never waits for an ingest to finish: 409 while one runs
+        return _run_out(clusters.run(who.user, name, full=bool(body and body.full), wait=False))
+
+    @app.get("/api/collections/{name}/clusters", response_model=OverviewOut, tags=tags)
+    def list_clusters(name: str, who: Member, limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+                      samples: Annotated[int, Query(ge=0, le=50)] = 8) -> OverviewOut:
+        o = clusters.overview(who.user, name, limit=limit, samples=samples)
+        state = o.state
+        return OverviewOut(collection=o.collection, faces=o.faces, in_clusters=o.in_clusters,
+                           unassigned=o.unassigned, total_clusters=o.total_clusters,
+                           clusters=[_cluster_out(c) for c in o.clusters],
+                           last_run=StateOut(mode=state.mode, last_face_id=state.last_face_id,
+                                             faces_processed=state.faces_processed, ran_by=state.ran_by,
+                                             ran_at=state.ran_at) if state else None)
+
+    @app.get("/api/clusters/{cluster_id}", response_model=ClusterDetailOut, tags=tags)
+    def get_cluster(cluster_id: int, who: Member) -> ClusterDetailOut:
+        return _detail_out(clusters.cluster(who.user, cluster_id))
+
+    @app.post("/api/clusters/merge", response_model=MergeOut, tags=tags)
+    def merge_clusters(body: MergeRequest, who: Member) -> MergeOut:
+        return MergeOut(**clusters.merge(who.user, body.cluster_ids, into=body.into).__dict__)
+
+    @app.post("/api/clusters/{cluster_id}/split", response_model=EditOut, status_code=201, tags=tags)
+    def split_cluster(cluster_id: int, body: FaceIds, who: Member) -> EditOut:
+        """These faces of the cluster become a new cluster."""
+        return EditOut(**clusters.split(who.user, cluster_id, body.face_ids).__dict__)
+
+    @app.post("/api/clusters/{cluster_id}/faces", response_model=EditOut, tags=tags)
+    def move_faces(cluster_id: int, body: FaceIds, who: Member) -> EditOut:
+        """Move faces (from any cluster of the collection, or none) into this cluster."""
+        return EditOut(**clusters.move(who.user, body.face_ids, cluster_id).__dict__)
+
+    @app.post("/api/clusters/{cluster_id}/unassign", response_model=EditOut, tags=tags)
+    def unassign_faces(cluster_id: int, body: FaceIds, who: Member) -> EditOut:
+        """Take faces out of this cluster; automatic runs leave them out from then on."""
+        return EditOut(**clusters.unassign(who.user, body.face_ids, cluster_id=cluster_id).__dict__)
+
+    @app.put("/api/clusters/{cluster_id}/name", response_model=ClusterDetailOut, tags=tags)
+    def name_cluster(cluster_id: int, body: NameRequest, who: Member) -> ClusterDetailOut:
+        clusters.name(who.user, cluster_id, body.name)
+        return _detail_out(clusters.cluster(who.user, cluster_id))
+
+    @app.post("/api/clusters/{cluster_id}/subject", response_model=ToSubjectOut, status_code=201, tags=tags)
+    def cluster_to_subject(cluster_id: int, body: ToSubjectRequest, who: Member) -> ToSubjectOut:
+        """The cluster becomes a subject of the gallery (created if missing), enrolled from its best faces."""
+        subject, report = clusters.to_subject(who.user, cluster_id, body.gallery, label=body.label,
+                                              attributes=body.attributes)
+        return ToSubjectOut(cluster_id=cluster_id, subject_id=subject.id, gallery=subject.gallery, label=subject.label,
+                            enrolled=[f.id for f in report.added], from_faces=report.from_faces,
+                            suppressed=report.suppressed, failed=report.failed)
+
+    return clusters

@@ -1,0 +1,486 @@
+"""Unknown-face clustering: sparse average-linkage over the k-NN graph, quality-aware, incremental.
+
+The algorithm (batch and incremental are the same code: a batch run is one ``add`` of every
+face into an empty :class:`ClusterState`):
+
+1. **Graph.** Each face's ``k`` nearest neighbours (:mod:`facesearch.cluster.knn`: exact
+   FAISS brute force; an approximate bucket graph beyond ``exact_limit``). Candidate edges
+   are kNN pairs whose cosine is at least ``edge_threshold``; with ``mutual=True`` both faces
+   must be in each other's k-NN list (a hub face that is everyone's neighbour gets no free
+   edges).
+2. **Merging.** Edges are taken strongest first. Two groups are merged only when their
+   *average* pairwise cosine -- exactly ``sum_A . sum_B / (n_A n_B)`` from per-group sums
+   of embeddings, O(d) per test -- is at least ``link_threshold``. One stray edge between
+   two people (a look-alike, a mislabeled photo) cannot chain them: the whole of both
+   groups has to agree, unlike single-linkage components or DBSCAN's density chaining.
+3. **Quality.** A face with quality below ``min_quality`` is a *leaf*: it may join one
+   group, through its single best edge and only if it also passes the average-linkage test
+   against that group's good faces, but its embedding never enters a group's sums, it is
+   never used to merge two groups, and two poor faces never form a group by themselves.
+   So a blurred face that resembles two people can sit in one of them but cannot bridge them.
+4. **Unassigned.** Groups smaller than ``min_size`` keep label ``-1`` (they stay in the
+   state: a later face can complete them).
+
+Thresholds are false-match rates of the shipped calibration (``models/calibrations``), not
+magic cosines; see :data:`DEFAULT_EDGE_FMR` for the measurement that chose them.
+
+Incremental use (:meth:`ClusterState.add`): new faces are searched against everything
+(their k-NN lists, and the lists of old faces they enter, are updated), and only the edges
+that touch a new face are processed against the existing groups. Untouched groups keep
+their labels and members; a group that grows keeps its label; when a new face makes two
+labelled groups pass the linkage test (which only good faces can do) the merge is
+reported. Edges among old faces are not revisited, so the result can differ from a batch
+re-run in edge order only (the tests bound the difference); call :func:`cluster_faces`
+for a full re-run. :meth:`ClusterState.save` / :meth:`ClusterState.load` keep the state
+between runs (without the embeddings, which the caller's index already holds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from facesearch.cluster.knn import DEFAULT_ASSIGN, DEFAULT_EXACT_LIMIT, KnnGraph, NeighbourIndex, drop_self
+from facesearch.models.calibration import Calibration, load_calibration
+from facesearch.pipeline.quality import USABLE_QUALITY
+
+#: Defaults, chosen on LFW by the sweep in ``bench/cluster_lfw.py`` (``docs/cluster_lfw_output.txt``),
+#: BCubed F on all 13,232 faces, edge FMR 1e-4 throughout:
+#:   link FMR 1e-4 (cos 0.280) 0.969 | 3e-5 (0.308) 0.986 | **1e-5 (0.336) 0.9925** | 3e-6 (0.365) 0.992 |
+#:   1e-6 (0.391) 0.991; the same order on two disjoint halves of the people (0.9955 / 0.9940 at 1e-5).
+#:   k 5, 10, 20: identical at 1e-5. min size 3 instead of 2: 0.966 (LFW's 779 two-photo people are
+#:   lost). mutual k-NN: 0.964 at k 10, 0.983 at k 20 (big identities fall apart): off.
+#: The edge floor (1e-4) only admits candidates; the linkage test decides, so an edge floor equal
+#: to the link threshold gave the same result on LFW.
+#: Size matters: a face meets ~n x FMR impostors above the link threshold. On 1M synthetic faces
+#: (exact graph built on a GPU) link FMR 1e-6 (cos 0.391) scored BCubed F 0.990 against 0.981 at
+#: 1e-5 and 0.976 at 1e-7; for collections far larger than LFW pass a stricter ``link_fmr``.
+DEFAULT_EDGE_FMR = 1e-4
+DEFAULT_LINK_FMR = 1e-5
+DEFAULT_K = 10
+DEFAULT_MIN_SIZE = 2
+DEFAULT_PACK = "buffalo_s"
+
+
+def threshold_for_fmr(fmr: float, calibration: Calibration) -> float:
+    """The cosine at which ``fmr`` of the calibration's impostor pairs score at or above it.
+
+    Uses the calibration's own look-up (which extrapolates its fitted tail) where it has one.
+    """
+    own = getattr(calibration, "threshold_for_fmr", None)
+    if callable(own):
+        return float(own(fmr)[0])
+    point = calibration.operating_points.get(f"{fmr:g}")
+    if point is not None:
+        return float(point[0])
+    scores = np.asarray(calibration.scores, np.float64)
+    rates = np.asarray(calibration.fmr, np.float64)
+    positive = rates > 0
+    if not positive.any() or fmr < rates[positive].min() or fmr > rates.max():
+        raise ValueError(f"FMR {fmr:g} is outside what the {calibration.pack} calibration measured")
+    # The rate falls as the score rises: interpolate log-rate against score.
+    log_rates = np.log10(rates[positive])[::-1]
+    return float(np.interp(np.log10(fmr), log_rates, scores[positive][::-1]))
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    """How faces are grouped (the module docstring explains each rule; the defaults above, why).
+
+    Thresholds are false-match rates of the pack's calibration (``edge_fmr``, ``link_fmr``);
+    ``edge_threshold`` / ``link_threshold`` given as cosines override them. ``min_quality``
+    is the pipeline's "unusable for search" score (:data:`USABLE_QUALITY`): faces below it
+    are leaves. Beyond ``exact_limit`` faces the k-NN graph is approximate (``assign`` cells
+    per face, :mod:`facesearch.cluster.knn`).
+    """
+
+    k: int = DEFAULT_K
+    edge_fmr: float = DEFAULT_EDGE_FMR
+    link_fmr: float = DEFAULT_LINK_FMR
+    edge_threshold: float | None = None
+    link_threshold: float | None = None
+    min_size: int = DEFAULT_MIN_SIZE
+    min_quality: float = USABLE_QUALITY
+    mutual: bool = False
+    pack: str = DEFAULT_PACK
+    exact_limit: int = DEFAULT_EXACT_LIMIT
+    assign: int = DEFAULT_ASSIGN
+    threshold_source: str = ""  # set by resolved(): where the cosines came from
+
+    def resolved(self, calibration: Calibration | None = None) -> ClusterParams:
+        """A copy with both cosine thresholds filled in from the calibration where not given."""
+        if self.edge_threshold is not None and self.link_threshold is not None:
+            return self
+        calibration = calibration or load_calibration(self.pack)
+        if calibration is None:
+            raise ValueError(f"pack {self.pack!r} has no calibration: give edge_threshold and link_threshold")
+        return replace(
+            self,
+            edge_threshold=self.edge_threshold if self.edge_threshold is not None
+            else threshold_for_fmr(self.edge_fmr, calibration),
+            link_threshold=self.link_threshold if self.link_threshold is not None
+            else threshold_for_fmr(self.link_fmr, calibration),
+            threshold_source=f"the {calibration.pack} calibration ({calibration.impostor_pairs:,} impostor pairs)")
+
+    def describe(self) -> str:
+        p = self.resolved()
+        fmr = (f"FMR {p.edge_fmr:g} / {p.link_fmr:g} of {p.threshold_source}: " if p.threshold_source else "")
+        return (f"k {p.k}{' mutual' if p.mutual else ''}; {fmr}edge cos >= {p.edge_threshold:.3f}, "
+                f"average link >= {p.link_threshold:.3f}; min size {p.min_size}; "
+                f"faces below quality {p.min_quality:g} are leaves")
+
+
+@dataclass
+class ClusterResult:
+    """Labels of every face (``-1`` = unassigned) and how they were obtained."""
+
+    labels: np.ndarray  # (n,) int64
+    params: ClusterParams  # resolved: both thresholds are cosines
+    graph_mode: str
+    timings: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def sizes(self) -> dict[int, int]:
+        """Faces per cluster label (unassigned faces excluded)."""
+        labels, counts = np.unique(self.labels[self.labels >= 0], return_counts=True)
+        return dict(zip(labels.tolist(), counts.tolist()))
+
+    @property
+    def n_clusters(self) -> int:
+        return len(np.unique(self.labels[self.labels >= 0]))
+
+    @property
+    def unassigned_fraction(self) -> float:
+        return float(np.mean(self.labels < 0)) if len(self.labels) else 0.0
+
+
+@dataclass
+class IncrementalUpdate:
+    """What one :meth:`ClusterState.add` changed."""
+
+    positions: np.ndarray  # positions given to the new faces
+    labels: np.ndarray  # their labels (-1 = unassigned)
+    new_clusters: list[int]  # labels created by this add
+    grown: list[int]  # existing labels that gained faces
+    merges: list[tuple[int, int]]  # (kept label, absorbed label): the absorbed label no longer exists
+    relabelled_old: int  # old faces whose label changed (joined a group, or absorbed by a merge)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class ClusterState:
+    """Clusters of a growing set of faces (positions 0..n-1 in the order added)."""
+
+    def __init__(self, params: ClusterParams | None = None, dim: int = 512) -> None:
+        self.params = (params or ClusterParams()).resolved()
+        self.dim = dim
+        self._n = 0
+        self._good = np.zeros(0, bool)
+        self._parent = np.zeros(0, np.int64)
+        self._size = np.zeros(0, np.int64)  # all members, valid at roots
+        self._ngood = np.zeros(0, np.int64)  # good members, valid at roots
+        self._sums: dict[int, np.ndarray] = {}  # root -> sum of good members' embeddings (groups of 2+ good)
+        self._label: dict[int, int] = {}  # root -> public label, for groups of min_size+
+        self._next_label = 0
+        self._nbr_ids = np.zeros((0, self.params.k), np.int64)
+        self._nbr_sims = np.zeros((0, self.params.k), np.float32)
+        self._index = NeighbourIndex(dim, exact_limit=self.params.exact_limit, assign=self.params.assign)
+        self.stats = {"edges": 0, "merges": 0, "refused_link": 0, "leaf_joins": 0, "blocked_poor": 0}
+
+    def __len__(self) -> int:
+        return self._n
+
+    # -- public -------------------------------------------------------------------------------
+
+    def add(self, embeddings: np.ndarray, quality: np.ndarray | None = None, *,
+            graph: KnnGraph | None = None, _adopt: bool = False) -> IncrementalUpdate:
+        """Add faces and cluster them against everything so far (module docstring).
+
+        ``graph`` may be given on the first add only: a k-NN graph of exactly ``embeddings``
+        (at least ``params.k`` wide), e.g. to share one graph across parameter settings.
+        """
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        x = np.ascontiguousarray(np.atleast_2d(embeddings), np.float32)
+        if x.shape[1] != self.dim:
+            raise ValueError(f"embedding dimension {x.shape[1]} != {self.dim}")
+        if not _adopt and self._n == 0 and np.shares_memory(x, embeddings):
+            x = x.copy()  # the index keeps the first batch as is: never the caller's array
+        m = len(x)
+        if m == 0:
+            return IncrementalUpdate(np.zeros(0, np.int64), np.zeros(0, np.int64), [], [], [], 0, {"total": 0.0})
+        q = np.ones(m, np.float32) if quality is None else np.asarray(quality, np.float32).reshape(-1)
+        if len(q) != m:
+            raise ValueError("quality and embeddings differ in length")
+        old_n = self._n
+        before = self.labels() if old_n else np.zeros(0, np.int64)
+        if graph is not None and (old_n or len(graph.ids) != m or graph.k < self.params.k):
+            raise ValueError("a precomputed graph must cover exactly the first add, at least k wide")
+        self._grow(q >= self.params.min_quality)
+        self._index.add(x)
+        new = np.arange(old_n, old_n + m)
+        k = self.params.k
+
+        t = time.perf_counter()
+        if graph is not None:
+            sims, ids = graph.sims[:, :k], graph.ids[:, :k]
+        elif old_n == 0:
+            sims, ids = self._index.self_graph(k, self.params.edge_threshold)
+        else:
+            sims, ids = self._index.search(x, k + 1, self.params.edge_threshold)
+            sims, ids = drop_self(sims, ids, new, k)
+        self._nbr_ids[new], self._nbr_sims[new] = ids, sims
+        self._enter_old_lists(new, ids, sims, old_n)
+        timings["knn"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        edges_i, edges_j, edges_s = self._new_edges(new, ids, sims)
+        absorbed: list[tuple[int, int]] = []
+        for i, j, s in zip(edges_i.tolist(), edges_j.tolist(), edges_s.tolist()):
+            self._consider(i, j, s, absorbed)
+        new_labels = self._label_new_groups(new)
+        timings["cluster"] = time.perf_counter() - t
+
+        after = self.labels()
+        changed_old = int(np.sum(after[:old_n] != before)) if old_n else 0
+        grown = sorted(set(after[new][after[new] >= 0].tolist()) & set(before[before >= 0].tolist()))
+        timings["total"] = time.perf_counter() - start
+        return IncrementalUpdate(new, after[new], new_labels, grown, absorbed, changed_old, timings)
+
+    def labels(self) -> np.ndarray:
+        """Current label of every face (``-1`` = unassigned)."""
+        roots = self._roots(np.arange(self._n))
+        out = np.full(self._n, -1, np.int64)
+        if not self._label:
+            return out
+        keys = np.fromiter(self._label.keys(), np.int64)
+        values = np.fromiter(self._label.values(), np.int64)
+        lookup = np.full(self._n, -1, np.int64)
+        lookup[keys] = values
+        out = lookup[roots]
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Write the state, without the embeddings (the caller's index holds them), to ``path`` (.npz).
+
+        :meth:`load` it with the same embeddings in the same order, then keep calling :meth:`add`:
+        a small ingest then costs a search of the new faces, not a re-run.
+        """
+        n = self._n
+        arrays = {"parent": self._roots(np.arange(n)), "good": self._good[:n], "nbr_ids": self._nbr_ids[:n],
+                  "nbr_sims": self._nbr_sims[:n],
+                  "label_roots": np.fromiter(self._label.keys(), np.int64, len(self._label)),
+                  "label_values": np.fromiter(self._label.values(), np.int64, len(self._label)),
+                  "meta": np.array(json.dumps({"params": asdict(self.params), "dim": self.dim,
+                                               "next_label": self._next_label, "stats": self.stats}))}
+        arrays.update({f"index_{k}": v for k, v in self._index.state().items()})
+        tmp = Path(f"{path}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path, embeddings: np.ndarray) -> ClusterState:
+        """The state :meth:`save` wrote, over the same ``embeddings`` (same order)."""
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            state = cls(ClusterParams(**meta["params"]), dim=meta["dim"])
+            parent = data["parent"]
+            if len(parent) != len(embeddings):
+                raise ValueError(f"{path}: state of {len(parent):,} faces, {len(embeddings):,} embeddings given")
+            state._grow(data["good"].astype(bool))
+            state._parent[:len(parent)] = parent
+            state._nbr_ids[:len(parent)], state._nbr_sims[:len(parent)] = data["nbr_ids"], data["nbr_sims"]
+            state._index.restore(embeddings, {k[6:]: data[k] for k in data.files if k.startswith("index_")})
+            state._label = dict(zip(data["label_roots"].tolist(), data["label_values"].tolist()))
+        state._next_label = meta["next_label"]
+        state.stats = meta["stats"]
+        roots = state._roots(np.arange(state._n))
+        state._size[:state._n] = 0
+        np.add.at(state._size, roots, 1)
+        state._ngood[:state._n] = 0
+        np.add.at(state._ngood, roots, state._good[:state._n].astype(np.int64))
+        members = np.flatnonzero(state._good[:state._n] & (state._size[roots] > 1))
+        if len(members):  # every group of 2+ faces keeps the sum of its good members' embeddings
+            order = members[np.argsort(roots[members], kind="stable")]
+            groups, starts = np.unique(roots[order], return_index=True)
+            sums = np.add.reduceat(state._x[order].astype(np.float64), starts, axis=0)
+            state._sums = {int(r): sums[i] for i, r in enumerate(groups.tolist())}
+        return state
+
+    def result(self, graph_mode: str | None = None, timings: dict[str, float] | None = None) -> ClusterResult:
+        return ClusterResult(self.labels(), self.params, graph_mode or self._index.describe(), dict(timings or {}),
+                             dict(self.stats))
+
+    # -- storage ------------------------------------------------------------------------------
+
+    @property
+    def _x(self) -> np.ndarray:
+        return self._index.vectors
+
+    def _grow(self, good: np.ndarray) -> None:
+        n, m = self._n, len(good)
+        if n + m > len(self._good):
+            cap = max(n + m, int(len(self._good) * 1.5) + 1024)
+            for name, fill in (("_good", False), ("_parent", 0), ("_size", 0), ("_ngood", 0),
+                               ("_nbr_ids", -1), ("_nbr_sims", -np.inf)):
+                old = getattr(self, name)
+                grown = np.full((cap,) + old.shape[1:], fill, old.dtype)
+                grown[:n] = old[:n]
+                setattr(self, name, grown)
+        sl = slice(n, n + m)
+        self._good[sl] = good
+        self._parent[sl] = np.arange(n, n + m)
+        self._size[sl] = 1
+        self._ngood[sl] = good.astype(np.int64)
+        self._n = n + m
+
+    def _enter_old_lists(self, new: np.ndarray, ids: np.ndarray, sims: np.ndarray, old_n: int) -> None:
+        """Insert new faces into the k-NN lists of the old faces they now belong to."""
+        if old_n == 0:
+            return
+        rows, cols = np.nonzero((ids >= 0) & (ids < old_n))
+        targets, values, sources = ids[rows, cols], sims[rows, cols], new[rows]
+        enter = values > self._nbr_sims[targets, -1]
+        targets, values, sources = targets[enter], values[enter], sources[enter]
+        order = np.argsort(targets, kind="stable")
+        targets, values, sources = targets[order], values[order], sources[order]
+        starts = np.flatnonzero(np.r_[True, targets[1:] != targets[:-1]]) if len(targets) else np.zeros(0, int)
+        ends = np.r_[starts[1:], len(targets)]
+        k = self.params.k
+        for lo, hi in zip(starts.tolist(), ends.tolist()):
+            target = int(targets[lo])
+            all_ids = np.concatenate([self._nbr_ids[target], sources[lo:hi]])
+            all_sims = np.concatenate([self._nbr_sims[target], values[lo:hi]])
+            order = np.argsort(-all_sims, kind="stable")[:k]
+            self._nbr_ids[target], self._nbr_sims[target] = all_ids[order], all_sims[order]
+
+    def _new_edges(self, new: np.ndarray, ids: np.ndarray, sims: np.ndarray):
+        """Candidate edges touching a new face, deduplicated, strongest first."""
+        rows, cols = np.nonzero((ids >= 0) & (sims >= self.params.edge_threshold))
+        i, j, s = new[rows], ids[rows, cols], sims[rows, cols]
+        if self.params.mutual:
+            back = (self._nbr_ids[j] == i[:, None]).any(axis=1)
+            i, j, s = i[back], j[back], s[back]
+        lo, hi = np.minimum(i, j), np.maximum(i, j)
+        _, first = np.unique(lo * max(self._n, 1) + hi, return_index=True)
+        lo, hi, s = lo[first], hi[first], s[first]
+        order = np.lexsort((hi, lo, -s))
+        self.stats["edges"] += len(order)
+        return lo[order], hi[order], s[order]
+
+    # -- union-find ---------------------------------------------------------------------------
+
+    def _find(self, i: int) -> int:
+        parent = self._parent
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = int(parent[i])
+        return i
+
+    def _roots(self, idx: np.ndarray) -> np.ndarray:
+        """Roots of many faces at once (vectorised pointer jumping; compresses as it goes)."""
+        parent = self._parent
+        roots = parent[np.asarray(idx, np.int64)]
+        while True:
+            up = parent[roots]
+            if np.array_equal(up, roots):
+                break
+            roots = up
+        if len(idx):
+            parent[np.asarray(idx, np.int64)] = roots
+        return roots
+
+    def _sum(self, root: int) -> np.ndarray | None:
+        """Sum of the good members' embeddings (None when the group has no good face)."""
+        total = self._sums.get(root)
+        if total is not None:
+            return total
+        if self._ngood[root] == 0:
+            return None
+        if self._ngood[root] == 1 and self._size[root] == 1:
+            return self._x[root].astype(np.float64)
+        raise AssertionError("group without a stored sum")  # every multi-face group stores one
+
+    def _link(self, ra: int, rb: int) -> float:
+        sa, sb = self._sum(ra), self._sum(rb)
+        return float(sa @ sb) / float(self._ngood[ra] * self._ngood[rb])
+
+    def _consider(self, i: int, j: int, s: float, absorbed: list[tuple[int, int]]) -> None:
+        ri, rj = self._find(i), self._find(j)
+        if ri == rj:
+            return
+        gi, gj = self._good[i], self._good[j]
+        if not gi and not gj:
+            self.stats["blocked_poor"] += 1
+            return
+        if not (gi and gj):
+            leaf, group = (i, rj) if not gi else (j, ri)
+            if self._size[leaf] != 1 or self._parent[leaf] != leaf:
+                self.stats["blocked_poor"] += 1  # a poor face joins once and never bridges
+                return
+            link = float(self._x[leaf] @ self._sum(group)) / float(self._ngood[group])
+            if link < self.params.link_threshold:
+                self.stats["refused_link"] += 1
+                return
+            self._union(group, leaf, absorbed)
+            self.stats["leaf_joins"] += 1
+            return
+        if self._link(ri, rj) < self.params.link_threshold:
+            self.stats["refused_link"] += 1
+            return
+        self._union(ri, rj, absorbed)
+        self.stats["merges"] += 1
+
+    def _union(self, ra: int, rb: int, absorbed: list[tuple[int, int]]) -> None:
+        if (self._size[ra], -ra) < (self._size[rb], -rb):
+            ra, rb = rb, ra  # ra: the larger group (older on ties) stays root
+        total = None
+        sa, sb = self._sum(ra), self._sum(rb)
+        if sa is not None and sb is not None:
+            total = sa + sb
+        elif sa is not None or sb is not None:
+            total = (sa if sa is not None else sb).copy()
+        self._sums.pop(ra, None)
+        self._sums.pop(rb, None)
+        if total is not None:
+            self._sums[ra] = total
+        self._parent[rb] = ra
+        self._size[ra] += self._size[rb]
+        self._ngood[ra] += self._ngood[rb]
+        la, lb = self._label.pop(ra, None), self._label.pop(rb, None)
+        if la is not None and lb is not None:
+            keep, gone = (la, lb) if la < lb else (lb, la)  # the older label survives
+            absorbed.append((keep, gone))
+            self._label[ra] = keep
+        elif la is not None or lb is not None:
+            self._label[ra] = la if la is not None else lb
+
+    def _label_new_groups(self, new: np.ndarray) -> list[int]:
+        """Give labels to groups touched by ``new`` that reached ``min_size`` without one."""
+        roots = np.unique(self._roots(new))
+        fresh = [int(r) for r in roots if int(r) not in self._label and self._size[r] >= self.params.min_size]
+        fresh.sort(key=lambda r: (-int(self._size[r]), r))
+        labels = []
+        for root in fresh:
+            self._label[root] = self._next_label
+            labels.append(self._next_label)
+            self._next_label += 1
+        return labels
+
+
+def cluster_faces(embeddings: np.ndarray, quality: np.ndarray | None = None, params: ClusterParams | None = None,
+                  *, graph: KnnGraph | None = None) -> ClusterResult:
+    """Cluster ``embeddings`` (unit-length rows) from scratch; ``quality`` per face in 0..1 (None = all good)."""
+    start = time.perf_counter()
+    x = np.ascontiguousarray(np.atleast_2d(embeddings), np.float32)
+    state = ClusterState(params, dim=x.shape[1])
+    update = state.add(x, quality, graph=graph, _adopt=True)  # the state dies here: no copy needed
+    timings = dict(update.timings)
+    timings["total"] = time.perf_counter() - start
+    mode = graph.mode if graph is not None else state._index.describe()
+    return state.result(mode, timings)
