@@ -64,6 +64,9 @@ def test_a_probe_returns_its_persons_track_and_times(footage, person):
     start, end = SPANS[person]
     assert {c.track_id for c in leads} == {leads[0].track_id}  # one track: this person's
     assert all(start - 0.5 <= c.timestamp_s <= end + 0.5 for c in leads), [c.timestamp_s for c in leads]
+    # the track's own times: when this person is on screen, to the sampling step (0.5 s)
+    first, last = leads[0].track_span
+    assert abs(first - start) <= 1.0 and abs(last - end) <= 1.0, leads[0].track_span
     others = [c for c in result.candidates if c.media == "video" and c.track_id != leads[0].track_id]
     assert all(not c.above_threshold for c in others)
 
@@ -74,7 +77,7 @@ def test_cli_indexes_a_video_and_prints_the_time(footage, video, cli, tmp_path):
     engine, _ = footage
     code, out, _ = cli("search", str(LFW / "Colin_Powell_0002.jpg"), "--home", str(engine.home), "--top-k", "3")
     assert code == 0
-    assert " at 0:" in out and "(track " in out
+    assert " at 0:" in out and "(track " in out and "on screen 0:00.0-0:19.5" in out
 
 
 def test_api_shows_the_time_and_a_frame(api_fresh_env, video):
@@ -85,6 +88,7 @@ def test_api_shows_the_time_and_a_frame(api_fresh_env, video):
     top = body["candidates"][0]
     assert top["above_threshold"] and top["media"] == "video"
     assert 20.0 - 0.5 <= top["timestamp_s"] <= 40.5
+    assert top["track_span"][0] == pytest.approx(20.0, abs=1.0) and top["track_span"][1] == pytest.approx(40.0, abs=1.0)
     with env.as_user("api_ivy") as client:
         face = client.get(f"/api/faces/{top['face_id']}").json()
         assert face["media"] == "video" and face["timestamp_s"] == top["timestamp_s"]

@@ -229,7 +229,7 @@ class Engine:
                                         false_match(self.calibration, score, searched), row.collection,
                                         row.image_id, row.image_source, row.box, row.quality,
                                         str(self.thumbnails.path(row.thumbnail)) if row.thumbnail else None,
-                                        row.media, row.timestamp_s, row.track_id))
+                                        row.media, row.timestamp_s, row.track_id, row.track_span))
         return SearchResult(None, [t.name for t in targets], searched, limit, rule, candidates)
 
     def similar(self, face_id: int, *, collections: list[str] | None = None, top_k: int = 20) -> SearchResult:

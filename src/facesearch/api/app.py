@@ -289,7 +289,7 @@ def create_app(engine: Engine, *, secure_cookies: bool = False) -> FastAPI:
                 image_id=c.image_id, box=c.box, quality=c.quality,
                 thumbnail_url=f"/api/faces/{c.face_id}/thumbnail" if c.thumbnail else None,
                 photo_url=f"/api/faces/{c.face_id}/photo", media=c.media, timestamp_s=c.timestamp_s,
-                track_id=c.track_id) for c in result.candidates])
+                track_id=c.track_id, track_span=c.track_span) for c in result.candidates])
 
     @app.post("/api/verify", response_model=schemas.VerifyOut, tags=["search"])
     async def verify(who: Searcher, a: Annotated[UploadFile, File()], b: Annotated[UploadFile, File()],
@@ -318,7 +318,7 @@ def create_app(engine: Engine, *, secure_cookies: bool = False) -> FastAPI:
                                quality=info.quality, quality_issues=list(info.quality_issues),
                                thumbnail_url=f"/api/faces/{face_id}/thumbnail" if info.thumbnail else None,
                                photo_url=f"/api/faces/{face_id}/photo", image_faces=others, media=info.media,
-                               timestamp_s=info.timestamp_s, track_id=info.track_id)
+                               timestamp_s=info.timestamp_s, track_id=info.track_id, track_span=info.track_span)
 
     @app.get("/api/faces/{face_id}/thumbnail", tags=["faces"], response_class=FileResponse)
     def thumbnail(face_id: int, who: Searcher) -> FileResponse:

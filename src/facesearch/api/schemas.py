@@ -98,6 +98,7 @@ class CandidateOut(BaseModel):
     media: str = "image"  # image | video
     timestamp_s: float | None = None  # video: when the face appears, seconds from the start
     track_id: int | None = None
+    track_span: tuple[float, float] | None = None  # video: when this person's track is on screen
 
 
 class ProbeOut(BaseModel):
@@ -163,6 +164,7 @@ class FaceOut(BaseModel):
     media: str = "image"  # image | video
     timestamp_s: float | None = None  # video: seconds from the start
     track_id: int | None = None
+    track_span: tuple[float, float] | None = None
 
 
 class AuditOut(BaseModel):

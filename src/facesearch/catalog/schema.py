@@ -85,6 +85,8 @@ class FaceRecord(Base):
     # Faces from a video: when, in which face track, and the stored frame (relative, like thumbnails).
     timestamp_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     track_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    track_start_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # when the person is on screen
+    track_end_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     frame: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     image: Mapped[ImageRecord] = relationship(back_populates="faces")

@@ -54,6 +54,7 @@ class NewFace:
     timestamp_s: float | None = None  # video faces: seconds from the start
     track_id: int | None = None
     frame: str | None = None  # video faces: the stored frame, relative to the thumbnail root
+    track_span: tuple[float, float] | None = None  # video faces: first and last time the track was seen
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class FaceInfo:
     track_id: int | None = None
     frame: str | None = None
     image_size: tuple[int, int] = (0, 0)  # (width, height) of the photo or video
+    track_span: tuple[float, float] | None = None  # video: when this face's track is on screen
 
     @property
     def is_video(self) -> bool:
@@ -178,6 +180,8 @@ class Catalog:
                     quality_issues=",".join(f.quality_issues), pack=pack,
                     embedding=np.asarray(f.embedding, dtype="<f4").tobytes(), thumbnail=f.thumbnail,
                     timestamp_s=f.timestamp_s, track_id=f.track_id, frame=f.frame,
+                    track_start_s=f.track_span[0] if f.track_span else None,
+                    track_end_s=f.track_span[1] if f.track_span else None,
                 )
                 for f in faces
             ]
@@ -240,7 +244,8 @@ class Catalog:
                                    (f.x1, f.y1, f.x2, f.y2), f.quality,
                                    tuple(filter(None, f.quality_issues.split(","))), image.source, image.sha256,
                                    f.thumbnail, image.media, f.timestamp_s, f.track_id, f.frame,
-                                   (image.width, image.height))
+                                   (image.width, image.height),
+                                   (f.track_start_s, f.track_end_s) if f.track_start_s is not None else None)
                     for f, image, name in rows}
 
     def image_faces(self, image_id: int) -> list[FaceInfo]:

@@ -81,7 +81,10 @@ def print_result(result: SearchResult) -> None:
     for c in result.candidates:
         mark = "ABOVE" if c.above_threshold else "below"
         x1, y1, x2, y2 = c.box
-        when = f" at {format_time(c.timestamp_s)} (track {c.track_id})" if c.timestamp_s is not None else ""
+        when = ""
+        if c.timestamp_s is not None:
+            span = f", on screen {format_time(c.track_span[0])}-{format_time(c.track_span[1])}" if c.track_span else ""
+            when = f" at {format_time(c.timestamp_s)} (track {c.track_id}{span})"
         print(f"  #{c.rank:<3} face {c.face_id:<7} {c.similarity:.4f} {mark}  {c.image_source}{when} "
               f"[{x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f}]  ({c.collection})")
         if c.false_match:

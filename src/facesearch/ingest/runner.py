@@ -237,7 +237,8 @@ class Ingestor:
             face = tf.face
             new_faces.append(NewFace(rank, face.box, face.landmarks.round(2).tolist(), face.det_score,
                                      face.quality.score, face.quality.issues, face.embedding, thumb,
-                                     round(tf.timestamp_s, 3), track.track_id, frame))
+                                     round(tf.timestamp_s, 3), track.track_id, frame,
+                                     (round(track.start_s, 3), round(track.end_s, 3))))
         meta = video.metadata
         with self.lock:
             ids = self.catalog.add_image(self.collection.id, item.sha256, str(item.path.resolve()), meta.width,

@@ -32,6 +32,7 @@ class Candidate:
     media: str = "image"  # image | video
     timestamp_s: float | None = None  # video: when the face appears, seconds from the start
     track_id: int | None = None  # video: which face track
+    track_span: tuple[float, float] | None = None  # video: first and last time the track is on screen
 
 
 @dataclass(frozen=True)

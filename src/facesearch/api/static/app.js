@@ -134,7 +134,7 @@ function renderResults(r, purpose, caseRef) {
       ${c.thumbnail_url ? `<img src="${c.thumbnail_url}" alt="face ${c.face_id}">` : `<div class="nothumb">no thumbnail kept</div>`}
       <div class="score">${c.similarity.toFixed(3)} ${c.above_threshold ? "· above threshold" : "· below threshold"}</div>
       <div class="fmr">${esc(rateWords(c))}</div>
-      ${c.media === "video" ? `<div class="when">video at ${videoTime(c.timestamp_s)} · track ${c.track_id}</div>` : ""}
+      ${c.media === "video" ? `<div class="when">video at ${videoTime(c.timestamp_s)} · track ${c.track_id}${c.track_span ? ` (on screen ${videoTime(c.track_span[0])}–${videoTime(c.track_span[1])})` : ""}</div>` : ""}
       <div class="src">${esc(c.collection)} · face ${c.face_id}</div>
     </a>`).join("");
 }

@@ -20,12 +20,14 @@ def upgrade() -> None:
     with op.batch_alter_table("faces") as batch:
         batch.add_column(sa.Column("timestamp_s", sa.Float, nullable=True))
         batch.add_column(sa.Column("track_id", sa.Integer, nullable=True))
+        batch.add_column(sa.Column("track_start_s", sa.Float, nullable=True))
+        batch.add_column(sa.Column("track_end_s", sa.Float, nullable=True))
         batch.add_column(sa.Column("frame", sa.Text, nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("faces") as batch:
-        for column in ("frame", "track_id", "timestamp_s"):
+        for column in ("frame", "track_end_s", "track_start_s", "track_id", "timestamp_s"):
             batch.drop_column(column)
     with op.batch_alter_table("images") as batch:
         batch.drop_column("duration_s")
