@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,dlib]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,9 +28,11 @@ run: $(STAMP)
 	@echo
 	$(BIN)/facesearch index samples/lfw samples/group --collection samples --home $(DEMO_HOME)
 	@echo
-	$(BIN)/facesearch search samples/probes/Serena_Williams_0003.jpg --home $(DEMO_HOME) --top-k 3
+	$(BIN)/facesearch search samples/probes/Serena_Williams_0003.jpg --home $(DEMO_HOME) --top-k 3 \
+		--purpose "demo: find the probe's person" --case DEMO-1
 	@echo
-	$(BIN)/facesearch search samples/probes/Tony_Blair_0001.jpg --home $(DEMO_HOME) --top-k 3
+	$(BIN)/facesearch search samples/probes/Tony_Blair_0001.jpg --home $(DEMO_HOME) --top-k 3 \
+		--purpose "demo: someone not in the set" --case DEMO-1
 	@echo
 	$(BIN)/facesearch doctor --home $(DEMO_HOME)
 

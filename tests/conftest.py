@@ -26,6 +26,8 @@ from facesearch.models.packs import LOCAL_MANIFEST
 from facesearch.pipeline import primary_face
 
 FIXTURES = Path(__file__).parent / "fixtures"
+#: The justification every CLI search needs (audited as the local operator).
+WHY = ("--purpose", "test search", "--case", "TEST-1")
 LFW = FIXTURES / "lfw"
 WIDER_GROUP = FIXTURES / "wider" / "12_Group_Group_12_Group_Group_12_10.jpg"
 WIDER_GROUP_BOXES = FIXTURES / "wider" / "12_Group_Group_12_Group_Group_12_10.json"

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import WHY
+
 N_PHOTOS = 30  # the distinct_photos fixture
 
 
@@ -188,7 +190,7 @@ def test_doctor_rebuilds_a_lost_index_and_removes_stray_thumbnails(small_home, c
     assert (index_dir / "CURRENT").is_file()
     code, [report] = _doctor(cli, small_home, "--check-only")
     assert code == 0 and report["consistent"] and report["index_faces"] == 4
-    code, out, err = cli("search", lfw("George_W_Bush_0002"), "--home", small_home, "--json")
+    code, out, err = cli("search", lfw("George_W_Bush_0002"), *WHY, "--home", small_home, "--json")
     assert json.loads(out)["candidates"][0]["similarity"] > 0.99
 
 

@@ -15,7 +15,7 @@ from facesearch.catalog import CatalogError
 from facesearch.engine import Engine
 from facesearch.errors import NoFaceError
 
-from .conftest import INDEX_BACKENDS, LFW
+from .conftest import INDEX_BACKENDS, LFW, WHY
 
 
 def _build(home: Path, backend: str) -> Engine:
@@ -129,21 +129,21 @@ def test_similar_excludes_the_face_itself_and_ranks_the_same_person_first(galler
 
 
 def test_cli_search_text_for_a_match_and_for_no_match(cli, faiss_home):
-    code, out, err = cli("search", LFW / "Colin_Powell_0002.jpg", "--home", faiss_home, "--collection", "people")
+    code, out, err = cli("search", LFW / "Colin_Powell_0002.jpg", *WHY, "--home", faiss_home, "--collection", "people")
     assert code == 0, err
     assert "NO CONFIDENT MATCH" not in out
     first = next(line for line in out.splitlines() if line.strip().startswith("#1 "))
     assert "ABOVE" in first and "Colin_Powell_0001.jpg" in first
     assert "different people score this high" in out
 
-    code, out, err = cli("search", LFW / "Hugo_Chavez_0001.jpg", "--home", faiss_home, "--collection", "people")
+    code, out, err = cli("search", LFW / "Hugo_Chavez_0001.jpg", *WHY, "--home", faiss_home, "--collection", "people")
     assert code == 0, err
     assert "NO CONFIDENT MATCH" in out
     assert "ABOVE" not in out
 
 
 def test_cli_search_json(cli, faiss_home):
-    code, out, err = cli("search", LFW / "Colin_Powell_0002.jpg", "--home", faiss_home, "--json")
+    code, out, err = cli("search", LFW / "Colin_Powell_0002.jpg", *WHY, "--home", faiss_home, "--json")
     assert code == 0, err
     data = json.loads(out)
     assert data["confident_match"] is True
@@ -158,33 +158,52 @@ def test_cli_search_json(cli, faiss_home):
 
 
 def test_cli_search_several_faces_says_which_rule_chose(cli, faiss_home, two_people):
-    code, out, err = cli("search", two_people, "--home", faiss_home, "--collection", "people")
+    code, out, err = cli("search", two_people, *WHY, "--home", faiss_home, "--collection", "people")
     assert code == 0, err
     assert "largest and most central" in out.splitlines()[0]
 
 
 def test_cli_search_errors_exit_2(cli, faiss_home):
     probe = LFW / "Colin_Powell_0002.jpg"
-    code, out, err = cli("search", probe, "--home", faiss_home, "--face", "5")
+    code, out, err = cli("search", probe, *WHY, "--home", faiss_home, "--face", "5")
     assert code == 2
     assert "face 5 requested" in err
-    code, out, err = cli("search", probe, "--home", faiss_home, "--collection", "no_such_collection")
+    code, out, err = cli("search", probe, *WHY, "--home", faiss_home, "--collection", "no_such_collection")
     assert code == 2
     assert "no_such_collection" in err
-    code, out, err = cli("search", LFW.parent / "missing.jpg", "--home", faiss_home)
+    code, out, err = cli("search", LFW.parent / "missing.jpg", *WHY, "--home", faiss_home)
     assert code == 2 and "missing.jpg" in err
+
+
+def test_cli_searches_need_a_purpose_and_a_case_and_are_audited(cli, faiss_home, capsys):
+    probe = LFW / "Colin_Powell_0002.jpg"
+    for missing in (("--case", "C-9"), ("--purpose", "find him")):
+        with pytest.raises(SystemExit) as refused:
+            cli("search", probe, *missing, "--home", faiss_home)
+        assert refused.value.code == 2
+    assert "required" in capsys.readouterr().err
+    code, out, err = cli("search", probe, "--purpose", "locate a witness", "--case", "C-9", "--home", faiss_home)
+    assert code == 0, err
+    with Engine.open(faiss_home) as engine:
+        from facesearch.governance import Governance, local_operator
+
+        records = Governance(engine).audit.entries()
+    last = records[-1]
+    assert last.action == "search" and last.actor == local_operator().username
+    assert last.purpose == "locate a witness" and last.case_ref == "C-9"
+    assert last.details["results"], last
 
 
 def test_cli_similar(cli, faiss_home):
     with Engine.open(faiss_home) as engine:
         faces = engine.catalog.faces(engine.catalog.face_ids(engine.collection("people").id).tolist())
     bush2 = next(f.id for f in faces.values() if Path(f.image_source).stem == "George_W_Bush_0002")
-    code, out, err = cli("similar", bush2, "--home", faiss_home, "--json")
+    code, out, err = cli("similar", bush2, *WHY, "--home", faiss_home, "--json")
     assert code == 0, err
     data = json.loads(out)
     ids = [c["face_id"] for c in data["candidates"]]
     assert bush2 not in ids
     assert Path(data["candidates"][0]["image_source"]).name == "George_W_Bush_0001.jpg"
     assert data["confident_match"] is True
-    code, out, err = cli("similar", 424242, "--home", faiss_home)
+    code, out, err = cli("similar", 424242, *WHY, "--home", faiss_home)
     assert code == 2 and "424242" in err

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 from facesearch.catalog.schema import FaceRecord, ImageRecord, IngestEvent
 from facesearch.index import open_index
 
-from .conftest import INDEX_BACKENDS, LFW
+from .conftest import INDEX_BACKENDS, LFW, WHY
 
 
 @pytest.fixture
@@ -231,7 +231,7 @@ def test_cli_erase_collection(cli, cli_home):
     assert not [p for p in (cli_home / "thumbs").rglob("*") if p.is_file()]
     code, out, err = cli("collections", "--home", cli_home)
     assert code == 0 and "album" not in out
-    code, out, err = cli("search", LFW / "Colin_Powell_0002.jpg", "--home", cli_home, "--collection", "album")
+    code, out, err = cli("search", LFW / "Colin_Powell_0002.jpg", *WHY, "--home", cli_home, "--collection", "album")
     assert code == 2 and "album" in err
     code, out, err = cli("erase", "--collection", "album", "--home", cli_home)
     assert code == 2 and "album" in err

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from facesearch.engine import Engine
-from tests.conftest import LFW
+from tests.conftest import LFW, WHY
 from tests.video_fixtures import three_people_video
 
 SPANS = {"Colin_Powell": (0.0, 20.0), "George_W_Bush": (20.0, 40.0), "Hugo_Chavez": (42.0, 60.0)}
@@ -75,7 +75,7 @@ def test_cli_indexes_a_video_and_prints_the_time(footage, video, cli, tmp_path):
     code, out, _ = cli("index", str(video), "--collection", "clips", "--home", str(tmp_path / "home"))
     assert code == 0 and "1 videos (3 face tracks)" in out
     engine, _ = footage
-    code, out, _ = cli("search", str(LFW / "Colin_Powell_0002.jpg"), "--home", str(engine.home), "--top-k", "3")
+    code, out, _ = cli("search", str(LFW / "Colin_Powell_0002.jpg"), *WHY, "--home", str(engine.home), "--top-k", "3")
     assert code == 0
     assert " at 0:" in out and "(track " in out and "on screen 0:00.0-0:19.5" in out
 

@@ -9,16 +9,13 @@ import sys
 from argparse import Namespace
 
 from facesearch.engine import Engine
-from facesearch.governance import Governance
+from facesearch.governance import Governance, local_operator
 
 
 def _gov(args: Namespace) -> Governance:
     return Governance(Engine.open(args.home, backend=getattr(args, "backend", None),
                                   database_url=getattr(args, "db", None), pack=args.pack))
 
-
-def _local_actor() -> str:
-    return f"local:{getpass.getuser()}"
 
 
 def serve(args: Namespace) -> int:
@@ -54,7 +51,7 @@ def _read_password(args: Namespace) -> str:
 def user_add(args: Namespace) -> int:
     gov = _gov(args)
     user = gov.accounts.add_user(args.username, _read_password(args), args.role)
-    gov.audit.append(_local_actor(), "user_add", {"username": user.username, "role": user.role})
+    gov.audit.append(local_operator().username, "user_add", {"username": user.username, "role": user.role})
     print(f"added {user.role} {user.username!r}")
     return 0
 
@@ -71,15 +68,15 @@ def user_grant(args: Namespace) -> int:
     gov = _gov(args)
     info = gov.engine.collection(args.collection)
     gov.accounts.grant(args.username, info.id)
-    gov.audit.append(_local_actor(), "grant", {"collection": args.collection, "username": args.username})
+    gov.audit.append(local_operator().username, "grant", {"collection": args.collection, "username": args.username})
     print(f"granted {args.collection!r} to {args.username!r}")
     return 0
 
 
 def user_key(args: Namespace) -> int:
     gov = _gov(args)
-    secret = gov.accounts.create_api_key(args.username, label=f"issued by {_local_actor()}")
-    gov.audit.append(_local_actor(), "api_key_issue", {"username": args.username})
+    secret = gov.accounts.create_api_key(args.username, label=f"issued by {local_operator().username}")
+    gov.audit.append(local_operator().username, "api_key_issue", {"username": args.username})
     print(secret)
     return 0
 
@@ -100,7 +97,7 @@ def audit_verify(args: Namespace) -> int:
 def audit_export(args: Namespace) -> int:
     gov = _gov(args)
     entries = gov.audit.entries(actor=args.actor, action=args.action, case_ref=args.case)
-    gov.audit.append(_local_actor(), "audit_export", {"returned": len(entries)})
+    gov.audit.append(local_operator().username, "audit_export", {"returned": len(entries)})
     for entry in entries:
         print(json.dumps(entry.to_dict(), sort_keys=True))
     return 0

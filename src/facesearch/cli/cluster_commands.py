@@ -11,14 +11,13 @@ is written to the audit log and opted-out faces are neither clustered nor shown.
 
 from __future__ import annotations
 
-import getpass
 import json
 from argparse import Namespace
 from dataclasses import asdict
 
 from facesearch.engine import Engine
 from facesearch.errors import FacesearchError
-from facesearch.governance import Governance, UserInfo
+from facesearch.governance import Governance, UserInfo, local_operator
 from facesearch.governance.clusters import ClusterGovernance
 
 
@@ -78,9 +77,6 @@ def add_cluster_commands(sub, home_args) -> None:
 # -- helpers ---------------------------------------------------------------------------------------------
 
 
-def _local_actor() -> UserInfo:
-    return UserInfo(0, f"local:{getpass.getuser()}", "admin")
-
 
 def _json(data) -> None:
     print(json.dumps(data, indent=2, default=str))
@@ -91,7 +87,7 @@ def _run(handler):
         engine = Engine.open(args.home, backend=getattr(args, "backend", None),
                              database_url=getattr(args, "db", None), pack=args.pack)
         try:
-            return handler(args, ClusterGovernance(Governance(engine)), _local_actor()) or 0
+            return handler(args, ClusterGovernance(Governance(engine)), local_operator()) or 0
         finally:
             engine.close()
 

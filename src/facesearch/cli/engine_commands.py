@@ -1,19 +1,45 @@
-"""Handlers of the subcommands that work on a facesearch home (index, search, erase, ...)."""
+"""Handlers of the subcommands that work on a facesearch home (index, search, erase, ...).
+
+Searching, ingesting and erasing go through the governance layer as the local operator
+(``local:<login>``, an admin: whoever can read the home's files): a search needs
+``--purpose`` and ``--case`` and every one of these actions lands in the audit log, as it
+does through the server.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from argparse import Namespace
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 
 from facesearch.engine import Engine
+from facesearch.errors import ImageError
+from facesearch.governance import Governance, local_operator
 from facesearch.search import SearchResult
 
 
 def _engine(args: Namespace) -> Engine:
     return Engine.open(args.home, backend=getattr(args, "backend", None), database_url=getattr(args, "db", None),
                        pack=args.pack)
+
+
+@contextmanager
+def _governed(args: Namespace) -> Iterator[Governance]:
+    with _engine(args) as engine:
+        yield Governance(engine)
+
+
+def _probe_bytes(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise ImageError(Path(path), "no such file") from exc
+    except OSError as exc:
+        raise ImageError(Path(path), f"cannot read: {exc.strerror or exc}") from exc
 
 
 def _out(args: Namespace, data) -> None:
@@ -41,10 +67,11 @@ def collections(args: Namespace) -> int:
 
 
 def index(args: Namespace) -> int:
-    with _engine(args) as engine:
-        summary = engine.index(args.paths, args.collection, workers=args.workers, progress=not args.json,
-                               wait=not args.no_wait, on_wait=lambda msg: print(msg, file=sys.stderr),
-                               min_face_px=args.min_face, video_fps=args.video_fps)
+    with _governed(args) as gov:
+        summary = gov.ingest(local_operator(), args.paths, args.collection, workers=args.workers,
+                             progress=not args.json, wait=not args.no_wait,
+                             on_wait=lambda msg: print(msg, file=sys.stderr), min_face_px=args.min_face,
+                             video_fps=args.video_fps)
     if args.json:
         _out(args, asdict(summary) | {"images_per_s": summary.images_per_s, "faces_per_s": summary.faces_per_s})
         return 0
@@ -109,30 +136,27 @@ def _show(args: Namespace, result: SearchResult) -> int:
 
 
 def search(args: Namespace) -> int:
-    with _engine(args) as engine:
-        return _show(args, engine.search(args.probe, collections=args.collection or None, top_k=args.top_k,
-                                         face_index=args.face, threshold=args.threshold))
+    probe = _probe_bytes(args.probe)
+    with _governed(args) as gov:
+        return _show(args, gov.search(local_operator(), probe, purpose=args.purpose, case_ref=args.case,
+                                      collections=args.collection or None, top_k=args.top_k, face_index=args.face,
+                                      probe_name=str(args.probe), threshold=args.threshold))
 
 
 def similar(args: Namespace) -> int:
-    with _engine(args) as engine:
-        return _show(args, engine.similar(args.face_id, collections=args.collection or None, top_k=args.top_k))
+    with _governed(args) as gov:
+        return _show(args, gov.similar(local_operator(), args.face_id, purpose=args.purpose, case_ref=args.case,
+                                       collections=args.collection or None, top_k=args.top_k))
 
 
 def erase(args: Namespace) -> int:
-    with _engine(args) as engine:
-        if args.face:
-            report = engine.erase_faces(args.face)
-        elif args.image:
-            report = engine.erase_images(args.image)
-        elif args.collection:
-            report = engine.erase_collection(args.collection)
-        else:
-            if args.min_score is None:
-                print("facesearch: error: --like needs --min-score (the lowest similarity to erase)",
-                      file=sys.stderr)
-                return 2
-            report = engine.erase_like(args.like, args.min_score, face_index=args.probe_face)
+    if args.like and args.min_score is None:
+        print("facesearch: error: --like needs --min-score (the lowest similarity to erase)", file=sys.stderr)
+        return 2
+    with _governed(args) as gov:
+        report = gov.erase(local_operator(), faces=args.face, images=args.image, collection=args.collection,
+                           like=_probe_bytes(args.like) if args.like else None, min_score=args.min_score,
+                           reason=args.reason, probe_face=args.probe_face)
     if args.json:
         _out(args, asdict(report))
         return 0

@@ -144,6 +144,11 @@ def _home_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
+def _justification(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--purpose", required=True, help="why you search (kept in the audit log)")
+    p.add_argument("--case", required=True, help="the case or request reference (kept in the audit log)")
+
+
 def _add_engine_commands(sub) -> None:
     from facesearch.cli import engine_commands as ec
 
@@ -172,6 +177,7 @@ def _add_engine_commands(sub) -> None:
     p.add_argument("--top-k", type=int, default=20)
     p.add_argument("--face", type=int, default=None, help="use face N of the probe photo")
     p.add_argument("--threshold", type=float, default=None, help="override the calibrated search threshold")
+    _justification(p)
     p.set_defaults(handler=ec.search)
 
     p = sub.add_parser("similar", help="faces similar to an indexed face")
@@ -179,6 +185,7 @@ def _add_engine_commands(sub) -> None:
     p.add_argument("face_id", type=int)
     p.add_argument("--collection", action="append", default=[])
     p.add_argument("--top-k", type=int, default=20)
+    _justification(p)
     p.set_defaults(handler=ec.similar)
 
     p = sub.add_parser("erase", help="remove faces for real: vectors, catalog rows and thumbnails")
@@ -190,6 +197,7 @@ def _add_engine_commands(sub) -> None:
     target.add_argument("--like", metavar="PROBE", help="every face similar to this photo's face")
     p.add_argument("--min-score", type=float, default=None, help="with --like: lowest similarity erased")
     p.add_argument("--probe-face", type=int, default=None, help="with --like: use face N of the probe")
+    p.add_argument("--reason", default="", help="why (erasure request reference): kept in the audit log")
     p.set_defaults(handler=ec.erase)
 
     _add_admin_commands(sub)

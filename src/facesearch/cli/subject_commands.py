@@ -8,7 +8,6 @@ the audit log, and opted-out people are suppressed.
 
 from __future__ import annotations
 
-import getpass
 import json
 from argparse import Namespace
 from dataclasses import asdict
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from facesearch.engine import Engine
 from facesearch.errors import FacesearchError
-from facesearch.governance import Governance, UserInfo
+from facesearch.governance import Governance, UserInfo, local_operator
 from facesearch.governance.subjects import SubjectGovernance
 from facesearch.search.subjects import DEFAULT_FUSION, FUSIONS
 
@@ -107,9 +106,6 @@ def add_subject_commands(sub, home_args) -> None:
 # -- helpers ---------------------------------------------------------------------------------------------
 
 
-def _local_actor() -> UserInfo:
-    return UserInfo(0, f"local:{getpass.getuser()}", "admin")
-
 
 def _open(args: Namespace) -> SubjectGovernance:
     engine = Engine.open(args.home, backend=getattr(args, "backend", None), database_url=getattr(args, "db", None),
@@ -139,7 +135,7 @@ def _run(handler):
     def wrapped(args: Namespace) -> int:
         sg = _open(args)
         try:
-            return handler(args, sg, _local_actor()) or 0
+            return handler(args, sg, local_operator()) or 0
         finally:
             _close(sg)
 

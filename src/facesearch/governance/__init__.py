@@ -6,10 +6,10 @@ Public surface: :class:`Governance`, :class:`Accounts`, :class:`UserInfo`, :clas
 :class:`AccountError`.
 """
 
-from facesearch.governance.accounts import AccountError, Accounts, UserInfo
+from facesearch.governance.accounts import AccountError, Accounts, UserInfo, local_operator
 from facesearch.governance.audit import AuditLog, ChainCheck
 from facesearch.governance.optout import OptOutList
 from facesearch.governance.service import Governance, MissingJustification, PermissionDenied
 
 __all__ = ["AccountError", "Accounts", "AuditLog", "ChainCheck", "Governance", "MissingJustification",
-           "OptOutList", "PermissionDenied", "UserInfo"]
+           "OptOutList", "PermissionDenied", "local_operator", "UserInfo"]

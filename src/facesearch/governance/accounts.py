@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -32,6 +33,12 @@ class UserInfo:
     username: str
     role: str
     active: bool = True
+
+
+def local_operator() -> UserInfo:
+    """Whoever runs the CLI on a home can read its files anyway: they act as an admin, audited under
+    ``local:<login>`` (searches still need a purpose and a case reference)."""
+    return UserInfo(0, f"local:{getpass.getuser()}", "admin")
 
 
 def _digest(secret: str) -> str:

@@ -79,12 +79,12 @@ class Governance:
 
     def search(self, actor: UserInfo, probe: bytes, *, purpose: str, case_ref: str,
                collections: list[str] | None = None, top_k: int = 20, face_index: int | None = None,
-               probe_name: str = "probe") -> SearchResult:
+               probe_name: str = "probe", threshold: float | None = None) -> SearchResult:
         self.require(actor, "admin", "investigator")
         try:
             purpose, case_ref = self._justify(purpose, case_ref)
             targets = self.allowed_collections(actor, collections)
-            return self._search(actor, probe, purpose, case_ref, targets, top_k, face_index, probe_name)
+            return self._search(actor, probe, purpose, case_ref, targets, top_k, face_index, probe_name, threshold)
         except (PermissionDenied, MissingJustification, ImageError, NoFaceError) as exc:
             # A refused search is recorded too: who tried what, and why it was refused.
             self.audit.append(actor.username, "search_refused", {"probe_sha256": _sha256(probe),
@@ -93,18 +93,34 @@ class Governance:
             raise
 
     def _search(self, actor: UserInfo, probe: bytes, purpose: str, case_ref: str, targets: list[str], top_k: int,
-                face_index: int | None, probe_name: str) -> SearchResult:
+                face_index: int | None, probe_name: str, threshold: float | None = None) -> SearchResult:
         details = {"probe_sha256": _sha256(probe), "collections": targets, "top_k": top_k}
         if not targets:
             result = SearchResult(None, [], 0, 0.0, "no collection granted", [])
             result.warnings.append("you have no collection to search: ask an admin for a grant")
         else:
             result = self.engine.search(probe, collections=targets, top_k=top_k, face_index=face_index,
-                                        source=probe_name)
-            suppressed = self._suppress(result)
-            details |= {"suppressed": suppressed, "confident": result.confident,
-                        "results": [[c.face_id, round(c.similarity, 4)] for c in result.candidates]}
+                                        source=probe_name, threshold=threshold)
+            details |= self._outcome(result, threshold)
         self.audit.append(actor.username, "search", details, purpose, case_ref)
+        return result
+
+    def _outcome(self, result: SearchResult, threshold: float | None) -> dict:
+        """Suppress opted-out candidates; what the audit record says the search returned."""
+        suppressed = self._suppress(result)
+        return {"suppressed": suppressed, "confident": result.confident, "threshold_override": threshold,
+                "results": [[c.face_id, round(c.similarity, 4)] for c in result.candidates]}
+
+    def similar(self, actor: UserInfo, face_id: int, *, purpose: str, case_ref: str,
+                collections: list[str] | None = None, top_k: int = 20) -> SearchResult:
+        """A search whose probe is an indexed face: governed and audited like any search."""
+        self.require(actor, "admin", "investigator")
+        purpose, case_ref = self._justify(purpose, case_ref)
+        self._face_collection_check(actor, face_id)
+        targets = self.allowed_collections(actor, collections)
+        result = self.engine.similar(face_id, collections=targets, top_k=top_k)
+        self.audit.append(actor.username, "similar", {"face_id": face_id, "collections": targets, "top_k": top_k,
+                                                      **self._outcome(result, None)}, purpose, case_ref)
         return result
 
     def _suppress(self, result: SearchResult) -> int:
@@ -180,7 +196,7 @@ class Governance:
 
     def erase(self, actor: UserInfo, *, faces: list[int] | None = None, images: list[int] | None = None,
               collection: str | None = None, like: bytes | None = None, min_score: float | None = None,
-              reason: str = "") -> ErasureReport:
+              reason: str = "", probe_face: int | None = None) -> ErasureReport:
         self.require(actor, "admin")
         if faces:
             report = self.engine.erase_faces(faces)
@@ -189,7 +205,7 @@ class Governance:
         elif collection:
             report = self.engine.erase_collection(collection)
         elif like is not None and min_score is not None:
-            report = self.engine.erase_like(like, min_score)
+            report = self.engine.erase_like(like, min_score, face_index=probe_face)
         else:
             raise FacesearchError("say what to erase: faces, images, a collection, or a probe with a minimum score")
         self.audit.append(actor.username, "erase", {
