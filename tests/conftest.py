@@ -369,6 +369,34 @@ def browser_chromium():
             browser.close()
 
 
+def browser_index_and_grant(admin_page, collection: str, legal_basis: str, photos: list[Path], faces: int,
+                            investigator: str = "ivan") -> None:
+    """As an admin in the web app: create ``collection``, upload ``photos`` (expecting ``faces`` faces)
+    and grant the collection to ``investigator`` -- the opening of every investigator story."""
+    import re
+
+    from playwright.sync_api import expect
+
+    admin_page.goto("/collections")
+    create = admin_page.locator("#new-collection")
+    create.get_by_label("Name", exact=True).fill(collection)
+    create.get_by_label("Legal basis / consent note").fill(legal_basis)
+    create.get_by_role("button", name="Create").click()
+    expect(admin_page.locator("#upload-collection")).to_have_value(collection)
+    admin_page.locator("#upload-files").set_input_files(photos)
+    admin_page.get_by_role("button", name="Upload and index").click()
+    job = admin_page.locator("#jobs .job")
+    expect(job).to_have_attribute("data-state", re.compile("^(done|failed)$"), timeout=90_000)
+    n = len(photos)
+    expect(job).to_contain_text(f"upload into {collection}: done — {n}/{n} files, {n} photos, {faces} faces")
+    admin_page.goto("/admin")
+    grant = admin_page.locator("#grant-form")
+    grant.get_by_placeholder("username").fill(investigator)
+    grant.locator("select").select_option(collection)
+    grant.get_by_role("button", name="Grant collection").click()
+    expect(admin_page.locator("#user-result")).to_have_text(f"Granted {collection} to {investigator}.")
+
+
 @pytest.fixture
 def browser_login(browser_chromium, browser_live_server):
     """``browser_login("ivan")`` -> a Playwright page of a fresh browser context (own cookies,

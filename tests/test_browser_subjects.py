@@ -22,6 +22,7 @@ from pathlib import Path
 from playwright.sync_api import Page, expect
 
 from facesearch.engine import Engine
+from tests.conftest import browser_index_and_grant
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 MORE = Path(__file__).parent / "fixtures" / "subjects"
@@ -46,23 +47,7 @@ def test_subject_enrol_search_confirm_and_audit(browser_login, browser_live_serv
 
     # -- 1. the admin indexes three photos and grants the collection to the investigator --------------
     ada = browser_login("ada")
-    ada.goto("/collections")
-    create = ada.locator("#new-collection")
-    create.get_by_label("Name", exact=True).fill(COLLECTION)
-    create.get_by_label("Legal basis / consent note").fill("CCTV retained under warrant W-88")
-    create.get_by_role("button", name="Create").click()
-    expect(ada.locator("#upload-collection")).to_have_value(COLLECTION)
-    ada.locator("#upload-files").set_input_files(indexed)
-    ada.get_by_role("button", name="Upload and index").click()
-    job = ada.locator("#jobs .job")
-    expect(job).to_have_attribute("data-state", re.compile("^(done|failed)$"), timeout=90_000)
-    expect(job).to_contain_text(f"upload into {COLLECTION}: done — 3/3 files, 3 photos, 3 faces")
-    ada.goto("/admin")
-    grant = ada.locator("#grant-form")
-    grant.get_by_placeholder("username").fill("ivan")
-    grant.locator("select").select_option(COLLECTION)
-    grant.get_by_role("button", name="Grant collection").click()
-    expect(ada.locator("#user-result")).to_have_text(f"Granted {COLLECTION} to ivan.")
+    browser_index_and_grant(ada, COLLECTION, "CCTV retained under warrant W-88", indexed, faces=3)
 
     # -- 2. the investigator creates a subject and enrols two photos -------------------------------------
     ivan = browser_login("ivan")

@@ -48,15 +48,10 @@ class ProbeFace:
     face_boxes: tuple[tuple[float, float, float, float], ...] = ()  # every face of the photo, by index
 
 
-@dataclass
-class SearchResult:
-    probe: ProbeFace | None
-    collections: list[str]
-    faces_searched: int
-    threshold: float
-    threshold_rule: str
-    candidates: list[Candidate] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+class Verdict:
+    """For ranked results: whether any candidate clears the threshold, and the verdict in words."""
+
+    LEADS = "candidate leads above the threshold: each needs human review"
 
     @property
     def confident(self) -> bool:
@@ -65,6 +60,16 @@ class SearchResult:
     def to_dict(self) -> dict:
         out = asdict(self)
         out["confident_match"] = self.confident
-        out["verdict"] = ("candidate leads above the threshold: each needs human review"
-                          if self.confident else "no confident match")
+        out["verdict"] = self.LEADS if self.confident else "no confident match"
         return out
+
+
+@dataclass
+class SearchResult(Verdict):
+    probe: ProbeFace | None
+    collections: list[str]
+    faces_searched: int
+    threshold: float
+    threshold_rule: str
+    candidates: list[Candidate] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from facesearch.search.results import FalseMatchEstimate, ProbeFace
+from facesearch.search.results import FalseMatchEstimate, ProbeFace, Verdict
 
 FUSIONS = ("mean", "best")
 #: Chosen by bench/subjects_lfw.py (see the module docstring).
@@ -153,7 +153,7 @@ class SubjectCandidate:
 
 
 @dataclass
-class IdentifyResult:
+class IdentifyResult(Verdict):
     """A probe photo against the subjects of one or more galleries."""
 
     probe: ProbeFace | None
@@ -166,16 +166,7 @@ class IdentifyResult:
     candidates: list[SubjectCandidate] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def confident(self) -> bool:
-        return any(c.above_threshold for c in self.candidates)
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["confident_match"] = self.confident
-        out["verdict"] = ("candidate subjects above the threshold: each needs human review"
-                          if self.confident else "no confident match")
-        return out
+    LEADS = "candidate subjects above the threshold: each needs human review"
 
 
 @dataclass(frozen=True)
