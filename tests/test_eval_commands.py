@@ -76,14 +76,21 @@ def test_eval_identify_reports_cmc_fnir_and_labels_synthetic_rows(people, tmp_pa
     assert (out / "cmc.png").is_file() and (out / "fnir_fpir.png").is_file()
 
 
-def test_eval_detect_by_face_size(tmp_path, capsys):
+@pytest.fixture
+def wider_one(tmp_path):
+    """One WIDER photo with its labels, laid out as the eval expects: (data dir, labels file, boxes)."""
     photo = FIXTURES / "wider" / "12_Group_Group_12_Group_Group_12_10.jpg"
     boxes = json.loads(photo.with_suffix(".json").read_text())["boxes"]
     (tmp_path / "images").mkdir()
     shutil.copy(photo, tmp_path / "images" / photo.name)
     labels = tmp_path / "labels.txt"
     labels.write_text(f"# {photo.name}\n" + "".join(f"{x} {y} {w} {h}\n" for x, y, w, h in boxes))
-    report = run_json(capsys, "eval", "detect", "--data", str(tmp_path), "--labels", str(labels),
+    return tmp_path, labels, boxes
+
+
+def test_eval_detect_by_face_size(wider_one, tmp_path, capsys):
+    data, labels, boxes = wider_one
+    report = run_json(capsys, "eval", "detect", "--data", str(data), "--labels", str(labels),
                       "--out", str(tmp_path / "out"))
     result = report["results"]
     assert result["all"]["faces"] == len(boxes)
@@ -128,3 +135,38 @@ def test_calibrate_attaches_to_a_home_and_checks_on_held_out_people(tmp_path, ca
     with Engine.open(home) as engine:
         assert engine.calibration.source.startswith("data: all different-person pairs")
         assert engine.calibration.excluded_people.startswith(f"{len(names) // 3:,} people")
+
+
+def test_eval_detect_runs_the_dlib_pack_through_the_same_protocol(wider_one, tmp_path, capsys):
+    data, labels, boxes = wider_one
+    report = run_json(capsys, "--pack", "dlib_resnet", "eval", "detect", "--data", str(data), "--labels",
+                      str(labels), "--out", str(tmp_path / "dlib"))
+    assert list(report["packs"]) == ["dlib_resnet"] and "HOG" in report["results"]["detector"]
+    scrfd = run_json(capsys, "eval", "detect", "--data", str(data), "--labels", str(labels),
+                     "--out", str(tmp_path / "scrfd"))
+    dlib_all, scrfd_all = report["results"]["all"], scrfd["results"]["all"]
+    assert dlib_all["faces"] == scrfd_all["faces"] == len(boxes)
+    assert 0 < dlib_all["recall"] < scrfd_all["recall"]  # HOG finds frontal faces only
+
+
+def test_eval_bad_input(people, tmp_path, capsys):
+    # wrong paths: a clear one-line error, exit 2
+    assert main(["eval", "verify", "--data", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no such dataset folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["eval", "identify", "--data", str(tmp_path / "empty")]) == 2
+    assert "expected one folder per person" in capsys.readouterr().err
+    assert main(["eval", "detect", "--data", str(tmp_path), "--labels", str(tmp_path / "labels.txt")]) == 2
+    assert "labels.txt" in capsys.readouterr().err
+    # a corrupt and a truncated photo in a dataset are counted as unreadable, not fatal
+    data = tmp_path / "data"
+    shutil.copytree(people, data)
+    (data / "Colin_Powell" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    good = (data / "Hugo_Chavez" / "Hugo_Chavez_0001.jpg").read_bytes()
+    (data / "Hugo_Chavez" / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    report = run_json(capsys, "eval", "verify", "--data", str(data), "--out", str(tmp_path / "out"),
+                      "--cache", str(tmp_path / "c.npz"))
+    faces = report["results"]["buffalo_s"]["faces"]
+    assert faces.get("unreadable", 0) >= 1 and report["dataset"]["images"] == 11
+    assert report["results"]["buffalo_s"]["all_pairs"]["images_with_face"] <= 10
+

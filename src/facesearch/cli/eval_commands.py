@@ -35,6 +35,12 @@ def _embed(args: Namespace, dataset, pack: str):
     return embed_dataset(dataset, pack, cache=args.cache, progress=not args.json, embedder=_embedder(pack))
 
 
+def _analyzer(pack: str | None):
+    from facesearch.pipeline import FaceAnalyzer
+
+    return FaceAnalyzer(pack)
+
+
 def _dataset_info(emb) -> dict:
     return {**emb.dataset.describe(), "sha256": emb.dataset_hash, "faces": emb.counts(),
             "embedding_seconds": round(emb.seconds, 1), "cache": str(emb.cache)}
@@ -184,15 +190,14 @@ def _distractors(args: Namespace, pack: str) -> np.ndarray:
 
 def eval_detect(args: Namespace) -> int:
     from facesearch.eval.datasets import Dataset
-    from facesearch.eval.detection import BUCKETS, read_labels, run_detection
-    from facesearch.pipeline import FaceAnalyzer
+    from facesearch.eval.detection import BUCKETS, dlib_under_test, read_labels, run_detection, scrfd_under_test
 
     labels = read_labels(args.labels)
     if args.limit:
         labels = dict(list(labels.items())[:: max(1, len(labels) // args.limit)][:args.limit])
     image_dir = args.data / "images" if (args.data / "images").is_dir() else args.data
-    analyzer = FaceAnalyzer(args.pack)
-    result = run_detection(image_dir, labels, analyzer)
+    detector = dlib_under_test() if args.pack == "dlib_resnet" else scrfd_under_test(_analyzer(args.pack))
+    result = run_detection(image_dir, labels, detector)
     listed = Dataset(args.data, image_dir, sorted(labels), np.array([]), None)
     info = {**listed.describe(), "images": len(labels), "labels": str(args.labels), "sha256": listed.content_hash()}
     rows = [[label, result["by_height"][label]["faces"], pct(result["by_height"][label]["recall"], 1),
@@ -204,8 +209,8 @@ def eval_detect(args: Namespace) -> int:
                      "average precision"], rows), "",
           f"{result['seconds_per_image']:.3f} s per image for detection alone; AP over detections scoring "
           f">= {result['ap_score_threshold']:g}. WIDER labels miss some faces, so precision is a lower bound."]
-    report = Report("detect", f"Face detection on {args.data.name}", [analyzer.pack.name], info, result, md)
-    args.out = _out(args, "detect", [analyzer.pack.name])
+    report = Report("detect", f"Face detection on {args.data.name}", [detector.name], info, result, md)
+    args.out = _out(args, "detect", [detector.name])
     return _finish(args, report)
 
 

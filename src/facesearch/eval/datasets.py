@@ -75,13 +75,13 @@ class DatasetEmbeddings:
     pack: str
     dataset_hash: str
     vectors: np.ndarray  # (N, d) unit rows; all-zero where no face could be used
-    how: np.ndarray  # "detected" | "low-threshold" | "centre-prior" | "none"
+    how: np.ndarray  # "detected" | "low-threshold" | "centre-prior" | "none" | "unreadable"
     seconds: float  # embedding time (0 when read from the cache)
     cache: Path | None
 
     @property
     def usable(self) -> np.ndarray:
-        return self.how != "none"
+        return np.isin(self.how, ("detected", "low-threshold", "centre-prior"))
 
     def counts(self) -> dict[str, int]:
         kinds, n = np.unique(self.how, return_counts=True)

@@ -13,7 +13,8 @@ recall is also reported at the pipeline's own threshold.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -84,30 +85,68 @@ def average_precision(scores: np.ndarray, true_positive: np.ndarray, positives: 
     return float(np.sum(np.diff(recall) * precision[1:]))
 
 
-def run_detection(image_dir: Path, labels: dict[str, np.ndarray], analyzer: FaceAnalyzer | None = None,
-                  iou: float = 0.5, progress=None) -> dict:
+@dataclass(frozen=True)
+class DetectorUnderTest:
+    """What the protocol needs of a detector: boxes + scores at a permissive threshold, and the
+    score above which the pipeline keeps a face."""
+
+    name: str
+    detect: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # image -> (N, 4) boxes, (N,) scores
+    operating_threshold: float
+    ap_threshold: float
+    description: str
+
+
+def scrfd_under_test(analyzer: FaceAnalyzer | None = None) -> DetectorUnderTest:
     analyzer = analyzer or FaceAnalyzer()
-    operating = analyzer.detector.config.score_threshold
-    detector = type(analyzer.detector)(analyzer.detector.session, analyzer.detector.mean, analyzer.detector.std,
-                                       replace(analyzer.detector.config, score_threshold=AP_SCORE_THRESHOLD))
+    config = analyzer.detector.config
+    permissive = type(analyzer.detector)(analyzer.detector.session, analyzer.detector.mean, analyzer.detector.std,
+                                         replace(config, score_threshold=AP_SCORE_THRESHOLD))
+
+    def detect(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found = permissive.detect_batch([image])[0]
+        return found.boxes, found.scores
+
+    return DetectorUnderTest(analyzer.pack.name, detect, config.score_threshold, AP_SCORE_THRESHOLD, repr(config))
+
+
+def dlib_under_test() -> DetectorUnderTest:
+    """dlib's HOG detector (the ``dlib_resnet`` pack's): SVM margins, 0 = its default threshold."""
+    from facesearch.models.dlib_pack import PACK_NAME, DlibFaceModel
+
+    model = DlibFaceModel()
+    low = -0.5
+
+    def detect(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found = model.detect(image, adjust_threshold=low)
+        boxes = np.array([d[:4] for d in found], np.float64).reshape(-1, 4)
+        return boxes, np.array([d[4] for d in found], np.float64)
+
+    return DetectorUnderTest(PACK_NAME, detect, 0.0, low, f"dlib HOG frontal detector, upsample {model.upsample}")
+
+
+def run_detection(image_dir: Path, labels: dict[str, np.ndarray], detector: DetectorUnderTest | None = None,
+                  iou: float = 0.5, progress=None) -> dict:
+    detector = detector or scrfd_under_test()
+    operating = detector.operating_threshold
     gt_heights, gt_found, det_scores, det_heights, det_gt_height = [], [], [], [], []
     seconds = 0.0
     for n, (name, gt) in enumerate(labels.items()):
         image = load_image(Path(image_dir) / name)
         start = time.perf_counter()
-        found = detector.detect_batch([image])[0]
+        boxes, scores = detector.detect(image)
         seconds += time.perf_counter() - start
-        taken = match(found.boxes, found.scores, gt, iou)
+        taken = match(boxes, scores, gt, iou)
         heights = gt[:, 3] - gt[:, 1]
         at_operating = np.zeros(len(gt), bool)
-        strong = found.scores >= operating
+        strong = scores >= operating
         # Recall at the pipeline's threshold: match again among its detections only.
-        taken_operating = match(found.boxes[strong], found.scores[strong], gt, iou)
+        taken_operating = match(boxes[strong], scores[strong], gt, iou)
         at_operating[taken_operating[taken_operating >= 0]] = True
         gt_heights.append(heights)
         gt_found.append(at_operating)
-        det_scores.append(found.scores)
-        det_heights.append(found.boxes[:, 3] - found.boxes[:, 1])
+        det_scores.append(scores)
+        det_heights.append(boxes[:, 3] - boxes[:, 1])
         det_gt_height.append(np.where(taken >= 0, heights[np.maximum(taken, 0)] if len(gt) else 0, np.nan))
         if progress:
             progress(n + 1, len(labels))
@@ -127,7 +166,7 @@ def run_detection(image_dir: Path, labels: dict[str, np.ndarray], analyzer: Face
 
     return {
         "images": len(labels), "iou": iou, "operating_threshold": operating,
-        "ap_score_threshold": AP_SCORE_THRESHOLD, "detector": repr(analyzer.detector.config),
+        "ap_score_threshold": detector.ap_threshold, "detector": detector.description,
         "by_height": {label: bucket(lo, hi) for label, lo, hi in BUCKETS},
         "all": bucket(0, float("inf")),
         "detections_at_operating_threshold": int((s >= operating).sum()),

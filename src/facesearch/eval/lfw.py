@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from facesearch.errors import ImageError
 from facesearch.pipeline import FaceAnalyzer, load_image, primary_face
 from facesearch.pipeline.align import align_face
 from facesearch.pipeline.detect import ScrfdDetector
@@ -38,7 +39,7 @@ class ImageEmbeddings:
     paths: list[str]
     plain: np.ndarray  # (N, d) no flip
     flipped: np.ndarray  # (N, d) original + mirror, summed and normalised
-    how: list[str]  # "detected" | "low-threshold" | "centre-prior" | "none"
+    how: list[str]  # "detected" | "low-threshold" | "centre-prior" | "none" | "unreadable"
     seconds: float = 0.0
 
     def lookup(self) -> dict[str, int]:
@@ -95,9 +96,14 @@ def embed_lfw_images(analyzer: FaceAnalyzer, image_dir: Path, rel_paths: list[st
     missing: list[int] = []
     bar = tqdm(total=n, desc="detect", unit="img", disable=not progress)
     for lo in range(0, n, batch_size):
-        idx = list(range(lo, min(n, lo + batch_size)))
-        images = [load_image(image_dir / rel_paths[i]) for i in idx]
-        for i, image, dets in zip(idx, images, analyzer.detector.detect_batch(images)):
+        idx, images = [], []
+        for i in range(lo, min(n, lo + batch_size)):
+            try:
+                images.append(load_image(image_dir / rel_paths[i]))
+                idx.append(i)
+            except ImageError:  # a broken file in a dataset is counted, not fatal
+                how[i] = "unreadable"
+        for i, image, dets in zip(idx, images, analyzer.detector.detect_batch(images) if images else []):
             sizes[i] = image.shape[:2]
             faces = analyzer.faces_from_detections([image], [dets], embed=False)[0]
             face = primary_face(faces, image.shape)
@@ -108,7 +114,7 @@ def embed_lfw_images(analyzer: FaceAnalyzer, image_dir: Path, rel_paths: list[st
             how[i] = "detected"
             h, w = image.shape[:2]
             landmarks_seen.append(face.landmarks / np.array([w, h]))
-        bar.update(len(idx))
+        bar.update(min(n, lo + batch_size) - lo)
     bar.close()
 
     # Fallback 1: a second look with a permissive detector threshold.
@@ -204,7 +210,7 @@ def run_lfw(analyzer: FaceAnalyzer, data_dir: Path, progress: bool = True):
     index = emb.lookup()
     how = np.array(emb.how)
     detected = how == "detected"
-    any_face = how != "none"
+    any_face = np.isin(how, ("detected", "low-threshold", "centre-prior"))
     variants = [
         ("detector only, no flip (no-face pairs count as errors)", emb.plain, detected),
         ("+ fallbacks for no-face photos", emb.plain, any_face),
@@ -212,5 +218,5 @@ def run_lfw(analyzer: FaceAnalyzer, data_dir: Path, progress: bool = True):
     ]
     results = [evaluate(name, pairs, pair_scores(pairs, vecs, index, ok), top=5)
                for name, vecs, ok in variants]
-    counts = {k: int(np.sum(how == k)) for k in ("detected", "low-threshold", "centre-prior", "none")}
+    counts = {k: int(np.sum(how == k)) for k in ("detected", "low-threshold", "centre-prior", "none", "unreadable")}
     return results, counts, emb
