@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 
 from facesearch.engine import Engine
 from facesearch.governance import Governance
-from tests.conftest import LFW, YALE_GIF, ApiEnv, api_sha256
+from tests.conftest import API_USERS, LFW, YALE_GIF, ApiEnv, api_sha256
 
 PURPOSE = "identify the person in the CCTV still"
 
@@ -426,3 +426,26 @@ def test_serve_refuses_to_start_without_an_admin(cli, monkeypatch, api_cli_home,
     ((app, options),) = no_uvicorn
     assert options["port"] == 8765 and options["host"] == "127.0.0.1"
     assert any(getattr(route, "path", None) == "/api/search" for route in app.routes)
+
+
+def test_password_guessing_is_throttled_and_audited(api_fresh_env):
+    from fastapi.testclient import TestClient
+
+    from facesearch.api.app import create_app
+    from facesearch.governance.accounts import LoginThrottle
+
+    env = api_fresh_env({"alpha": []})
+    now = [1000.0]
+    client = TestClient(create_app(env.engine, login_throttle=LoginThrottle(clock=lambda: now[0])))
+    right = {"username": "api_ivy", "password": API_USERS["api_ivy"][1]}
+    for _ in range(5):
+        assert client.post("/api/login", json={**right, "password": "guess"}).status_code == 401
+    locked = client.post("/api/login", json=right)  # the right password, during the lockout
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
+    assert client.post("/api/login", json={"username": "API_IVY ", "password": "guess"}).status_code == 429
+    other = {"username": "api_admin", "password": API_USERS["api_admin"][1]}
+    assert client.post("/api/login", json=other).status_code == 200  # another user is not locked out
+    actions = [r["action"] for r in env.as_user("api_audrey").get("/api/audit").json()]
+    assert "login_throttled" in actions
+    now[0] += 301
+    assert client.post("/api/login", json=right).status_code == 200

@@ -26,6 +26,7 @@ from facesearch.catalog import CatalogError
 from facesearch.engine import Engine
 from facesearch.errors import FacesearchError, ImageError, NoFaceError
 from facesearch.governance import AccountError, Governance, MissingJustification, PermissionDenied, UserInfo
+from facesearch.governance.accounts import LoginThrottle
 from facesearch.home import HomeBusyError
 from facesearch.pipeline import load_image
 
@@ -54,8 +55,9 @@ def frame_box(info, frame_path: Path) -> tuple[float, float, float, float]:
     return tuple(round(v * scale, 1) for v in info.box)
 
 
-def create_app(engine: Engine, *, secure_cookies: bool = False) -> FastAPI:
+def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: LoginThrottle | None = None) -> FastAPI:
     gov = Governance(engine)
+    throttle = login_throttle or LoginThrottle()
     jobs = JobRunner()
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -118,12 +120,21 @@ def create_app(engine: Engine, *, secure_cookies: bool = False) -> FastAPI:
     def health() -> dict:
         return {"status": "ok"}
 
-    @app.post("/api/login", response_model=schemas.LoginResponse, tags=["auth"])
-    def login(body: schemas.LoginRequest, response: Response) -> schemas.LoginResponse:
+    @app.post("/api/login", response_model=schemas.LoginResponse, tags=["auth"],
+              responses={429: {"description": "too many failed attempts: wait Retry-After seconds"}})
+    def login(body: schemas.LoginRequest, request: Request, response: Response) -> schemas.LoginResponse:
+        client = request.client.host if request.client else "unknown"
+        wait = throttle.wait_s(body.username, client)
+        if wait > 0:
+            gov.audit.append(body.username, "login_throttled", {"client": client, "retry_after_s": round(wait)})
+            raise HTTPException(429, "too many failed login attempts: try again later",
+                                headers={"Retry-After": str(int(wait) + 1)})
         user = gov.accounts.check_password(body.username, body.password)
         gov.audit.append(body.username, "login", {"ok": user is not None})
         if user is None:
+            throttle.failed(body.username, client)
             raise HTTPException(401, "wrong username or password")
+        throttle.succeeded(body.username)
         token, csrf = gov.accounts.create_session(user)
         response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", secure=secure_cookies,
                             max_age=12 * 3600, path="/")

@@ -184,3 +184,47 @@ class Accounts:
                 return []
             return list(s.scalars(select(Collection.name).join(Grant, Grant.collection_id == Collection.id)
                                   .where(Grant.user_id == user.id).order_by(Collection.name)))
+
+
+class LoginThrottle:
+    """Slows password guessing. After ``max_failures`` failed logins for one username within
+    ``window_s``, or ``max_failures_per_client`` from one client address, every further attempt
+    for it is refused for ``lockout_s`` -- right password or not, so a guesser learns nothing.
+    Kept in memory: a restart forgets, which only ever helps the real user."""
+
+    def __init__(self, max_failures: int = 5, max_failures_per_client: int = 30, window_s: float = 300.0,
+                 lockout_s: float = 300.0, clock=None) -> None:
+        import threading
+        import time
+
+        self.limits = {"user": max_failures, "client": max_failures_per_client}
+        self.window_s, self.lockout_s = window_s, lockout_s
+        self.clock = clock or time.monotonic
+        self._failures: dict[tuple[str, str], list[float]] = {}
+        self._locked_until: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def keys(username: str, client: str) -> list[tuple[str, str]]:
+        return [("user", username.strip().lower()), ("client", client)]
+
+    def wait_s(self, username: str, client: str) -> float:
+        """Seconds until this username / client may try again (0: now)."""
+        now = self.clock()
+        with self._lock:
+            return max([0.0] + [self._locked_until.get(k, 0.0) - now for k in self.keys(username, client)])
+
+    def failed(self, username: str, client: str) -> None:
+        now = self.clock()
+        with self._lock:
+            for key in self.keys(username, client):
+                recent = [t for t in self._failures.get(key, []) if now - t < self.window_s] + [now]
+                self._failures[key] = recent
+                if len(recent) >= self.limits[key[0]]:
+                    self._locked_until[key] = now + self.lockout_s
+                    self._failures[key] = []
+
+    def succeeded(self, username: str) -> None:
+        with self._lock:
+            self._failures.pop(("user", username.strip().lower()), None)
+
