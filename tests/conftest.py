@@ -369,6 +369,24 @@ def browser_chromium():
             browser.close()
 
 
+#: Where the browser tests leave their screenshots (the README shows them).
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+
+
+def shot(page, name: str) -> None:
+    """Save a full-page screenshot as docs/screenshots/<name>.png."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def wait_images_loaded(page, selector: str) -> None:
+    """Until every image matching ``selector`` has loaded (a screenshot then shows them)."""
+    page.wait_for_function(
+        "sel => { const imgs = [...document.querySelectorAll(sel)];"
+        " return imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0); }",
+        arg=selector)
+
+
 def browser_index_and_grant(admin_page, collection: str, legal_basis: str, photos: list[Path], faces: int,
                             investigator: str = "ivan") -> None:
     """As an admin in the web app: create ``collection``, upload ``photos`` (expecting ``faces`` faces)

@@ -20,25 +20,12 @@ from pathlib import Path
 from playwright.sync_api import Page, expect
 
 from facesearch.engine import Engine
+from tests.conftest import SCREENSHOTS, shot, wait_images_loaded
 
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 COLLECTION = "case-files"
 LEGAL_BASIS = "Seized-device evidence, court order 2026/117"
 PURPOSE = "identify a witness seen on seized footage"
 CASE_REF = "CASE-2026-0142"
-
-
-def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-def wait_images_loaded(page: Page, selector: str) -> None:
-    """Until every <img> matched by ``selector`` has decoded (and at least one exists)."""
-    page.wait_for_function(
-        "sel => { const imgs = [...document.querySelectorAll(sel)];"
-        " return imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0); }",
-        arg=selector)
 
 
 def image_source(home: Path, face_id: int) -> Path:

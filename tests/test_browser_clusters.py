@@ -18,21 +18,14 @@ import re
 import time
 from pathlib import Path
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
-from tests.conftest import browser_index_and_grant
+from tests.conftest import browser_index_and_grant, shot, wait_images_loaded
 
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 MORE = Path(__file__).parent / "fixtures" / "subjects"
 COLLECTION = "event-photos"
 NAME = "Colin Powell"
 
-
-def wait_images_loaded(page: Page, selector: str) -> None:
-    page.wait_for_function(
-        "sel => { const imgs = [...document.querySelectorAll(sel)];"
-        " return imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0); }",
-        arg=selector)
 
 
 def test_cluster_split_merge_name_subject_and_audit(browser_login, browser_live_server, lfw):
@@ -65,8 +58,7 @@ def test_cluster_split_merge_name_subject_and_audit(browser_login, browser_live_
     expect(cards.nth(1)).to_have_attribute("data-size", "3")
     expect(cards.first.locator(".samples img")).to_have_count(4)
     wait_images_loaded(ivan, ".cluster-card img")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    ivan.screenshot(path=str(SCREENSHOTS / "clusters.png"), full_page=True)
+    shot(ivan, "clusters")
     powell = int(cards.first.get_attribute("data-cluster-id"))
 
     # -- 3. two of Powell's faces split off into a new cluster ... -----------------------------------------
@@ -114,7 +106,7 @@ def test_cluster_split_merge_name_subject_and_audit(browser_login, browser_live_
         f"Subject {NAME} in gallery identified: 4 face(s) enrolled.")
     expect(ivan.locator("#cluster-meta")).to_contain_text(f"subject {subject_id}")
     wait_images_loaded(ivan, "#cluster-faces img")
-    ivan.screenshot(path=str(SCREENSHOTS / "cluster.png"), full_page=True)
+    shot(ivan, "cluster")
     ivan.locator("#new-subject-link").click()
     expect(ivan).to_have_url(f"{server.url}/subjects/{subject_id}")
     expect(ivan.locator("#subject-title")).to_have_text(NAME)

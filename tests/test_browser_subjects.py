@@ -19,12 +19,11 @@ import time
 from hashlib import sha256
 from pathlib import Path
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from facesearch.engine import Engine
-from tests.conftest import browser_index_and_grant
+from tests.conftest import browser_index_and_grant, shot, wait_images_loaded
 
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 MORE = Path(__file__).parent / "fixtures" / "subjects"
 COLLECTION = "station-cctv"
 GALLERY = "missing-persons"
@@ -32,12 +31,6 @@ PURPOSE = "locate a person reported missing"
 CASE_REF = "MP-2026-017"
 CONTACT = "+44 20 7946 0321 (sister)"
 
-
-def wait_images_loaded(page: Page, selector: str) -> None:
-    page.wait_for_function(
-        "sel => { const imgs = [...document.querySelectorAll(sel)];"
-        " return imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0); }",
-        arg=selector)
 
 
 def test_subject_enrol_search_confirm_and_audit(browser_login, browser_live_server, lfw):
@@ -103,8 +96,7 @@ def test_subject_enrol_search_confirm_and_audit(browser_login, browser_live_serv
     expect(link).to_contain_text("confirmed by ivan")
     expect(ivan.locator("#links-empty")).to_be_hidden()
     wait_images_loaded(ivan, "#links img")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    ivan.screenshot(path=str(SCREENSHOTS / "subject.png"), full_page=True)
+    shot(ivan, "subject")
     ivan.reload()
     expect(ivan.locator(f"#links .cand[data-link-face='{face_id}']")).to_have_count(1)  # kept, not page state
 
@@ -127,7 +119,7 @@ def test_subject_enrol_search_confirm_and_audit(browser_login, browser_live_serv
     assert CONTACT not in audrey.locator("#audit-table").inner_text()
     audrey.get_by_role("button", name="Verify chain").click()
     expect(audrey.locator("#chain-status")).to_have_text(re.compile(r"^Chain intact: \d+ records verified\.$"))
-    audrey.screenshot(path=str(SCREENSHOTS / "subjects_audit.png"), full_page=True)
+    shot(audrey, "subjects_audit")
     assert audrey.request.get(f"/api/subjects/{subject_id}").status == 403  # auditors do not read subjects
 
     print(f"subject browser story took {time.monotonic() - started:.1f} s")
