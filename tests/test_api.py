@@ -209,6 +209,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/api/erase/like"): Route((ADMIN,), _erase_like_call),
     ("POST", "/api/optouts"): Route((ADMIN,), _optout_call, 201),
     ("GET", "/api/optouts"): Route((ADMIN,), _get("/api/optouts")),
+    ("POST", "/api/retention"): Route((ADMIN,), lambda _env, _tmp: Call("/api/retention", {"json": {"apply": False}})),
     ("GET", "/api/audit"): Route((AUDITOR,), _get("/api/audit")),
     ("GET", "/api/audit/export"): Route((AUDITOR,), _get("/api/audit/export")),
     ("GET", "/api/audit/verify"): Route((AUDITOR,), _get("/api/audit/verify")),

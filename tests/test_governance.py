@@ -449,3 +449,63 @@ def test_password_guessing_is_throttled_and_audited(api_fresh_env):
     assert "login_throttled" in actions
     now[0] += 301
     assert client.post("/api/login", json=right).status_code == 200
+
+
+def test_retention_erases_only_what_is_past_its_period(api_fresh_env):
+    from datetime import timedelta
+
+    from facesearch.catalog.schema import ImageRecord, utcnow
+
+    env = api_fresh_env({"alpha": []})
+    env.create_collection("short", retention_days=30)
+    env.upload("short", [LFW / "Colin_Powell_0001.jpg", LFW / "George_W_Bush_0001.jpg"])
+    env.upload("alpha", [LFW / "Hugo_Chavez_0001.jpg"])  # no retention period: kept forever
+    old, fresh = env.images["Colin_Powell_0001"], env.images["George_W_Bush_0001"]
+    with env.engine.catalog.session() as s:
+        s.get(ImageRecord, old).ingested_at = utcnow() - timedelta(days=31)
+        s.get(ImageRecord, env.images["Hugo_Chavez_0001"]).ingested_at = utcnow() - timedelta(days=3650)
+        s.commit()
+    thumbs = [env.engine.thumbnails.path(f.thumbnail) for f in env.engine.catalog.faces(
+        env.faces["Colin_Powell_0001"]).values()]
+    admin = env.as_user("api_admin")
+    dry = admin.post("/api/retention", json={"apply": False}).json()
+    assert dry == {"expired": {"short": 1}, "applied": False, "images_erased": 0, "faces_erased": 0}
+    assert all(p.is_file() for p in thumbs)
+    assert env.as_user("api_ivy").post("/api/retention", json={"apply": True}).status_code == 403
+    done = admin.post("/api/retention", json={"apply": True}).json()
+    assert done["applied"] and done["images_erased"] == 1 and done["faces_erased"] == 1
+    assert not any(p.exists() for p in thumbs)
+    remaining = {f.image_id for f in env.engine.catalog.faces(
+        [int(i) for c in env.engine.collections() for i in env.engine.catalog.face_ids(c.id)]).values()}
+    assert old not in remaining and fresh in remaining and env.images["Hugo_Chavez_0001"] in remaining
+    record = env.as_user("api_audrey").get("/api/audit", params={"action": "retention"}).json()[-1]
+    assert record["actor"] == "api_admin" and record["details"]["images"] == [old]
+    assert admin.post("/api/retention", json={"apply": True}).json()["expired"] == {}
+
+
+def test_the_server_sweeps_retention_at_start_and_the_cli_lists_it(api_fresh_env, cli):
+    import time
+    from datetime import timedelta
+
+    from fastapi.testclient import TestClient
+
+    from facesearch.api.app import create_app
+    from facesearch.catalog.schema import ImageRecord, utcnow
+
+    env = api_fresh_env({"alpha": []})
+    env.create_collection("short", retention_days=7)
+    env.upload("short", [LFW / "Colin_Powell_0001.jpg"])
+    image = env.images["Colin_Powell_0001"]
+    with env.engine.catalog.session() as s:
+        s.get(ImageRecord, image).ingested_at = utcnow() - timedelta(days=8)
+        s.commit()
+    code, out, err = cli("retention", "--home", env.home)
+    assert code == 0 and "short: 1 image(s) past the retention period" in out and "dry run" in out
+    assert env.engine.catalog.faces(env.faces["Colin_Powell_0001"])  # a dry run erases nothing
+    with TestClient(create_app(env.engine, retention_every_s=3600)):
+        deadline = time.monotonic() + 30
+        while env.engine.catalog.faces(env.faces["Colin_Powell_0001"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert not env.engine.catalog.faces(env.faces["Colin_Powell_0001"])
+    actors = [r.actor for r in Governance(env.engine).audit.entries(action="retention")]
+    assert actors == ["system:retention"]

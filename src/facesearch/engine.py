@@ -14,11 +14,13 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from facesearch.catalog import Catalog, CatalogError, CollectionInfo, RemovedFaces, ThumbnailStore, sqlite_url
+from facesearch.catalog.schema import utcnow
 from facesearch.errors import FacesearchError
 from facesearch.home import HomeConfig, WriteLock, load_config, resolve_home
 from facesearch.index import VectorIndex, open_index
@@ -273,6 +275,12 @@ class Engine:
 
     def erase_images(self, image_ids: list[int]) -> ErasureReport:
         return self._erase(lambda: self.catalog.remove_images(image_ids))
+
+    def expired_images(self, now: datetime | None = None) -> dict[str, list[int]]:
+        """collection name -> images older than the collection's retention period (none without one)."""
+        names = {info.id: info.name for info in self.collections()}
+        expired = self.catalog.expired_images(now or utcnow())
+        return {names[cid]: ids for cid, ids in expired.items() if cid in names}
 
     def erase_collection(self, name: str) -> ErasureReport:
         info = self.collection(name)

@@ -7,6 +7,7 @@ case reference gets 422.
 """
 
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -55,13 +56,30 @@ def frame_box(info, frame_path: Path) -> tuple[float, float, float, float]:
     return tuple(round(v * scale, 1) for v in info.box)
 
 
-def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: LoginThrottle | None = None) -> FastAPI:
+RETENTION_ACTOR = UserInfo(0, "system:retention", "admin")
+
+
+async def _retention_sweeps(gov: Governance, every_s: float) -> None:
+    """Erase what is past its retention period at start-up and then every ``every_s`` seconds."""
+    while True:
+        try:
+            await asyncio.to_thread(gov.enforce_retention, RETENTION_ACTOR, apply=True)
+        except HomeBusyError:
+            pass  # an ingest holds the home: the next sweep will do it
+        await asyncio.sleep(every_s)
+
+
+def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: LoginThrottle | None = None,
+               retention_every_s: float | None = None) -> FastAPI:
     gov = Governance(engine)
     throttle = login_throttle or LoginThrottle()
     jobs = JobRunner()
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        sweeper = asyncio.create_task(_retention_sweeps(gov, retention_every_s)) if retention_every_s else None
         yield
+        if sweeper:
+            sweeper.cancel()
         jobs.shutdown()  # let a running ingest finish its current image and save the index
 
     app = FastAPI(title="facesearch", version="0.1.0", lifespan=lifespan,
@@ -368,6 +386,12 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
                          reason: Annotated[str, Form()] = "") -> schemas.EraseOut:
         report = gov.erase(who.user, like=await read_probe(probe), min_score=min_score, reason=reason)
         return schemas.EraseOut(**report.__dict__)
+
+    @app.post("/api/retention", response_model=schemas.RetentionOut, tags=["erasure"])
+    def retention(body: schemas.RetentionRequest, who: Admin) -> schemas.RetentionOut:
+        """What is kept past its collection's retention period; ``apply`` erases it (audited).
+        The server also does this at start and every few hours (``facesearch serve --retention-hours``)."""
+        return schemas.RetentionOut(**gov.enforce_retention(who.user, apply=body.apply).__dict__)
 
     @app.post("/api/optouts", status_code=201, tags=["erasure"])
     async def opt_out(who: Admin, probe: Annotated[UploadFile, File()],

@@ -151,6 +151,17 @@ class EraseOut(BaseModel):
     collections: list[str]
 
 
+class RetentionRequest(BaseModel):
+    apply: bool = False  # False: only list what is past its retention period
+
+
+class RetentionOut(BaseModel):
+    expired: dict[str, int]  # collection -> images past its retention period
+    applied: bool
+    images_erased: int
+    faces_erased: int
+
+
 class FaceOut(BaseModel):
     face_id: int
     image_id: int

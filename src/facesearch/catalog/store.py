@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
 
@@ -252,6 +253,18 @@ class Catalog:
         with self.session() as s:
             ids = list(s.scalars(select(FaceRecord.id).where(FaceRecord.image_id == image_id)))
         return sorted(self.faces(ids).values(), key=lambda f: f.face_index)
+
+    def expired_images(self, now: datetime) -> dict[int, list[int]]:
+        """collection id -> ids of its images ingested longer ago than its retention period."""
+        with self.session() as s:
+            rows = s.execute(select(Collection.id, Collection.retention_days, ImageRecord.id, ImageRecord.ingested_at)
+                             .join(ImageRecord, ImageRecord.collection_id == Collection.id)
+                             .where(Collection.retention_days.is_not(None)))
+            out: dict[int, list[int]] = {}
+            for collection_id, days, image_id, ingested_at in rows:
+                if ingested_at < now - timedelta(days=days):
+                    out.setdefault(collection_id, []).append(image_id)
+            return out
 
     def image_face_ids(self, image_ids: list[int]) -> list[int]:
         with self.session() as s:

@@ -30,9 +30,27 @@ def serve(args: Namespace) -> int:
               file=sys.stderr)
         return 2
     engine.analyzer  # noqa: B018 - load the models before the first request, not during it
-    app = create_app(engine, secure_cookies=args.secure_cookies)
+    app = create_app(engine, secure_cookies=args.secure_cookies, retention_every_s=args.retention_hours * 3600)
     print(f"facesearch serving {engine.home} on http://{args.host}:{args.port} (OpenAPI: /docs)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def retention(args: Namespace) -> int:
+    """Images kept past their collection's retention period: list them, or (--apply) erase them."""
+    with Engine.open(args.home, backend=args.backend, database_url=args.db, pack=args.pack) as engine:
+        report = Governance(engine).enforce_retention(local_operator(), apply=args.apply)
+    if args.json:
+        print(json.dumps(report.__dict__, indent=2))
+        return 0
+    if not report.expired:
+        print("nothing is past its retention period")
+    for name, images in report.expired.items():
+        print(f"{name}: {images} image(s) past the retention period")
+    if report.applied and report.expired:
+        print(f"erased {report.images_erased} image(s), {report.faces_erased} face(s); recorded in the audit log")
+    elif report.expired:
+        print("dry run: nothing erased (--apply erases them)")
     return 0
 
 

@@ -216,7 +216,14 @@ def _add_admin_commands(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (behind HTTPS)")
+    p.add_argument("--retention-hours", type=float, default=6.0,
+                   help="erase images past their collection's retention period at start and every N hours")
     p.set_defaults(handler=ac.serve)
+
+    p = sub.add_parser("retention", help="images past their collection's retention period: list, or --apply")
+    _home_args(p)
+    p.add_argument("--apply", action="store_true", help="erase them (audited); without it: a dry run")
+    p.set_defaults(handler=ac.retention)
 
     p = sub.add_parser("user", help="manage users (admin, investigator, auditor)")
     user_sub = p.add_subparsers(metavar="ACTION")

@@ -40,6 +40,14 @@ class PhotoAccess:
     is_video_frame: bool = False  # the stored frame of a video face, not the operator's file
 
 
+@dataclass
+class RetentionReport:
+    expired: dict[str, int]  # collection -> images past its retention period
+    applied: bool
+    images_erased: int = 0
+    faces_erased: int = 0
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -212,6 +220,19 @@ class Governance:
             "faces": report.faces, "images": report.images, "collections": report.collections,
             "thumbnails_deleted": report.thumbnails_deleted,
             "probe_sha256": _sha256(like) if like is not None else None, "min_score": min_score}, reason)
+        return report
+
+    def enforce_retention(self, actor: UserInfo, *, apply: bool, now=None) -> RetentionReport:
+        """Images kept longer than their collection's retention period: listed, or erased (and audited)."""
+        self.require(actor, "admin")
+        expired = self.engine.expired_images(now)
+        report = RetentionReport({name: len(ids) for name, ids in expired.items()}, apply)
+        if apply and expired:
+            erased = self.engine.erase_images([i for ids in expired.values() for i in ids])
+            report.faces_erased, report.images_erased = len(erased.faces), len(erased.images)
+            self.audit.append(actor.username, "retention", {
+                "images_per_collection": report.expired, "faces": erased.faces, "images": erased.images,
+                "thumbnails_deleted": erased.thumbnails_deleted}, "retention period expired")
         return report
 
     def opt_out(self, actor: UserInfo, probe: bytes, reference: str, face_index: int | None = None) -> int:
