@@ -163,3 +163,11 @@ def test_cnn_detector_finds_the_face(dat_dir):
     assert len(faces) >= 1
     x1, y1, x2, y2, _ = faces[0]
     assert x1 < 75 < x2 and y1 < 75 < y2
+
+
+def test_models_lists_the_dlib_pack_with_its_licence_and_calibration(dat_dir, cli):
+    code, out, err = cli("models")
+    assert code == 0, err
+    section = out[out.index("dlib_resnet:"):]
+    assert "dlib_face_recognition_resnet_model_v1.dat sha256 55533b28" in section and "[ok]" in section
+    assert "public domain" in section and "false-match rate 0.0001" in section

@@ -96,7 +96,11 @@ def verify(args: Namespace) -> int:
 
 
 def models_list(args: Namespace) -> int:
+    from facesearch.models.dlib_pack import load_dlib_pack, models_dir
+
     packs = available_packs(args.dir)
+    if models_dir() is not None:  # the optional comparison pack (pip install 'facesearch[dlib]')
+        packs.append(load_dlib_pack(verify=False))
     rows = []
     for pack in packs:
         status = {}
