@@ -165,57 +165,50 @@ def cluster_show(args: Namespace, cg: ClusterGovernance, actor: UserInfo) -> int
     return 0
 
 
+def _edited(args: Namespace, result, words: str) -> int:
+    """An edit's outcome: its record as JSON, or one line of words."""
+    if args.json:
+        _json(asdict(result))
+    else:
+        print(words)
+    return 0
+
+
+def _emptied(r) -> str:
+    return f"; cluster(s) {', '.join(map(str, r.emptied))} left empty and removed" if r.emptied else ""
+
+
 @_run
 def cluster_merge(args: Namespace, cg: ClusterGovernance, actor: UserInfo) -> int:
     r = cg.merge(actor, args.clusters, into=args.into)
-    if args.json:
-        _json(asdict(r))
-        return 0
-    print(f"merged cluster(s) {', '.join(map(str, r.merged))} into cluster {r.cluster_id}: {r.faces_moved} face(s) "
-          "moved (audited)")
-    return 0
+    return _edited(args, r, f"merged cluster(s) {', '.join(map(str, r.merged))} into cluster {r.cluster_id}: "
+                            f"{r.faces_moved} face(s) moved (audited)")
 
 
 @_run
 def cluster_split(args: Namespace, cg: ClusterGovernance, actor: UserInfo) -> int:
     r = cg.split(actor, args.cluster, args.face)
-    if args.json:
-        _json(asdict(r))
-        return 0
-    print(f"split {len(r.faces)} face(s) of cluster {args.cluster} into new cluster {r.cluster_id} (audited)")
-    return 0
+    return _edited(args, r, f"split {len(r.faces)} face(s) of cluster {args.cluster} into new cluster "
+                            f"{r.cluster_id} (audited)")
 
 
 @_run
 def cluster_move(args: Namespace, cg: ClusterGovernance, actor: UserInfo) -> int:
     r = cg.move(actor, args.faces, args.target)
-    if args.json:
-        _json(asdict(r))
-        return 0
-    print(f"moved {len(r.faces)} face(s) to cluster {r.cluster_id} (audited)"
-          + (f"; cluster(s) {', '.join(map(str, r.emptied))} left empty and removed" if r.emptied else ""))
-    return 0
+    return _edited(args, r, f"moved {len(r.faces)} face(s) to cluster {r.cluster_id} (audited){_emptied(r)}")
 
 
 @_run
 def cluster_unassign(args: Namespace, cg: ClusterGovernance, actor: UserInfo) -> int:
     r = cg.unassign(actor, args.faces)
-    if args.json:
-        _json(asdict(r))
-        return 0
-    print(f"took {len(r.faces)} face(s) out of their cluster; later runs leave them out (audited)"
-          + (f"; cluster(s) {', '.join(map(str, r.emptied))} left empty and removed" if r.emptied else ""))
-    return 0
+    return _edited(args, r, f"took {len(r.faces)} face(s) out of their cluster; later runs leave them out "
+                            f"(audited){_emptied(r)}")
 
 
 @_run
 def cluster_name(args: Namespace, cg: ClusterGovernance, actor: UserInfo) -> int:
     row = cg.name(actor, args.cluster, args.name)
-    if args.json:
-        _json(asdict(row))
-        return 0
-    print(f"cluster {row.id} named {row.name!r}" if row.name else f"cluster {row.id}: name cleared")
-    return 0
+    return _edited(args, row, f"cluster {row.id} named {row.name!r}" if row.name else f"cluster {row.id}: name cleared")
 
 
 @_run
