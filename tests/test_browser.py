@@ -201,3 +201,24 @@ def test_wrong_password_and_role_pages(browser_chromium, browser_live_server, br
     expect(audrey.locator("header nav a")).to_have_text(["Audit"])
     audrey.goto("/")
     expect(audrey).to_have_url(browser_live_server.url + "/audit")
+
+
+def test_compare_two_photos_shows_the_verdict_and_the_false_match_estimate(browser_login, lfw):
+    ivan = browser_login("ivan")
+    form = ivan.locator("#verify-form")
+    form.locator("#verify-a").set_input_files(lfw("Colin_Powell_0001"))
+    form.locator("#verify-b").set_input_files(lfw("Colin_Powell_0002"))
+    form.get_by_label("Purpose of this comparison (required)").fill("check a witness statement")
+    form.get_by_label("Case of this comparison (required)").fill("CASE-1:1")
+    form.get_by_role("button", name="Compare").click()
+    result = ivan.locator("#verify-result")
+    expect(result).to_have_class(re.compile(r"\bleads\b"))
+    expect(result).to_contain_text("Same person")
+    expect(result).to_contain_text(re.compile(r"(about|fewer than) 1 in [\d,]+ different people score this high"))
+    expect(ivan.locator("#verify-meta")).to_contain_text("false-match rate 0.0001")
+
+    form.locator("#verify-b").set_input_files(lfw("Hugo_Chavez_0001"))
+    form.get_by_role("button", name="Compare").click()
+    expect(result).to_have_class(re.compile(r"\bnone\b"))
+    expect(result).to_contain_text("Not the same person")
+    shot(ivan, "verify")

@@ -139,6 +139,28 @@ function renderResults(r, purpose, caseRef) {
     </a>`).join("");
 }
 
+// ---- verify (1:1) ------------------------------------------------------------------------------------
+function initVerify() {
+  const form = $("#verify-form");
+  if (!form) return;
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const out = $("#verify-result");
+    out.hidden = false;
+    out.className = "verdict";
+    out.textContent = "Comparing…";
+    try {
+      const r = await api("POST", "/api/verify", new FormData(form));
+      out.classList.add(r.same_person ? "leads" : "none");
+      out.textContent = `${r.same_person ? "Same person: a lead for human review" : "Not the same person (no evidence of a match)"} — similarity ${r.similarity.toFixed(3)}; ${r.false_match_words}.`;
+      $("#verify-meta").textContent = r.threshold_rule.charAt(0).toUpperCase() + r.threshold_rule.slice(1) + ".";
+    } catch (err) {
+      out.classList.add("error");
+      out.textContent = err.message;
+    }
+  });
+}
+
 // ---- photo -------------------------------------------------------------------------------------------
 async function initPhoto() {
   const page = $("#photo-page");
@@ -299,5 +321,5 @@ function summarize(r) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  initLogin(); initLogout(); initSearch(); initPhoto(); initCollections(); initAdmin(); initAudit();
+  initLogin(); initLogout(); initSearch(); initVerify(); initPhoto(); initCollections(); initAdmin(); initAudit();
 });
