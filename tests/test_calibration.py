@@ -155,3 +155,6 @@ def test_per_person_weighting_counts_each_pair_of_people_once():
     assert plain.impostor.rate_above(0.4) == pytest.approx(3 / 7)
     assert weighted.impostor.rate_above(0.4) == pytest.approx(1 / 3)  # A-B is one of three pairs of people
     assert weighted.genuine.rate_above(0.99) == pytest.approx(1.0)
+    # one pass serves both weightings: the weighted histograms carry the plain counts
+    for plain_hist, weighted_hist in ((plain.genuine, weighted.genuine), (plain.impostor, weighted.impostor)):
+        assert np.array_equal(weighted_hist.unweighted().counts, plain_hist.counts)

@@ -79,15 +79,13 @@ def eval_verify(args: Namespace) -> int:
         emb = _embed(args, dataset, pack)
         info = info or _dataset_info(emb)
         results[pack] = {"faces": emb.counts(), "embedding_seconds": round(emb.seconds, 1)}
-        for per_person in (False, True):
-            rep = run_verification(emb, pairs_file=args.pairs, max_impostors=args.max_impostors, seed=args.seed,
-                                   per_person=per_person, protocol=not per_person)
-            key = "per_person" if per_person else "all_pairs"
+        for rep in run_verification(emb, pairs_file=args.pairs, max_impostors=args.max_impostors, seed=args.seed):
+            key = "per_person" if rep.per_person else "all_pairs"
             results[pack][key] = rep.to_dict()
             name = f"{pack}, {rep.weighting}"
             _, fmr, fnmr = det_curve(rep.scores)
             curves[name], limits[name] = (fmr, fnmr), 10 / rep.scores.impostor.pairs
-            if not per_person:
+            if not rep.per_person:
                 hists[f"{pack} same person"] = results[pack][key]["histograms"]["genuine"]
                 hists[f"{pack} different people"] = results[pack][key]["histograms"]["impostor"]
             rows.append([pack, rep.weighting, f"{rep.scores.genuine.pairs:,}", f"{rep.scores.impostor.pairs:,}",

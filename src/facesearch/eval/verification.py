@@ -29,6 +29,9 @@ class PairScores:
     impostors_sampled: bool
     seed: int
 
+    def unweighted(self) -> PairScores:
+        return PairScores(self.genuine.unweighted(), self.impostor.unweighted(), self.impostors_sampled, self.seed)
+
 
 def pair_score_histograms(vectors: np.ndarray, labels: np.ndarray, *, max_impostors: int = DEFAULT_MAX_IMPOSTORS,
                           seed: int = 0, block: int = 1024, per_person: bool = False) -> PairScores:
@@ -149,19 +152,23 @@ class VerificationReport:
 
 
 def run_verification(emb: DatasetEmbeddings, *, pairs_file=None, max_impostors: int = DEFAULT_MAX_IMPOSTORS,
-                     seed: int = 0, per_person: bool = False, protocol: bool = True) -> VerificationReport:
-    """NIST counts every pair once; ``per_person`` weights each pair of people once instead, so a
-    dataset's few heavily photographed people (LFW: George W. Bush, 530 photos, 58 % of its
-    same-person pairs) do not set the result."""
+                     seed: int = 0) -> tuple[VerificationReport, VerificationReport]:
+    """Two reports from one pass over the pairs: NIST's, counting every pair once (with the
+    dataset's own protocol, if any), and one weighting each pair of people once, so a dataset's
+    few heavily photographed people (LFW: George W. Bush, 530 photos, 58 % of its same-person
+    pairs) do not set the result."""
     usable = emb.usable
-    scores = pair_score_histograms(emb.vectors[usable], emb.dataset.labels[usable],
-                                   max_impostors=max_impostors, seed=seed, per_person=per_person)
-    points = [tar_at_far(scores, far) for far in FAR_POINTS]
-    eer, eer_t = equal_error_rate(scores)
+    weighted = pair_score_histograms(emb.vectors[usable], emb.dataset.labels[usable],
+                                     max_impostors=max_impostors, seed=seed, per_person=True)
     pairs_file = pairs_file or emb.dataset.pairs_file
-    accuracy = protocol_accuracy(emb, pairs_file) if protocol and pairs_file is not None else None
-    return VerificationReport(emb.pack, scores, points, eer, eer_t, accuracy, len(usable), int(usable.sum()),
-                              per_person)
+    accuracy = protocol_accuracy(emb, pairs_file) if pairs_file is not None else None
+    reports = []
+    for scores, per_person in ((weighted.unweighted(), False), (weighted, True)):
+        eer, eer_t = equal_error_rate(scores)
+        reports.append(VerificationReport(emb.pack, scores, [tar_at_far(scores, far) for far in FAR_POINTS], eer,
+                                          eer_t, None if per_person else accuracy, len(usable), int(usable.sum()),
+                                          per_person))
+    return reports[0], reports[1]
 
 
 def protocol_accuracy(emb: DatasetEmbeddings, pairs_file) -> dict:

@@ -65,6 +65,13 @@ class ScoreHistogram:
         self.raw += raw
         self.counts += raw if weights is None else np.bincount(k, weights=np.ravel(weights), minlength=_NBINS)
 
+    def unweighted(self) -> ScoreHistogram:
+        """The same pairs, each counted once (what ``add`` without weights would have made)."""
+        plain = ScoreHistogram()
+        plain.raw = self.raw.copy()
+        plain.counts = self.raw.astype(np.float64)
+        return plain
+
     @property
     def total(self) -> float:
         return float(self.counts.sum())
