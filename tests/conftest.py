@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -556,6 +557,7 @@ def api_build_env(home: Path, analyzer, layout: dict[str, list[str]], grants: di
     from fastapi.testclient import TestClient
 
     from facesearch.api.app import create_app
+    from facesearch.api.limits import ServerLimits
     from facesearch.engine import Engine
 
     opened = Engine.open(home, backend="faiss")
@@ -565,7 +567,8 @@ def api_build_env(home: Path, analyzer, layout: dict[str, list[str]], grants: di
     accounts = Governance(engine).accounts
     for username, (role, password) in API_USERS.items():
         accounts.add_user(username, password, role)
-    app = create_app(engine)
+    # Folder ingest is allowed from the temporary folders the tests make (it is off by default).
+    app = create_app(engine, limits=ServerLimits(ingest_roots=(Path(tempfile.gettempdir()),)))
     try:
         with TestClient(app) as client:
             env = ApiEnv(home, engine, app, client)

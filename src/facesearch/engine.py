@@ -166,6 +166,13 @@ class Engine:
     def index(self, paths: Iterable[str | Path], collection: str, *, create: bool = True, workers: int = 2,
               progress: bool = True, wait: bool = True, on_wait: Callable[[str], None] | None = None,
               suppress: Callable[[np.ndarray], np.ndarray] | None = None, **options) -> IngestSummary:
+        paths = list(paths)
+        home, uploads = self.home.resolve(), self.uploads.resolve()
+        for raw in paths:  # our own files (catalog, thumbnails, index) are never photos to index
+            real = Path(raw).expanduser().resolve()
+            inside = real.is_relative_to(home) and not real.is_relative_to(uploads)
+            if inside or (real.is_dir() and home.is_relative_to(real)):
+                raise CatalogError(f"{raw}: holds facesearch's own home ({self.home}); it cannot be indexed")
         with self.writing(wait, on_wait):
             try:
                 info = self.collection(collection)

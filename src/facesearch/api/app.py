@@ -23,6 +23,8 @@ from fastapi.staticfiles import StaticFiles
 
 from facesearch.api import schemas
 from facesearch.api.jobs import JobRunner
+from facesearch.api.limits import RequestLimits, ServerLimits
+from facesearch.api.workers import CpuPool, ServerBusy
 from facesearch.catalog import CatalogError
 from facesearch.engine import Engine
 from facesearch.errors import FacesearchError, ImageError, NoFaceError
@@ -56,6 +58,32 @@ def frame_box(info, frame_path: Path) -> tuple[float, float, float, float]:
     return tuple(round(v * scale, 1) for v in info.box)
 
 
+def _store_upload(folder: Path, data: bytes, filename: str | None) -> Path:
+    """Our copy of an uploaded photo, named by its content (never by the client's file name)."""
+    suffix = Path(filename or "").suffix.lower()[:8]
+    path = folder / f"{hashlib.sha256(data).hexdigest()}{suffix}"
+    path.write_bytes(data)
+    return path
+
+
+def _remove_uploads(paths: list[Path], engine: Engine) -> None:
+    """Remove our uploaded copies that no catalog row points at (those are kept with their image)."""
+    catalogued = engine.catalog.image_paths_in([str(p.resolve()) for p in paths])
+    for path in paths:
+        if str(path.resolve()) not in catalogued:
+            path.unlink(missing_ok=True)
+
+
+def _upright_jpeg(path: Path) -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.fromarray(load_image(path)).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
 RETENTION_ACTOR = UserInfo(0, "system:retention", "admin")
 
 
@@ -70,10 +98,13 @@ async def _retention_sweeps(gov: Governance, every_s: float) -> None:
 
 
 def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: LoginThrottle | None = None,
-               retention_every_s: float | None = None) -> FastAPI:
+               retention_every_s: float | None = None, limits: ServerLimits | None = None) -> FastAPI:
     gov = Governance(engine)
     throttle = login_throttle or LoginThrottle()
     jobs = JobRunner()
+    limits = limits or ServerLimits()
+    # Every look at pixels or a model runs here, bounded: the event loop only routes requests.
+    cpu = CpuPool(limits.cpu_workers, limits.cpu_queue, limits.request_time_limit_s)
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         sweeper = asyncio.create_task(_retention_sweeps(gov, retention_every_s)) if retention_every_s else None
@@ -81,22 +112,33 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
         if sweeper:
             sweeper.cancel()
         jobs.shutdown()  # let a running ingest finish its current image and save the index
+        cpu.shutdown()
 
     app = FastAPI(title="facesearch", version="0.1.0", lifespan=lifespan,
                   description="Self-hosted, accountable face search. Every search needs a purpose and a case "
                               "reference and is written to a hash-chained audit log.")
     app.state.governance = gov
     app.state.jobs = jobs
+    app.state.cpu = cpu
+    app.state.limits = limits
+    app.add_middleware(RequestLimits, max_body_bytes=limits.max_body_bytes, body_timeout_s=limits.body_timeout_s)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 
     # -- errors -> HTTP --------------------------------------------------------------------------
     status_of = [(PermissionDenied, 403), (MissingJustification, 422), (NoFaceError, 422), (ImageError, 400),
-                 (AccountError, 400), (HomeBusyError, 409), (CatalogError, 404), (FacesearchError, 400)]
+                 (AccountError, 400), (HomeBusyError, 409), (ServerBusy, 503), (CatalogError, 404),
+                 (FacesearchError, 400)]
 
     @app.exception_handler(FacesearchError)
     async def facesearch_error(_request: Request, exc: FacesearchError) -> JSONResponse:
         code = next(code for kind, code in status_of if isinstance(exc, kind))
-        return JSONResponse({"detail": str(exc)}, status_code=code)
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, ServerBusy) else None
+        return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
+
+    @app.exception_handler(MemoryError)
+    async def out_of_memory(_request: Request, _exc: MemoryError) -> JSONResponse:
+        return JSONResponse({"detail": "not enough memory for this request right now: try again later"},
+                            status_code=503, headers={"Retry-After": "30"})
 
     # -- authentication ----------------------------------------------------------------------------
 
@@ -231,12 +273,16 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
                 job.done, job.total = done, total
                 job.images_indexed, job.faces_indexed = summary.images_indexed, summary.faces_indexed
 
-            summary = gov.ingest(who.user, paths, name, create=False, progress=False, on_progress=progress)
+            try:
+                summary = gov.ingest(who.user, paths, name, create=False, progress=False, on_progress=progress)
+            except BaseException:
+                if kind == "upload":  # the run failed as a whole: what it did not catalogue goes
+                    _remove_uploads(paths, engine)
+                raise
             job.failed = [list(x) for x in summary.failed]
             job.skipped = [list(x) for x in summary.skipped]
-            if kind == "upload":  # our copies of files that could not be indexed are not kept
-                for source, _reason in summary.failed + summary.skipped:
-                    Path(source).unlink(missing_ok=True)
+            if kind == "upload":  # our copies of files that were not catalogued are not kept
+                _remove_uploads(paths, engine)
 
         return schemas.JobOut(**jobs.submit(name, kind, work).to_dict())
 
@@ -248,23 +294,24 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
         info = engine.collection(name)
         target = engine.uploads / f"c{info.id}"
         target.mkdir(parents=True, exist_ok=True)
-        saved = []
-        for upload in files:
-            data = await upload.read(MAX_UPLOAD_BYTES + 1)
-            if len(data) > MAX_UPLOAD_BYTES:
-                raise HTTPException(413, f"{upload.filename}: larger than {MAX_UPLOAD_BYTES // 2**20} MB")
-            suffix = Path(upload.filename or "").suffix.lower()[:8]
-            path = target / f"{hashlib.sha256(data).hexdigest()}{suffix}"
-            path.write_bytes(data)
-            saved.append(path)
-        return start_ingest(who, name, saved, "upload")
+        saved: list[Path] = []
+        try:
+            for upload in files:
+                data = await upload.read(MAX_UPLOAD_BYTES + 1)
+                if len(data) > MAX_UPLOAD_BYTES:
+                    raise HTTPException(413, f"{upload.filename}: larger than {MAX_UPLOAD_BYTES // 2**20} MB")
+                saved.append(await asyncio.to_thread(_store_upload, target, data, upload.filename))
+            return start_ingest(who, name, saved, "upload")
+        except BaseException:
+            # Never an orphan: an upload is either handed to a job (which catalogues or removes
+            # each file) or removed here.
+            _remove_uploads(saved, engine)
+            raise
 
     @app.post("/api/collections/{name}/ingest-folder", response_model=schemas.JobOut, status_code=202,
               tags=["collections"])
     def ingest_folder(name: str, body: schemas.FolderIngest, who: Admin) -> schemas.JobOut:
-        folder = Path(body.path)
-        if not folder.is_dir():
-            raise HTTPException(400, f"{folder}: not a folder on the server")
+        folder = limits.allowed_ingest_folder(body.path, engine.home)
         return start_ingest(who, name, [folder], "folder")
 
     @app.get("/api/jobs/{job_id}", response_model=schemas.JobOut, tags=["collections"])
@@ -293,8 +340,9 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
                      top_k: Annotated[int, Form(ge=1, le=200)] = 20,
                      face: Annotated[int | None, Form()] = None) -> schemas.SearchOut:
         data = await read_probe(probe)
-        result = gov.search(who.user, data, purpose=purpose, case_ref=case_ref, collections=collections or None,
-                            top_k=top_k, face_index=face, probe_name=probe.filename or "probe")
+        result = await cpu.run(gov.search, who.user, data, purpose=purpose, case_ref=case_ref,
+                               collections=collections or None, top_k=top_k, face_index=face,
+                               probe_name=probe.filename or "probe")
         return search_out(result)
 
     def search_out(result) -> schemas.SearchOut:
@@ -325,8 +373,9 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
                      purpose: Annotated[str, Form(min_length=1)], case_ref: Annotated[str, Form(min_length=1)],
                      face_a: Annotated[int | None, Form()] = None,
                      face_b: Annotated[int | None, Form()] = None) -> schemas.VerifyOut:
-        result = gov.verify(who.user, await read_probe(a), await read_probe(b), purpose=purpose, case_ref=case_ref,
-                            face_a=face_a, face_b=face_b, names=(a.filename or "a", b.filename or "b"))
+        result = await cpu.run(gov.verify, who.user, await read_probe(a), await read_probe(b), purpose=purpose,
+                               case_ref=case_ref, face_a=face_a, face_b=face_b,
+                               names=(a.filename or "a", b.filename or "b"))
         data = result.to_dict()
         return schemas.VerifyOut(**{k: data[k] for k in schemas.VerifyOut.model_fields if k != "faces"},
                                  faces=[dict(f) for f in data["faces"]])
@@ -357,20 +406,15 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
 
     @app.get("/api/faces/{face_id}/photo", tags=["faces"])
-    def photo(face_id: int, who: Searcher, purpose: str = "", case_ref: str = "") -> Response:
-        access = gov.photo(who.user, face_id, purpose=purpose, case_ref=case_ref)
+    async def photo(face_id: int, who: Searcher, purpose: str = "", case_ref: str = "") -> Response:
+        access = await asyncio.to_thread(gov.photo, who.user, face_id, purpose=purpose, case_ref=case_ref)
         if not access.path.is_file():
             raise HTTPException(404, "the source photo is no longer at its recorded path")
         if access.is_video_frame:
             return FileResponse(access.path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
-        # Re-encode upright: browsers differ on EXIF orientation, the boxes are for the upright image.
-        from io import BytesIO
-
-        from PIL import Image
-
-        buffer = BytesIO()
-        Image.fromarray(load_image(access.path)).save(buffer, format="JPEG", quality=90)
-        return Response(buffer.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
+        # Re-encoded upright (browsers differ on EXIF orientation; the boxes are for the upright image).
+        jpeg = await cpu.run(_upright_jpeg, access.path)
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
 
     # -- erasure and opt-out (admin) ---------------------------------------------------------------
 
@@ -384,7 +428,7 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
     async def erase_like(who: Admin, probe: Annotated[UploadFile, File()],
                          min_score: Annotated[float, Form(gt=0.0, le=1.0)],
                          reason: Annotated[str, Form()] = "") -> schemas.EraseOut:
-        report = gov.erase(who.user, like=await read_probe(probe), min_score=min_score, reason=reason)
+        report = await cpu.run(gov.erase, who.user, like=await read_probe(probe), min_score=min_score, reason=reason)
         return schemas.EraseOut(**report.__dict__)
 
     @app.post("/api/retention", response_model=schemas.RetentionOut, tags=["erasure"])
@@ -396,7 +440,7 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
     @app.post("/api/optouts", status_code=201, tags=["erasure"])
     async def opt_out(who: Admin, probe: Annotated[UploadFile, File()],
                       reference: Annotated[str, Form(min_length=1)]) -> dict:
-        optout_id = gov.opt_out(who.user, await read_probe(probe), reference)
+        optout_id = await cpu.run(gov.opt_out, who.user, await read_probe(probe), reference)
         return {"id": optout_id, "threshold": gov.optouts.threshold}
 
     @app.get("/api/optouts", tags=["erasure"])
@@ -436,10 +480,10 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
     from facesearch.api.subjects import add_subject_routes  # galleries, subjects, matching, decisions
     from facesearch.api.web import add_web_routes
 
-    add_subject_routes(app, gov, role)
+    add_subject_routes(app, gov, role, cpu)
     from facesearch.api.clusters import add_cluster_routes  # clusters of unknown faces
 
-    add_cluster_routes(app, gov, role)
+    add_cluster_routes(app, gov, role, cpu)
     add_web_routes(app, gov)
 
     return app

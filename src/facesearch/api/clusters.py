@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query
 from pydantic import BaseModel, Field
 
+from facesearch.api.workers import CpuPool
 from facesearch.clusters import ClusterDetail, ClusterInfo, ClusterRun
 from facesearch.governance import Governance
 from facesearch.governance.clusters import CLUSTER_ROLES, ClusterGovernance
@@ -160,18 +161,19 @@ def _run_out(r: ClusterRun) -> RunOut:
 # -- the routes ---------------------------------------------------------------------------------------------
 
 
-def add_cluster_routes(app: FastAPI, gov: Governance, role: Callable[..., Callable]) -> ClusterGovernance:
-    """Register the routes; ``role(*roles)`` is the app's role-checking dependency factory."""
+def add_cluster_routes(app: FastAPI, gov: Governance, role: Callable[..., Callable], cpu: CpuPool) -> ClusterGovernance:
+    """Register the routes; ``role(*roles)`` is the app's role-checking dependency factory, ``cpu``
+    the bounded pool that clustering runs on."""
     clusters = ClusterGovernance(gov)
     app.state.clusters = clusters
     Member = Annotated[Any, Depends(role(*CLUSTER_ROLES))]
     tags = ["clusters"]
 
     @app.post("/api/collections/{name}/clusters/run", response_model=RunOut, tags=tags)
-    def run_clustering(name: str, who: Member, body: RunRequest | None = None) -> RunOut:
+    async def run_clustering(name: str, who: Member, body: RunRequest | None = None) -> RunOut:
         """Cluster the collection's faces: the new ones only, after the first run (``full`` re-clusters all)."""
         # never waits for an ingest to finish: 409 while one runs
-        return _run_out(clusters.run(who.user, name, full=bool(body and body.full), wait=False))
+        return _run_out(await cpu.run(clusters.run, who.user, name, full=bool(body and body.full), wait=False))
 
     @app.get("/api/collections/{name}/clusters", response_model=OverviewOut, tags=tags)
     def list_clusters(name: str, who: Member, limit: Annotated[int, Query(ge=1, le=10_000)] = 500,

@@ -43,7 +43,8 @@ class ApiKeyOut(BaseModel):
 class NewCollection(BaseModel):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[\w.\- ]+$")
     legal_basis: str = Field(min_length=1, description="why these photos may be processed")
-    retention_days: int | None = None
+    retention_days: int | None = Field(default=None, ge=1, le=36_500,
+                                       description="days a photo is kept (1..36500); none: until erased")
     keep_thumbnails: bool = True
 
 

@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, UploadFi
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from facesearch.api.workers import CpuPool
 from facesearch.catalog.subjects import DecisionInfo, GalleryInfo, SubjectFaceInfo, SubjectInfo
 from facesearch.governance import Governance, PermissionDenied
 from facesearch.governance.subjects import SUBJECT_ROLES, SubjectGovernance
@@ -261,8 +262,9 @@ def _estimate(c: Any) -> dict:
 # -- the routes ---------------------------------------------------------------------------------------------
 
 
-def add_subject_routes(app: FastAPI, gov: Governance, role: Callable[..., Callable]) -> SubjectGovernance:
-    """Register the routes; ``role(*roles)`` is the app's role-checking dependency factory."""
+def add_subject_routes(app: FastAPI, gov: Governance, role: Callable[..., Callable], cpu: CpuPool) -> SubjectGovernance:
+    """Register the routes; ``role(*roles)`` is the app's role-checking dependency factory, ``cpu``
+    the bounded pool that every photo and model job runs on."""
     subjects = SubjectGovernance(gov)
     app.state.subjects = subjects
     Member = Annotated[Any, Depends(role(*SUBJECT_ROLES))]
@@ -361,7 +363,7 @@ def add_subject_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
             if len(data) > MAX_PHOTO_BYTES:
                 raise HTTPException(413, f"{upload.filename}: larger than {MAX_PHOTO_BYTES // 2**20} MB")
             photos.append((upload.filename or "photo", data))
-        return enrol_out(subjects.enroll(who.user, subject_id, photos, face_index=face))
+        return enrol_out(await cpu.run(subjects.enroll, who.user, subject_id, photos, face_index=face))
 
     @app.post("/api/subjects/{subject_id}/faces/from-index", response_model=EnrolOut, tags=tags)
     def enrol_faces(subject_id: int, body: FaceIds, who: Member) -> EnrolOut:
@@ -411,8 +413,9 @@ def add_subject_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
         data = await probe.read(MAX_PHOTO_BYTES + 1)
         if len(data) > MAX_PHOTO_BYTES:
             raise HTTPException(413, f"probe larger than {MAX_PHOTO_BYTES // 2**20} MB")
-        result = subjects.identify(who.user, data, purpose=purpose, case_ref=case_ref, galleries=galleries or None,
-                                   top_k=top_k, fusion=fusion, face_index=face, probe_name=probe.filename or "probe")
+        result = await cpu.run(subjects.identify, who.user, data, purpose=purpose, case_ref=case_ref,
+                               galleries=galleries or None, top_k=top_k, fusion=fusion, face_index=face,
+                               probe_name=probe.filename or "probe")
         out = result.to_dict()
         out["probe"] = {k: v for k, v in out["probe"].items() if k != "source"} if out["probe"] else None
         out["candidates"] = [SubjectCandidateOut(

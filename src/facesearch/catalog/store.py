@@ -8,6 +8,7 @@ the whole image or nothing.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +25,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from facesearch.catalog.schema import Collection, FaceRecord, ImageRecord, IngestEvent
 from facesearch.errors import FacesearchError
+
+log = logging.getLogger(__name__)
+
+#: A collection keeps photos between one day and a hundred years (None: until erased).
+MIN_RETENTION_DAYS, MAX_RETENTION_DAYS = 1, 36_500
+
+
+def valid_retention_days(days: object) -> bool:
+    """The one rule for a retention period, used when it is set and when it is swept."""
+    return isinstance(days, int) and not isinstance(days, bool) and MIN_RETENTION_DAYS <= days <= MAX_RETENTION_DAYS
+
 
 
 class CatalogError(FacesearchError):
@@ -128,6 +140,9 @@ class Catalog:
 
     def create_collection(self, name: str, pack: str, legal_basis: str = "",
                           retention_days: int | None = None, keep_thumbnails: bool = True) -> CollectionInfo:
+        if retention_days is not None and not valid_retention_days(retention_days):
+            raise CatalogError(f"retention must be between {MIN_RETENTION_DAYS} and {MAX_RETENTION_DAYS:,} days "
+                               f"(got {retention_days}); leave it out to keep photos until erased")
         with self.session() as s:
             row = Collection(name=name, pack=pack, legal_basis=legal_basis,
                              retention_days=retention_days, keep_thumbnails=keep_thumbnails)
@@ -158,6 +173,15 @@ class Catalog:
         return _collection_info(row, images, faces)
 
     # -- ingest ---------------------------------------------------------------------------------
+
+    def image_paths_in(self, sources: list[str]) -> set[str]:
+        """Which of ``sources`` some catalogued image points at."""
+        found: set[str] = set()
+        with self.session() as s:
+            for start in range(0, len(sources), 500):
+                chunk = sources[start:start + 500]
+                found.update(s.scalars(select(ImageRecord.source).where(ImageRecord.source.in_(chunk))))
+        return found
 
     def known_hashes(self, collection_id: int) -> set[str]:
         with self.session() as s:
@@ -262,6 +286,12 @@ class Catalog:
                              .where(Collection.retention_days.is_not(None)))
             out: dict[int, list[int]] = {}
             for collection_id, days, image_id, ingested_at in rows:
+                if not valid_retention_days(days):
+                    # Written around the checks (by hand in the database): that collection is
+                    # left alone and reported, the sweep goes on for every other one.
+                    log.error("collection %s has an invalid retention period (%r days): not swept",
+                              collection_id, days)
+                    continue
                 if ingested_at < now - timedelta(days=days):
                     out.setdefault(collection_id, []).append(image_id)
             return out

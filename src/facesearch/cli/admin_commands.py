@@ -22,6 +22,7 @@ def serve(args: Namespace) -> int:
     import uvicorn
 
     from facesearch.api.app import create_app
+    from facesearch.api.limits import ServerLimits
 
     engine = Engine.open(args.home, backend=args.backend, database_url=args.db, pack=args.pack)
     gov = Governance(engine)
@@ -29,10 +30,18 @@ def serve(args: Namespace) -> int:
         print("facesearch: no admin yet: create one first with `facesearch user add NAME --role admin`",
               file=sys.stderr)
         return 2
+    try:
+        limits = ServerLimits.from_env(cpu_workers=args.cpu_workers, cpu_queue=args.cpu_queue,
+                                       ingest_roots=tuple(args.ingest_root) if args.ingest_root else None)
+    except ValueError as exc:
+        print(f"facesearch: {exc}", file=sys.stderr)
+        return 2
     engine.analyzer  # noqa: B018 - load the models before the first request, not during it
-    app = create_app(engine, secure_cookies=args.secure_cookies, retention_every_s=args.retention_hours * 3600)
+    app = create_app(engine, secure_cookies=args.secure_cookies, retention_every_s=args.retention_hours * 3600,
+                     limits=limits)
     print(f"facesearch serving {engine.home} on http://{args.host}:{args.port} (OpenAPI: /docs)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # Idle connections are closed after 5 s; slow request bodies are cut by RequestLimits.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5)
     return 0
 
 

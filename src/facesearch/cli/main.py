@@ -208,16 +208,33 @@ def _add_engine_commands(sub) -> None:
     p.set_defaults(handler=ec.doctor)
 
 
+def _port(raw: str) -> int:
+    try:
+        port = int(raw)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a port number (1..65535)")
+    return port
+
+
 def _add_admin_commands(sub) -> None:
     from facesearch.cli import admin_commands as ac
 
     p = sub.add_parser("serve", help="run the web app and REST API")
     _home_args(p)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (behind HTTPS)")
     p.add_argument("--retention-hours", type=float, default=6.0,
                    help="erase images past their collection's retention period at start and every N hours")
+    p.add_argument("--ingest-root", type=Path, action="append", metavar="DIR",
+                   help="a folder under which admins may ingest server folders (repeatable; default: none, "
+                        "or FACESEARCH_INGEST_ROOTS)")
+    p.add_argument("--cpu-workers", type=int, default=None,
+                   help="photo/model jobs run at once (default 2, or FACESEARCH_CPU_WORKERS)")
+    p.add_argument("--cpu-queue", type=int, default=None,
+                   help="jobs that may wait beyond those before 503 (default 8, or FACESEARCH_CPU_QUEUE)")
     p.set_defaults(handler=ac.serve)
 
     p = sub.add_parser("retention", help="images past their collection's retention period: list, or --apply")

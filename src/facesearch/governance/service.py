@@ -195,7 +195,14 @@ class Governance:
 
     def ingest(self, actor: UserInfo, paths: list[str | Path], collection: str, **options) -> IngestSummary:
         self.require(actor, "admin")
-        summary = self.engine.index(paths, collection, suppress=self.optouts.blocked, **options)
+        try:
+            summary = self.engine.index(paths, collection, suppress=self.optouts.blocked, **options)
+        except BaseException as exc:
+            # A run always leaves a record, also when it fails as a whole (what it committed
+            # before failing stays, and is found by the next run's resume).
+            self.audit.append(actor.username, "ingest_failed", {
+                "collection": collection, "error": type(exc).__name__, "reason": str(exc)[:300]})
+            raise
         self.audit.append(actor.username, "ingest", {
             "collection": collection, "run_id": summary.run_id, "images": summary.images_indexed,
             "faces": summary.faces_indexed, "suppressed": summary.faces_suppressed,

@@ -10,15 +10,29 @@ faces of a batch together, write thumbnails, then commit the image and its faces
 transaction and add the vectors to the index. The index is saved every
 ``save_every_s`` and at the end; after a crash the catalog is the truth and the index is
 reconciled from it, so a rerun resumes where the last committed image left off.
+
+Streaming with bounded memory: decoding runs at most ``prefetch`` files ahead of the
+detector (a bounded window, not one task per file), photos are held at working
+resolution (:func:`open_photo`) and dropped as soon as their faces are committed, so
+memory does not depend on how many files a folder holds.
+
+Failure isolation: anything that goes wrong with one file (unreadable, FIFO or device,
+not UTF-8-named, vanished, out of memory in the detector, ...) is journalled with its
+reason and the run goes on; a batch that fails is retried photo by photo so that only
+the culprit is lost. Symbolic links that lead out of a given folder are not followed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import stat
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +43,8 @@ from tqdm import tqdm
 from facesearch.catalog import Catalog, CollectionInfo, NewFace, ThumbnailStore
 from facesearch.errors import ImageError, NotAnImageError, NotAVideoError
 from facesearch.index import VectorIndex
-from facesearch.pipeline import Face, FaceAnalyzer, load_image
+from facesearch.pipeline import Face, FaceAnalyzer
+from facesearch.pipeline.imageio import Photo, display_name, open_photo, read_file
 from facesearch.pipeline.tracking import faces_from_video
 from facesearch.pipeline.video import DEFAULT_SAMPLE_FPS, VIDEO_EXTENSIONS
 
@@ -61,26 +76,104 @@ class IngestSummary:
         return self.faces_indexed / self.seconds if self.seconds else 0.0
 
 
+log = logging.getLogger(__name__)
+
+
 @dataclass
 class _Loaded:
     path: Path
     sha256: str | None = None
     size: int = 0
-    pixels: np.ndarray | None = None
+    photo: Photo | None = None
     error: ImageError | None = None
     video: bool = False  # decoded later, frame by frame, not here
 
+    @property
+    def name(self) -> str:
+        return display_name(self.path)
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A path found while listing that is not read at all, with the reason."""
+
+    path: Path
+    reason: str
+
 
 def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Every regular file under the given files/folders, recursively, in a stable order."""
+    """Every file under the given files/folders, recursively, in a stable order."""
+    for entry in _walk(paths):
+        if isinstance(entry, Path):
+            yield entry
+
+
+def _walk(paths: Iterable[str | Path]) -> Iterator[Path | _Refused]:
+    """Files to read under ``paths``, and the entries refused while listing.
+
+    Hidden files and folders are left out; every other non-folder entry is yielded (a FIFO
+    or device is refused by the loader, with its reason, rather than silently dropped).
+    Symbolic links are followed only while they stay inside the given folder.
+    """
     for raw in paths:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and not any(part.startswith(".") for part in child.relative_to(path).parts):
-                    yield child
-        else:
-            yield path  # a missing path is reported by the loader, not silently dropped
+        root = Path(raw).expanduser()
+        if not root.is_dir():
+            yield root  # a missing path is reported by the loader, not silently dropped
+            continue
+        real_root = root.resolve()
+        for folder, dirs, files in os.walk(root, followlinks=False, onerror=None):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            here = Path(folder)
+            for name in sorted(files + [d for d in list(dirs) if (here / d).is_symlink()]):
+                if name.startswith("."):
+                    continue
+                child = here / name
+                if child.is_symlink():
+                    target = child.resolve()
+                    if not target.is_relative_to(real_root):
+                        yield _Refused(child, "symbolic link leads out of the folder: not followed")
+                        continue
+                    if target.is_dir():
+                        continue  # its files are listed where they really are
+                yield child
+
+
+def _load(path: Path | _Refused) -> _Loaded:
+    """Read, hash and decode one file; never raises for a per-file problem."""
+    if isinstance(path, _Refused):
+        return _Loaded(path.path, error=NotAnImageError(display_name(path.path), path.reason))
+    try:
+        return _read(path)
+    except ImageError as exc:
+        return _Loaded(path, error=type(exc)(display_name(path), exc.reason))
+    except MemoryError:
+        return _Loaded(path, error=ImageError(display_name(path), "out of memory while decoding"))
+    except Exception as exc:  # noqa: BLE001 - one bad file must never end the run
+        log.warning("unexpected error reading a file: %s", type(exc).__name__)
+        return _Loaded(path, error=ImageError(display_name(path), f"cannot read: {type(exc).__name__}: {exc}"))
+
+
+def _read(path: Path) -> _Loaded:
+    name = display_name(path)
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise NotAnImageError(name, "file name is not valid UTF-8: rename the file to index it") from None
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        try:
+            info = path.stat()
+        except OSError as exc:
+            raise ImageError(name, f"cannot read: {exc.strerror or exc}") from exc
+        if stat.S_ISREG(info.st_mode):
+            sha, size = _hash_file(path)  # streamed: videos can be larger than memory
+            return _Loaded(path, sha, size, video=True)
+    data = read_file(path)
+    loaded = _Loaded(path, hashlib.sha256(data).hexdigest(), len(data))
+    try:
+        loaded.photo = open_photo(data)
+    except ImageError as exc:
+        loaded.error = type(exc)(name, exc.reason)
+    return loaded
 
 
 def _hash_file(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
@@ -92,25 +185,15 @@ def _hash_file(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _load(path: Path) -> _Loaded:
-    if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
-        try:
-            sha, size = _hash_file(path)  # streamed: videos can be larger than memory
-        except OSError as exc:
-            return _Loaded(path, error=ImageError(path, f"cannot read: {exc.strerror or exc}"))
-        return _Loaded(path, sha, size, video=True)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return _Loaded(path, error=ImageError(path, "no such file"))
-    except OSError as exc:
-        return _Loaded(path, error=ImageError(path, f"cannot read: {exc.strerror or exc}"))
-    loaded = _Loaded(path, hashlib.sha256(data).hexdigest(), len(data))
-    try:
-        loaded.pixels = load_image(data)
-    except ImageError as exc:
-        loaded.error = type(exc)(path, exc.reason)
-    return loaded
+def _prefetched(pool: ThreadPoolExecutor, entries: Iterable[Path | _Refused], window: int) -> Iterator[_Loaded]:
+    """``_load`` of each entry in order, at most ``window`` of them decoded ahead."""
+    pending: deque[Future[_Loaded]] = deque()
+    for entry in entries:
+        pending.append(pool.submit(_load, entry))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 class Ingestor:
@@ -139,14 +222,15 @@ class Ingestor:
 
     def run(self, paths: Iterable[str | Path], progress: bool = True) -> IngestSummary:
         summary = IngestSummary(uuid.uuid4().hex[:12], self.collection.name)
-        files = list(iter_files(paths))
+        files = list(_walk(paths))  # paths only: cheap even for a million files
         known = self.catalog.known_hashes(self.collection.id)
         seen_in_run: set[str] = set()
         start = last_save = time.monotonic()
         bar = tqdm(total=len(files), unit="img", desc=f"indexing into {self.collection.name}",
                    disable=not progress, dynamic_ncols=True)
         with ThreadPoolExecutor(self.workers) as pool:
-            loaded_iter = pool.map(_load, files)
+            # Bounded: decoding stays a batch and a bit ahead of the detector, never a folder.
+            loaded_iter = _prefetched(pool, files, self.batch_images + self.workers)
             batch: list[_Loaded] = []
             for loaded in loaded_iter:
                 summary.files_seen += 1
@@ -181,7 +265,7 @@ class Ingestor:
 
     def _triage(self, loaded: _Loaded, known: set[str], seen: set[str], summary: IngestSummary) -> bool:
         """Journal what will not be processed; True when the file goes on to detection."""
-        source = str(loaded.path)
+        source = loaded.name
         if loaded.sha256 is not None and loaded.sha256 in known:
             summary.already_indexed += 1
             return False
@@ -200,12 +284,25 @@ class Ingestor:
         return True
 
     def _process(self, batch: list[_Loaded], summary: IngestSummary) -> None:
-        pixels = [item.pixels for item in batch]
-        detections = self.analyzer.detector.detect_batch(pixels)
-        all_faces = self.analyzer.faces_from_detections(pixels, detections, embed=True)
+        try:
+            all_faces = self.analyzer.analyze_photos([item.photo for item in batch], embed=True)
+        except Exception as exc:  # noqa: BLE001 - find the one photo that fails, keep the others
+            if len(batch) > 1:
+                log.warning("a batch of %d photos failed (%s): retrying them one by one", len(batch),
+                            type(exc).__name__)
+                for item in batch:
+                    self._process([item], summary)
+                return
+            self._fail(batch[0], _analysis_failure(exc), summary)
+            return
         for item, faces in zip(batch, all_faces):
             self._commit(item, self._keep(faces, faces, summary), summary)
-            item.pixels = None  # free memory early
+            item.photo = None  # free memory early
+
+    def _fail(self, item: _Loaded, reason: str, summary: IngestSummary) -> None:
+        summary.failed.append((item.name, reason))
+        self.catalog.journal(summary.run_id, self.collection.id, item.name, "failed", reason, item.sha256)
+        item.photo = None
 
     def _keep(self, faces: list[Face], items: list, summary: IngestSummary) -> list:
         """The ``items`` (one per face) whose face is big enough and not opted out."""
@@ -218,13 +315,16 @@ class Ingestor:
         return [item for _, item in kept]
 
     def _process_video(self, item: _Loaded, summary: IngestSummary) -> None:
-        source = str(item.path)
+        source = item.name
         try:
             video = faces_from_video(self.analyzer, item.path, fps=self.video_fps)
         except ImageError as exc:  # VideoError is one: a bad input file, journalled and skipped
             outcome = "skipped" if isinstance(exc, NotAVideoError) else "failed"
             (summary.skipped if outcome == "skipped" else summary.failed).append((source, exc.reason))
             self.catalog.journal(summary.run_id, self.collection.id, source, outcome, exc.reason, item.sha256)
+            return
+        except Exception as exc:  # noqa: BLE001 - one bad video must never end the run
+            self._fail(item, _analysis_failure(exc), summary)
             return
         tracked = [(track, tf) for track in video.tracks for tf in track.faces]
         kept = self._keep([tf.face for _, tf in tracked], tracked, summary)
@@ -241,7 +341,7 @@ class Ingestor:
                                      (round(track.start_s, 3), round(track.end_s, 3))))
         meta = video.metadata
         with self.lock:
-            ids = self.catalog.add_image(self.collection.id, item.sha256, str(item.path.resolve()), meta.width,
+            ids = self.catalog.add_image(self.collection.id, item.sha256, display_name(item.path.resolve()), meta.width,
                                          meta.height, item.size, new_faces, self.analyzer.pack.name,
                                          media="video", duration_s=meta.duration_s)
             if ids:
@@ -256,23 +356,37 @@ class Ingestor:
                              if ids else "video: no face found", item.sha256, len(ids))
 
     def _commit(self, item: _Loaded, faces: list[Face], summary: IngestSummary) -> None:
-        image = item.pixels
+        photo = item.photo
+        assert photo is not None
+        sx, sy = photo.scale
         new_faces = []
         for rank, face in enumerate(faces):
             thumb = None
             if self.collection.keep_thumbnails:
-                thumb = self.thumbnails.write(image, face.box, self.collection.id, item.sha256, rank)
+                # Thumbnails (112 px) come from the working pixels: they never need more.
+                x1, y1, x2, y2 = face.box
+                thumb = self.thumbnails.write(photo.pixels, (x1 / sx, y1 / sy, x2 / sx, y2 / sy),
+                                              self.collection.id, item.sha256, rank)
             new_faces.append(NewFace(rank, face.box, face.landmarks.round(2).tolist(), face.det_score,
                                      face.quality.score, face.quality.issues, face.embedding, thumb))
+        width, height = photo.full_size
         with self.lock:
-            ids = self.catalog.add_image(self.collection.id, item.sha256, str(item.path.resolve()),
-                                         image.shape[1], image.shape[0], item.size, new_faces,
-                                         self.analyzer.pack.name)
+            ids = self.catalog.add_image(self.collection.id, item.sha256, display_name(item.path.resolve()),
+                                         width, height, item.size, new_faces, self.analyzer.pack.name)
             if ids:
                 self.index.add(np.array(ids, np.int64), np.stack([f.embedding for f in faces]))
         if not ids:
             summary.images_without_faces += 1
         summary.images_indexed += 1
         summary.faces_indexed += len(ids)
-        self.catalog.journal(summary.run_id, self.collection.id, str(item.path), "indexed",
+        self.catalog.journal(summary.run_id, self.collection.id, item.name, "indexed",
                              "" if ids else "no face found", item.sha256, len(ids))
+
+
+def _analysis_failure(exc: BaseException) -> str:
+    """A journal reason for a photo the detector or embedder could not process."""
+    if isinstance(exc, MemoryError) or "alloc" in str(exc).lower():
+        return "out of memory while detecting faces in this photo"
+    if isinstance(exc, ImageError):
+        return exc.reason
+    return f"face analysis failed: {type(exc).__name__}"

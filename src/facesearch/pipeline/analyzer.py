@@ -3,6 +3,10 @@
 Models are opened once per process and reused; ``analyze_batch`` detects across images
 in batches and embeds all their faces in batches, which is where a CPU gains most on
 photos with many faces.
+
+Photos are looked at in working resolution (:func:`open_photo`); faces are reported in the
+original's coordinates, and a face too small in working resolution to fill the 112-px
+crop is aligned from the full-resolution pixels, decoded again for that photo alone.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from facesearch.models import ModelPack, load_pack, open_session
 from facesearch.pipeline.align import align_face
 from facesearch.pipeline.detect import Detections, DetectorConfig, ScrfdDetector
 from facesearch.pipeline.embed import ArcFaceEmbedder
-from facesearch.pipeline.imageio import ImageSource, load_image
+from facesearch.pipeline.imageio import ImageSource, Photo, open_photo
 from facesearch.pipeline.quality import FaceQuality, assess_quality
+
+#: A face narrower than this in working resolution is aligned from full resolution.
+ALIGN_MIN_PX = 112.0
 
 
 @dataclass
@@ -90,30 +97,52 @@ class FaceAnalyzer:
         return self.analyze_batch([image], embed=embed)[0]
 
     def analyze_batch(self, images: list[ImageSource], *, embed: bool = True) -> list[list[Face]]:
-        pixels = [load_image(img) for img in images]
-        detections = self.detector.detect_batch(pixels)
-        return self.faces_from_detections(pixels, detections, embed=embed)
+        return self.analyze_photos([open_photo(img) for img in images], embed=embed)
+
+    def analyze_photos(self, photos: list[Photo], *, embed: bool = True) -> list[list[Face]]:
+        """Faces of each photo, in its original's pixel coordinates."""
+        detections = self.detector.detect_batch([photo.pixels for photo in photos])
+        results: list[list[Face]] = []
+        crops: list[np.ndarray] = []
+        for photo, dets in zip(photos, detections):
+            sx, sy = photo.scale
+            full = dets.scaled(sx, sy)
+            if photo.reduced and len(dets) and float(np.min(dets.boxes[:, 2:] - dets.boxes[:, :2])) < ALIGN_MIN_PX:
+                source, landmarks = photo.full_pixels(), full.landmarks  # small faces: full detail
+            else:
+                source, landmarks = photo.pixels, dets.landmarks
+            results.append(self._assess(source, full, landmarks, crops))
+            del source
+        if embed and crops:
+            self._embed_into(results, crops)
+        return results
 
     def faces_from_detections(self, pixels: list[np.ndarray], detections: list[Detections],
                               *, embed: bool = True) -> list[list[Face]]:
         """Align, assess and (batched across all images) embed detected faces."""
-        results: list[list[Face]] = []
         crops: list[np.ndarray] = []
-        for image, dets in zip(pixels, detections):
-            faces = []
-            for i in range(len(dets)):
-                crop = align_face(image, dets.landmarks[i])
-                quality = assess_quality(float(dets.scores[i]), dets.boxes[i], dets.landmarks[i], crop)
-                faces.append(Face(i, tuple(float(v) for v in dets.boxes[i]), dets.landmarks[i].copy(),
-                                  float(dets.scores[i]), quality))
-                crops.append(crop)
-            results.append(faces)
+        results = [self._assess(image, dets, dets.landmarks, crops) for image, dets in zip(pixels, detections)]
         if embed and crops:
-            embeddings = self.embedder.embed(np.stack(crops))
-            flat = (face for faces in results for face in faces)
-            for face, vector in zip(flat, embeddings):
-                face.embedding = vector
+            self._embed_into(results, crops)
         return results
+
+    @staticmethod
+    def _assess(source: np.ndarray, dets: Detections, landmarks: np.ndarray, crops: list[np.ndarray]) -> list[Face]:
+        """Faces of one image; aligned crops from ``source`` (where ``landmarks`` lie) appended to ``crops``."""
+        faces = []
+        for i in range(len(dets)):
+            crop = align_face(source, landmarks[i])
+            quality = assess_quality(float(dets.scores[i]), dets.boxes[i], dets.landmarks[i], crop)
+            faces.append(Face(i, tuple(float(v) for v in dets.boxes[i]), dets.landmarks[i].copy(),
+                              float(dets.scores[i]), quality))
+            crops.append(crop)
+        return faces
+
+    def _embed_into(self, results: list[list[Face]], crops: list[np.ndarray]) -> None:
+        embeddings = self.embedder.embed(np.stack(crops))
+        flat = (face for faces in results for face in faces)
+        for face, vector in zip(flat, embeddings):
+            face.embedding = vector
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         return self.embedder.embed(crops)

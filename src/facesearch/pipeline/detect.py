@@ -4,11 +4,17 @@ A photo is looked at through one or more *views*: the whole photo letterboxed in
 base input (finds large faces), plus, for big photos, the photo at native resolution
 (one padded view up to ``native_max_side``, overlapping tiles beyond it) so that the
 small faces of crowd photos survive. Views of the same input shape run batched.
+
+Memory is bounded by design: a view is only a recipe until its batch runs (tiles are cut
+and normalised one batch at a time), a batch holds at most ``batch_size`` base-sized
+inputs' worth of pixels (so two 1280-px tiles, not eight), and the bordered second look
+shrinks the photo before framing it, so a 1x65000 strip costs no more than a portrait.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -16,6 +22,9 @@ import numpy as np
 import onnxruntime as ort
 
 STRIDES = (8, 16, 32)
+#: Frames up to this size are drawn at full size (the exact classic letterbox); larger
+#: ones are drawn at view scale so that memory stays bounded (48 MB at most here).
+_FRAME_IN_FULL_MAX_PIXELS = 16_000_000
 ANCHORS_PER_CELL = 2
 
 
@@ -32,6 +41,7 @@ class DetectorConfig:
     native_max_side: int = 1920
     tile_size: int = 1280
     tile_overlap: int = 192
+    #: Views per batch at ``base_size``; bigger views run in proportionally smaller batches.
     batch_size: int = 8
     #: Border (fraction of the long side) added for a second look at photos with no face.
     border_retry: float = 0.25
@@ -48,6 +58,13 @@ class Detections:
     def __len__(self) -> int:
         return len(self.scores)
 
+    def scaled(self, sx: float, sy: float) -> Detections:
+        """The same detections in an image ``sx`` x ``sy`` times as large."""
+        if sx == 1.0 and sy == 1.0:
+            return self
+        factor = np.array([sx, sy], np.float32)
+        return Detections(self.boxes * np.tile(factor, 2), self.scores, self.landmarks * factor)
+
     @classmethod
     def empty(cls) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
@@ -56,7 +73,8 @@ class Detections:
 @dataclass
 class _View:
     image_index: int
-    blob: np.ndarray  # (3, H, W) float32
+    shape: tuple[int, int]  # (H, W) of the network input
+    canvas: Callable[[], np.ndarray]  # builds the (H, W, 3) uint8 input when its batch runs
     scale: float  # view pixels per image pixel
     offset: tuple[int, int]  # (x, y) of the view's origin in the image
     # Internal tile edges (image coords); detections touching them are cut faces.
@@ -95,7 +113,7 @@ class ScrfdDetector:
     def _run(self, views: list[_View], n_images: int) -> list[Detections]:
         raw: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(n_images)]
         for batch in self._batches(views):
-            blobs = np.stack([v.blob for v in batch])
+            blobs = np.stack([self._blob(v.canvas()) for v in batch])
             outputs = self.session.run(None, {self.input_name: blobs})
             for j, view in enumerate(batch):
                 raw[view.image_index].append(self._decode(outputs, j, view))
@@ -118,58 +136,85 @@ class ScrfdDetector:
         ys = _tile_starts(height, cfg.tile_size, step)
         for y in ys:
             for x in xs:
-                tile = image[y:y + cfg.tile_size, x:x + cfg.tile_size]
-                th, tw = tile.shape[:2]
+                tw, th = min(cfg.tile_size, width - x), min(cfg.tile_size, height - y)
                 edges = (
                     float(x) if x > 0 else None,
                     float(y) if y > 0 else None,
                     float(x + tw) if x + tw < width else None,
                     float(y + th) if y + th < height else None,
                 )
-                view = self._padded_view(index, tile, (x, y))
+                view = self._padded_view(index, image, (x, y), (tw, th))
                 view.inner_edges = edges
                 views.append(view)
         return views
 
     def _letterbox_view(self, index: int, image: np.ndarray, size: int) -> _View:
+        return self._framed_view(index, image, size, 0)
+
+    def _bordered_view(self, index: int, image: np.ndarray) -> _View:
+        border = int(round(max(image.shape[:2]) * self.config.border_retry))
+        return self._framed_view(index, image, self.config.base_size, border)
+
+    def _framed_view(self, index: int, image: np.ndarray, size: int, border: int) -> _View:
+        """The image inside a black frame of ``border`` px, letterboxed into ``size``².
+
+        The photo is shrunk first and the frame drawn at view scale, so memory never
+        depends on the photo's size (framing a 1x65000 strip at full size took 9.5 GB).
+        """
         height, width = image.shape[:2]
+        framed_h, framed_w = height + 2 * border, width + 2 * border
         # Floor, as InsightFace does: rounding shifts landmarks and small-face embeddings.
-        ratio = height / width
+        ratio = framed_h / framed_w
         if ratio > 1.0:
             new_h, new_w = size, int(size / ratio)
         else:
             new_w, new_h = size, int(size * ratio)
         new_w, new_h = max(new_w, 1), max(new_h, 1)
-        resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-        canvas = np.zeros((size, size, 3), np.uint8)
-        canvas[:new_h, :new_w] = resized
-        return _View(index, self._blob(canvas), new_h / height, (0, 0))
+        scale = new_h / framed_h
 
-    def _bordered_view(self, index: int, image: np.ndarray) -> _View:
-        border = int(round(max(image.shape[:2]) * self.config.border_retry))
-        framed = cv2.copyMakeBorder(image, border, border, border, border, cv2.BORDER_CONSTANT, value=0)
-        view = self._letterbox_view(index, framed, self.config.base_size)
-        view.offset = (-border, -border)
-        return view
+        def canvas() -> np.ndarray:
+            out = np.zeros((size, size, 3), np.uint8)
+            if framed_h * framed_w <= _FRAME_IN_FULL_MAX_PIXELS:
+                # Small enough to frame at full size: exactly the classic letterbox.
+                framed = image if border == 0 else cv2.copyMakeBorder(
+                    image, border, border, border, border, cv2.BORDER_CONSTANT, value=0)
+                out[:new_h, :new_w] = cv2.resize(framed, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+                return out
+            inner_w, inner_h = max(1, int(width * scale)), max(1, int(height * scale))
+            pad_x, pad_y = min(int(border * scale), size - inner_w), min(int(border * scale), size - inner_h)
+            out[pad_y:pad_y + inner_h, pad_x:pad_x + inner_w] = cv2.resize(
+                image, (inner_w, inner_h), interpolation=cv2.INTER_LINEAR)
+            return out
 
-    def _padded_view(self, index: int, image: np.ndarray, offset: tuple[int, int]) -> _View:
-        height, width = image.shape[:2]
+        return _View(index, (size, size), canvas, scale, (-border, -border))
+
+    def _padded_view(self, index: int, image: np.ndarray, offset: tuple[int, int],
+                     size: tuple[int, int] | None = None) -> _View:
+        """The ``size`` (w, h) region of ``image`` at ``offset``, at native scale, padded to 32."""
+        x, y = offset
+        width, height = size or (image.shape[1], image.shape[0])
         pad_h, pad_w = _ceil_to(height, 32), _ceil_to(width, 32)
-        canvas = np.zeros((pad_h, pad_w, 3), np.uint8)
-        canvas[:height, :width] = image
-        return _View(index, self._blob(canvas), 1.0, offset)
+
+        def canvas() -> np.ndarray:
+            out = np.zeros((pad_h, pad_w, 3), np.uint8)
+            out[:height, :width] = image[y:y + height, x:x + width]
+            return out
+
+        return _View(index, (pad_h, pad_w), canvas, 1.0, offset)
 
     def _blob(self, canvas: np.ndarray) -> np.ndarray:
         blob = (canvas.astype(np.float32) - self.mean) / self.std
         return np.ascontiguousarray(blob.transpose(2, 0, 1))
 
-    def _batches(self, views: list[_View]):
-        by_shape: dict[tuple[int, ...], list[_View]] = {}
+    def _batches(self, views: list[_View]) -> Iterator[list[_View]]:
+        by_shape: dict[tuple[int, int], list[_View]] = {}
         for view in views:
-            by_shape.setdefault(view.blob.shape, []).append(view)
-        for group in by_shape.values():
-            for start in range(0, len(group), self.config.batch_size):
-                yield group[start:start + self.config.batch_size]
+            by_shape.setdefault(view.shape, []).append(view)
+        budget = self.config.batch_size * self.config.base_size ** 2
+        for (height, width), group in by_shape.items():
+            per_batch = max(1, budget // (height * width))
+            for start in range(0, len(group), per_batch):
+                yield group[start:start + per_batch]
 
     # -- decoding -------------------------------------------------------------------------
 
@@ -183,7 +228,7 @@ class ScrfdDetector:
         return self._anchor_cache[key]
 
     def _decode(self, outputs: list[np.ndarray], j: int, view: _View):
-        _, in_h, in_w = view.blob.shape
+        in_h, in_w = view.shape
         n_strides = len(STRIDES)
         boxes, scores, kpss = [], [], []
         for k, stride in enumerate(STRIDES):

@@ -3,15 +3,26 @@
 Pillow decodes; we normalise: EXIF orientation applied, first frame of animations,
 grayscale / palette / CMYK / alpha / 16-bit / float modes mapped to RGB, and a pixel
 limit against decompression bombs. Every failure is a typed :class:`ImageError`.
+
+Memory is bounded by design: :func:`open_photo` gives the pipeline a :class:`Photo` whose
+working pixels never exceed ``work_pixels`` (big JPEGs are decoded at 1/2, 1/4 or 1/8
+scale by libjpeg itself, other formats are shrunk right after decoding), and keeps the
+encoded bytes so that full resolution can be decoded again, one photo at a time, only
+for the faces that need it. The decode itself is bounded by ``max_pixels``.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
+import stat
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -28,6 +39,11 @@ SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "PPM
 
 #: Default pixel limit: 120 MP covers any camera; bombs declare far more.
 DEFAULT_MAX_PIXELS = 120_000_000
+#: Pixels the detector works on: a 24 MP camera photo is looked at in 6 MP (JPEG draft 1/2),
+#: where every face a recognizer can use (>= 16 px in the original) is still >= 8 px.
+DEFAULT_WORK_PIXELS = 12_000_000
+#: Files larger than this are not read into memory at all (no photo format needs it).
+DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024
 
 ImageSource = str | os.PathLike | bytes | np.ndarray | Image.Image
 
@@ -44,18 +60,116 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _decode(io.BytesIO(bytes(source)), "<bytes>", max_pixels)
     path = Path(source)
-    if not path.exists():
-        raise ImageNotFoundError(path, "no such file")
-    if not path.is_file():
-        raise ImageNotFoundError(path, "not a regular file")
+    return _decode(io.BytesIO(read_file(path)), display_name(path), max_pixels)
+
+
+def display_name(path: str | os.PathLike) -> str:
+    """A printable, storable name for ``path`` even when its bytes are not UTF-8."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def read_file(path: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file, or a typed error: never blocks on a FIFO or a device.
+
+    Opened with ``O_NONBLOCK`` and checked with ``fstat`` on the open descriptor, so a FIFO,
+    socket or device is refused instead of hanging, and a file swapped for one after a
+    ``stat`` is caught too. Reads at most ``max_bytes``.
+    """
+    name = display_name(path)
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as exc:
+        raise ImageNotFoundError(name, "no such file") from exc
     except OSError as exc:
-        raise ImageError(path, f"cannot read file: {exc.strerror or exc}") from exc
-    return _decode(io.BytesIO(data), str(path), max_pixels)
+        raise ImageError(name, f"cannot open: {exc.strerror or exc}") from exc
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageNotFoundError(name, "is a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode) else
+                    "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else
+                    "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file")
+            raise NotAnImageError(name, f"not a regular file: {kind}")
+        if info.st_size > max_bytes:
+            raise ImageTooLargeError(name, f"file of {info.st_size:,} bytes exceeds the limit of {max_bytes:,}")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=True) as fh:
+            fd = -1
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise ImageError(name, f"cannot read: {exc.strerror or exc}") from exc
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if len(data) > max_bytes:
+        raise ImageTooLargeError(name, f"file grew past the limit of {max_bytes:,} bytes while read")
+    return data
 
 
-def _decode(stream: io.BytesIO, name: str, max_pixels: int) -> np.ndarray:
+@dataclass
+class Photo:
+    """A decoded photo at working resolution, able to give full resolution on demand."""
+
+    pixels: np.ndarray  # (h, w, 3) uint8 RGB, upright, at most ``work_pixels``
+    full_size: tuple[int, int]  # (width, height) of the upright original
+    name: str
+    _full: Callable[[], np.ndarray] | None = None  # None: ``pixels`` are full resolution
+
+    @property
+    def reduced(self) -> bool:
+        return self._full is not None
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Original pixels per working pixel, (x, y)."""
+        height, width = self.pixels.shape[:2]
+        return self.full_size[0] / width, self.full_size[1] / height
+
+    def full_pixels(self) -> np.ndarray:
+        """Full-resolution pixels: decoded again (bounded by ``max_pixels``), never cached."""
+        return self.pixels if self._full is None else self._full()
+
+
+def open_photo(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               work_pixels: int = DEFAULT_WORK_PIXELS) -> Photo:
+    """Decode ``source`` for the face pipeline with memory bounded by ``work_pixels``."""
+    if isinstance(source, (np.ndarray, Image.Image)):
+        name = "<array>" if isinstance(source, np.ndarray) else "<PIL image>"
+        full = load_image(source)
+        height, width = full.shape[:2]
+        factor = _reduction(width, height, work_pixels)
+        if factor == 1:
+            return Photo(full, (width, height), name)
+        return Photo(_shrink(full, factor), (width, height), name, lambda: full)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, name = bytes(source), "<bytes>"
+    else:
+        data, name = read_file(Path(source)), display_name(source)
+    pixels, full_size = _decode(io.BytesIO(data), name, max_pixels, work_pixels=work_pixels)
+    if (pixels.shape[1], pixels.shape[0]) == full_size:
+        return Photo(pixels, full_size, name)
+    return Photo(pixels, full_size, name, lambda: _decode(io.BytesIO(data), name, max_pixels))
+
+
+def _reduction(width: int, height: int, work_pixels: int) -> int:
+    """Smallest integer factor that brings ``width x height`` within ``work_pixels``."""
+    if width * height <= work_pixels:
+        return 1
+    return math.ceil(math.sqrt(width * height / work_pixels))
+
+
+def _shrink(pixels: np.ndarray, factor: float) -> np.ndarray:
+    height, width = pixels.shape[:2]
+    size = (max(1, int(width / factor)), max(1, int(height / factor)))
+    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+
+
+def _decode(stream: io.BytesIO, name: str, max_pixels: int, *, work_pixels: int | None = None):
+    """Decode to full-resolution RGB; with ``work_pixels``, to at most that many pixels.
+
+    With ``work_pixels`` the result is ``(pixels, (full_width, full_height))``.
+    """
     if stream.getbuffer().nbytes == 0:
         raise NotAnImageError(name, "empty file")
     # Our limit decides, not Pillow's (89 MP would refuse real 100 MP cameras): keep Pillow's
@@ -76,8 +190,20 @@ def _decode(stream: io.BytesIO, name: str, max_pixels: int) -> np.ndarray:
                     )
                 if getattr(img, "n_frames", 1) > 1:
                     img.seek(0)
+                if work_pixels is None:
+                    img.load()
+                    return _pil_to_rgb(img, name)
+                factor = _reduction(width, height, work_pixels)
+                if factor > 1 and fmt in ("JPEG", "MPO"):
+                    # libjpeg decodes at 1/2, 1/4 or 1/8 directly: a fraction of the memory and time.
+                    img.draft("RGB", (max(1, width // factor), max(1, height // factor)))
                 img.load()
-                return _pil_to_rgb(img, name)
+                pixels = _pil_to_rgb(img, name)
+                full_size = _upright_size(img, width, height)
+                rest = _reduction(pixels.shape[1], pixels.shape[0], work_pixels)
+                if rest > 1:
+                    pixels = _shrink(pixels, rest)
+                return pixels, full_size
         except ImageError:
             raise
         except UnidentifiedImageError as exc:
@@ -88,6 +214,15 @@ def _decode(stream: io.BytesIO, name: str, max_pixels: int) -> np.ndarray:
             raise ImageTooLargeError(name, f"decompression bomb guard: {exc}") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise CorruptImageError(name, f"damaged or truncated image data ({exc})") from exc
+
+
+def _upright_size(img: Image.Image, width: int, height: int) -> tuple[int, int]:
+    """The original's size after EXIF orientation (rotations by 90/270 swap the sides)."""
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block is ignored when decoding too
+        orientation = 1
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
