@@ -37,7 +37,7 @@ from facesearch.catalog.subjects import (
 )
 from facesearch.engine import Engine
 from facesearch.errors import FacesearchError
-from facesearch.pipeline import choose_face, load_image
+from facesearch.pipeline import choose_face, open_photo
 from facesearch.pipeline.imageio import ImageSource
 from facesearch.search import Candidate, SearchResult, false_match, search_threshold
 from facesearch.search.subjects import (
@@ -192,9 +192,9 @@ class Subjects:
             data = _photo_bytes(photo)
             digest = _sha256(data) if data is not None else None
             try:
-                pixels = load_image(data if data is not None else photo)
-                faces = self.engine.analyzer.analyze(pixels)
-                face, rule = choose_face(faces, pixels.shape, name, face_index)
+                decoded = open_photo(data if data is not None else photo)
+                faces = self.engine.analyzer.analyze_photos([decoded])[0]
+                face, rule = choose_face(faces, decoded.shape, name, face_index)
             except FacesearchError as exc:
                 report.failed.append((name, str(exc)))
                 continue
@@ -213,7 +213,7 @@ class Subjects:
                                        "it will pull the subject's scores down")
             thumb = None
             if digest:
-                thumb = self.thumbnails.write_crop(pixels, face.box,
+                thumb = self.thumbnails.write_crop(decoded.pixels, decoded.working_box(face.box),
                                                    f"s{subject_id}/{digest[:2]}/{digest}_{face.index}.jpg")
             known.add((digest, face.index))
             new.append(NewSubjectFace(name, digest, face.index, face.box, face.quality.score, face.quality.issues,

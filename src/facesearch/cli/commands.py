@@ -10,7 +10,7 @@ import numpy as np
 
 from facesearch.models import available_packs, load_pack, pin_local_pack
 from facesearch.models.calibration import load_calibration
-from facesearch.pipeline import Face, FaceAnalyzer, load_image
+from facesearch.pipeline import Face, FaceAnalyzer, open_photo
 from facesearch.search import verify_faces
 
 
@@ -27,15 +27,16 @@ def _print_json(data) -> None:
 
 def detect(args: Namespace) -> int:
     analyzer = _analyzer(args)
-    image = load_image(args.image)
-    faces = analyzer.analyze(image, embed=False)
+    photo = open_photo(args.image)
+    faces = analyzer.analyze_photos([photo], embed=False)[0]
+    width, height = photo.full_size
     if args.draw:
-        draw_faces(image, faces, args.draw)
+        draw_faces(photo.full_pixels(), faces, args.draw)
     if args.json:
-        _print_json({"image": str(args.image), "width": image.shape[1], "height": image.shape[0],
+        _print_json({"image": str(args.image), "width": width, "height": height,
                      "faces": [f.to_dict() for f in faces]})
         return 0
-    print(f"{args.image}: {image.shape[1]}x{image.shape[0]}, {len(faces)} face(s)")
+    print(f"{args.image}: {width}x{height}, {len(faces)} face(s)")
     for face in faces:
         q = face.quality
         x1, y1, x2, y2 = face.box

@@ -358,15 +358,13 @@ class Ingestor:
     def _commit(self, item: _Loaded, faces: list[Face], summary: IngestSummary) -> None:
         photo = item.photo
         assert photo is not None
-        sx, sy = photo.scale
         new_faces = []
         for rank, face in enumerate(faces):
             thumb = None
             if self.collection.keep_thumbnails:
                 # Thumbnails (112 px) come from the working pixels: they never need more.
-                x1, y1, x2, y2 = face.box
-                thumb = self.thumbnails.write(photo.pixels, (x1 / sx, y1 / sy, x2 / sx, y2 / sy),
-                                              self.collection.id, item.sha256, rank)
+                thumb = self.thumbnails.write(photo.pixels, photo.working_box(face.box), self.collection.id,
+                                              item.sha256, rank)
             new_faces.append(NewFace(rank, face.box, face.landmarks.round(2).tolist(), face.det_score,
                                      face.quality.score, face.quality.issues, face.embedding, thumb))
         width, height = photo.full_size

@@ -1,12 +1,13 @@
 """The per-image pipeline: decode -> detect -> align -> assess quality -> embed.
 
-Public surface: :class:`FaceAnalyzer`, :class:`Face`, :func:`load_image`,
+Public surface: :class:`FaceAnalyzer`, :class:`Face`, :func:`load_image`, :func:`open_photo`
+(a :class:`Photo` at working resolution, memory bounded),
 :func:`primary_face`, :func:`choose_face`, :class:`AnalyzerConfig`, :class:`DetectorConfig`.
 """
 
 from facesearch.pipeline.analyzer import AnalyzerConfig, Face, FaceAnalyzer, choose_face, primary_face
 from facesearch.pipeline.detect import Detections, DetectorConfig
-from facesearch.pipeline.imageio import SUPPORTED_FORMATS, load_image
+from facesearch.pipeline.imageio import SUPPORTED_FORMATS, Photo, load_image, open_photo
 from facesearch.pipeline.quality import FaceQuality
 
 __all__ = [
@@ -17,7 +18,9 @@ __all__ = [
     "Face",
     "FaceAnalyzer",
     "FaceQuality",
+    "Photo",
     "choose_face",
     "load_image",
+    "open_photo",
     "primary_face",
 ]

@@ -126,6 +126,16 @@ class Photo:
         height, width = self.pixels.shape[:2]
         return self.full_size[0] / width, self.full_size[1] / height
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The original's array shape (height, width, 3), as if it had been decoded in full."""
+        return self.full_size[1], self.full_size[0], 3
+
+    def working_box(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """A box in the original's pixels, in ``pixels``' coordinates."""
+        sx, sy = self.scale
+        return box[0] / sx, box[1] / sy, box[2] / sx, box[3] / sy
+
     def full_pixels(self) -> np.ndarray:
         """Full-resolution pixels: decoded again (bounded by ``max_pixels``), never cached."""
         return self.pixels if self._full is None else self._full()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from facesearch.models.calibration import Calibration
-from facesearch.pipeline import Face, FaceAnalyzer, choose_face, load_image
+from facesearch.pipeline import Face, FaceAnalyzer, choose_face, open_photo
 from facesearch.pipeline.imageio import ImageSource
 from facesearch.search.results import ProbeFace
 from facesearch.search.scoring import rate_words
@@ -33,9 +33,9 @@ class VerifyResult:
 def pick_face(analyzer: FaceAnalyzer, image: ImageSource, face_index: int | None,
               label: str) -> tuple[Face, ProbeFace]:
     """Detect and embed every face of ``image``, then take the one asked for (or the primary one)."""
-    pixels = load_image(image)
-    faces = analyzer.analyze(pixels)
-    face, rule = choose_face(faces, pixels.shape, label, face_index)
+    photo = open_photo(image)
+    faces = analyzer.analyze_photos([photo])[0]
+    face, rule = choose_face(faces, photo.shape, label, face_index)
     return face, ProbeFace(label, len(faces), face.index, rule, face.box, face.quality.score,
                            face.quality.issues, face.quality.usable, tuple(f.box for f in faces))
 
