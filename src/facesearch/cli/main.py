@@ -7,6 +7,7 @@ same result machine-readably. Typed facesearch errors exit with status 2 and one
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # reports record the exact command
+    if args.runtime:  # every analyzer this process opens (engine, eval, serve) reads it
+        os.environ["FACESEARCH_RUNTIME"] = args.runtime
     if not getattr(args, "handler", None):
         parser.print_help()
         return 1
@@ -36,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facesearch", description="Self-hosted, accountable face search.")
     parser.add_argument("--pack", default=None, help="built-in pack name or pinned local pack directory "
                         "(default: buffalo_s)")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
+    parser.add_argument("--runtime", choices=("onnxruntime", "openvino", "auto"), default=None,
+                        help="inference runtime (default: $FACESEARCH_RUNTIME or onnxruntime; auto: OpenVINO on "
+                             "a CPU when installed)")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     p = sub.add_parser("detect", help="find faces in an image: boxes, landmarks, quality")

@@ -119,6 +119,11 @@ def embed_dataset(dataset: Dataset, pack: str = "buffalo_s", *, cache: Path | No
     digest = dataset.content_hash()
     cache = cache or default_cache_dir() / f"{dataset.name}-{digest[:12]}.npz"
     key = f"{pack}/"
+    if embedder is None:  # embeddings of another runtime or precision are kept apart
+        from facesearch.models.runtime import runtime_label
+
+        label = runtime_label()
+        key = key if label == "onnxruntime" else f"{pack}@{label}/"
     stored = _read(cache) if use_cache else {}
     if key + "paths" in stored and list(stored[key + "paths"]) == dataset.rel_paths and (
             key + "hash" not in stored or str(stored[key + "hash"]) == digest):

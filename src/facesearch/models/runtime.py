@@ -1,7 +1,11 @@
-"""ONNX Runtime sessions: opened once per (file, providers, threads), then reused.
+"""Inference sessions: opened once per (file, runtime, providers, threads), then reused.
 
-CUDA is used when the installed onnxruntime offers it, the CPU otherwise; the thread
-count comes from the caller or ``FACESEARCH_THREADS``.
+Two runtimes run the same ONNX files: ONNX Runtime (the portable default; CUDA when the
+installed onnxruntime offers it, the CPU otherwise) and OpenVINO (CPU, bf16 where the CPU
+has matrix units for it; :mod:`facesearch.models.openvino_runtime`). ``runtime="auto"``
+takes ONNX Runtime on a GPU and OpenVINO on a CPU when it is installed. The runtime comes
+from the caller or ``FACESEARCH_RUNTIME``, the OpenVINO precision from
+``FACESEARCH_PRECISION``, the thread count from the caller or ``FACESEARCH_THREADS``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from facesearch.errors import ChecksumMismatchError, ModelError
 from facesearch.models.packs import sha256_file
 
 _PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
-_cache: dict[tuple, ort.InferenceSession] = {}
+RUNTIMES = ("auto", "onnxruntime", "openvino")
+_cache: dict[tuple, object] = {}
 _lock = threading.Lock()
 
 
@@ -32,17 +37,49 @@ def default_threads() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def resolve_runtime(runtime: str | None = None, providers: list[str] | None = None) -> str:
+    """Which runtime ``runtime`` (or ``FACESEARCH_RUNTIME``, default ``onnxruntime``) means here."""
+    from facesearch.models import openvino_runtime
+
+    chosen = (runtime or os.environ.get("FACESEARCH_RUNTIME") or "onnxruntime").lower()
+    if chosen not in RUNTIMES:
+        raise ModelError(f"unknown runtime {chosen!r}: choose one of {', '.join(RUNTIMES)}")
+    if chosen == "auto":
+        on_gpu = "CUDAExecutionProvider" in (providers or default_providers())
+        return "openvino" if openvino_runtime.available() and not on_gpu else "onnxruntime"
+    if chosen == "openvino" and not openvino_runtime.available():
+        raise ModelError("runtime openvino asked for but not installed: pip install 'facesearch[openvino]'")
+    return chosen
+
+
+def runtime_label(runtime: str | None = None, precision: str | None = None) -> str:
+    """``onnxruntime`` or ``openvino-bf16`` / ``openvino-fp32``: what embeddings were computed with."""
+    chosen = resolve_runtime(runtime)
+    if chosen != "openvino":
+        return chosen
+    from facesearch.models.openvino_runtime import resolve_precision
+
+    return f"openvino-{resolve_precision(precision or os.environ.get('FACESEARCH_PRECISION') or 'auto')}"
+
+
 def open_session(
     path: Path,
     *,
     verify_sha256: str | None,
     providers: list[str] | None = None,
     threads: int | None = None,
-) -> ort.InferenceSession:
-    """Return a cached session for ``path``; check its hash first when one is given."""
+    runtime: str | None = None,
+    precision: str | None = None,
+):
+    """Return a cached session for ``path``; check its hash first when one is given.
+
+    The result is an ``ort.InferenceSession`` or an :class:`OpenVinoSession` (same interface).
+    """
     providers = list(providers or default_providers())
     threads = threads or default_threads()
-    key = (str(Path(path).resolve()), tuple(providers), threads)
+    runtime = resolve_runtime(runtime, providers)
+    precision = (precision or os.environ.get("FACESEARCH_PRECISION") or "auto").lower()
+    key = (str(Path(path).resolve()), runtime, precision if runtime == "openvino" else "", tuple(providers), threads)
     with _lock:
         # Hash even on a cache hit: a file swapped after the first load is still refused.
         if verify_sha256 is not None:
@@ -51,6 +88,17 @@ def open_session(
                 raise ChecksumMismatchError(path, verify_sha256, actual)
         session = _cache.get(key)
         if session is not None:
+            return session
+        if runtime == "openvino":
+            from facesearch.models.openvino_runtime import OpenVinoSession
+
+            try:
+                session = OpenVinoSession(Path(path), threads=threads, precision=precision)
+            except ValueError as exc:
+                raise ModelError(str(exc)) from exc
+            except Exception as exc:  # noqa: BLE001 - OpenVINO raises plain RuntimeErrors
+                raise ModelError(f"{path}: OpenVINO cannot load it ({exc})") from exc
+            _cache[key] = session
             return session
         options = ort.SessionOptions()
         # The recognizer declares a fixed [1, 512] output but runs batched fine; silence

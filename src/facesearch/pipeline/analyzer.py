@@ -71,6 +71,8 @@ class AnalyzerConfig:
     embed_batch_size: int = 32
     threads: int | None = None
     providers: tuple[str, ...] | None = None
+    runtime: str | None = None  # "onnxruntime" | "openvino" | "auto" (default: FACESEARCH_RUNTIME)
+    precision: str | None = None  # OpenVINO: "auto" | "bf16" | "fp32" (default: FACESEARCH_PRECISION)
 
 
 class FaceAnalyzer:
@@ -83,8 +85,9 @@ class FaceAnalyzer:
         providers = list(self.config.providers) if self.config.providers else None
 
         def session(model_file):
-            return open_session(model_file.path, verify_sha256=model_file.sha256,
-                                providers=providers, threads=self.config.threads)
+            return open_session(model_file.path, verify_sha256=model_file.sha256, providers=providers,
+                                threads=self.config.threads, runtime=self.config.runtime,
+                                precision=self.config.precision)
 
         det, rec = self.pack.detector, self.pack.recognizer
         self.detector = ScrfdDetector(session(det), det.mean, det.std, self.config.detector)
