@@ -1,0 +1,99 @@
+"""The inference runtimes: ONNX Runtime (portable default) and OpenVINO (CPU, bf16 / fp32).
+
+Both run the same pinned ONNX files; these tests check that they agree on real faces, that
+the runtime is chosen as documented, and that the GPU path's provider selection works on
+a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from facesearch.errors import ModelError
+from facesearch.models import openvino_runtime, runtime
+from facesearch.pipeline import FaceAnalyzer
+from tests.conftest import LFW
+
+PHOTOS = ["Colin_Powell_0001.jpg", "George_W_Bush_0001.jpg", "Hugo_Chavez_0001.jpg"]
+
+
+@pytest.fixture(scope="module")
+def reference(analyzer):
+    """ONNX Runtime's faces of a few real photos."""
+    assert analyzer.detector.session.get_providers()[0].endswith("ExecutionProvider")
+    return {name: analyzer.analyze(LFW / name)[0] for name in PHOTOS}
+
+
+@pytest.mark.parametrize("precision, min_cosine, max_landmark_px", [("fp32", 0.9999, 0.05), ("bf16", 0.995, 1.0)])
+def test_openvino_agrees_with_onnxruntime_on_real_faces(reference, precision, min_cosine, max_landmark_px):
+    analyzer = FaceAnalyzer(runtime="openvino", precision=precision)
+    assert analyzer.detector.session.get_providers() == [f"OpenVINO-CPU-{precision}"]
+    for name, ref in reference.items():
+        face = analyzer.analyze(LFW / name)[0]
+        assert float(np.dot(face.embedding, ref.embedding)) >= min_cosine, name
+        assert float(np.abs(face.landmarks - ref.landmarks).max()) <= max_landmark_px, name
+
+
+def test_openvino_keeps_identities_apart():
+    analyzer = FaceAnalyzer(runtime="openvino", precision="bf16")
+    powell_a = analyzer.analyze(LFW / "Colin_Powell_0001.jpg")[0].embedding
+    powell_b = analyzer.analyze(LFW / "Colin_Powell_0002.jpg")[0].embedding
+    bush = analyzer.analyze(LFW / "George_W_Bush_0001.jpg")[0].embedding
+    assert float(np.dot(powell_a, powell_b)) > 0.4 > float(np.dot(powell_a, bush))
+
+
+def test_openvino_batches_of_any_size_and_threads_agree():
+    analyzer = FaceAnalyzer(runtime="openvino", precision="fp32")
+    crops = np.random.default_rng(3).integers(0, 255, (37, 112, 112, 3), dtype=np.uint8)
+    whole = analyzer.embedder.embed(crops)
+    results: dict[int, np.ndarray] = {}
+
+    def work(k: int) -> None:
+        results[k] = analyzer.embedder.embed(crops[k::2])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert np.allclose(results[0], whole[0::2], atol=1e-5)
+    assert np.allclose(results[1], whole[1::2], atol=1e-5)
+
+
+def test_runtime_choice(monkeypatch):
+    monkeypatch.delenv("FACESEARCH_RUNTIME", raising=False)
+    assert runtime.resolve_runtime() == "onnxruntime"  # the portable default
+    assert runtime.resolve_runtime("auto") == ("openvino" if openvino_runtime.available() else "onnxruntime")
+    monkeypatch.setenv("FACESEARCH_RUNTIME", "openvino")
+    assert runtime.resolve_runtime() == "openvino"
+    assert runtime.runtime_label(precision="fp32") == "openvino-fp32"
+    with pytest.raises(ModelError, match="unknown runtime"):
+        runtime.resolve_runtime("tensorflow")
+
+
+def test_unknown_precision_is_refused(builtin_pack):
+    with pytest.raises(ModelError, match="precision"):
+        runtime.open_session(builtin_pack.recognizer.path, verify_sha256=None, runtime="openvino", precision="int3")
+
+
+def test_a_tampered_model_is_refused_by_openvino_too(make_local_pack):
+    from facesearch.errors import ChecksumMismatchError
+    from facesearch.models import load_pack
+
+    pack = load_pack(str(make_local_pack()), verify=False)
+    with open(pack.recognizer.path, "ab") as fh:
+        fh.write(b"tampered")
+    with pytest.raises(ChecksumMismatchError):
+        runtime.open_session(pack.recognizer.path, verify_sha256=pack.recognizer.sha256, runtime="openvino")
+
+
+def test_gpu_provider_selection_on_a_cpu_machine(monkeypatch):
+    """The GPU install path (onnxruntime-gpu): CUDA first when offered, and auto stays on ONNX Runtime there."""
+    assert runtime.default_providers()[-1] == "CPUExecutionProvider"
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert runtime.default_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert runtime.resolve_runtime("auto") == "onnxruntime"
