@@ -130,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="time each run N times, keep the best")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--no-insightface", action="store_true", help="skip the InsightFace rows")
+    parser.add_argument("--runtimes", default="onnxruntime",
+                        help="comma-separated: onnxruntime, openvino (precision auto), openvino-bf16, openvino-fp32; "
+                             "the first is the default-named rows, the others add batched rows of their own")
     args = parser.parse_args(argv)
+    runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
 
     threads = os.cpu_count() or 1
     datasets = {
@@ -141,8 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         if len(paths) < 2:
             parser.error(f"{name}: found {len(paths)} images; need at least 2")
 
-    default = FaceAnalyzer(threads=threads, providers=CPU)
-    single = FaceAnalyzer(threads=threads, providers=CPU, detector=SINGLE_640)
+    def analyzer(runtime: str, **config) -> FaceAnalyzer:
+        name, _, precision = runtime.partition("-")
+        return FaceAnalyzer(threads=threads, providers=CPU, runtime=name, precision=precision or None, **config)
+
+    default = analyzer(runtimes[0])
+    single = analyzer(runtimes[0], detector=SINGLE_640)
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="fs_bench_") as tmp:
         reference = None if args.no_insightface else insightface_engine(Path(tmp), threads)
@@ -157,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
                 "facesearch-640 b1": facesearch_engine(single, 1),
                 "facesearch-640 batched": facesearch_engine(single, chunk),
             }
+            for other in runtimes[1:]:
+                engines[f"facesearch batched [{other}]"] = facesearch_engine(analyzer(other), chunk)
+                engines[f"facesearch-640 batched [{other}]"] = facesearch_engine(
+                    analyzer(other, detector=SINGLE_640), chunk)
             if reference is not None:
                 engines["insightface"] = reference
             for engine_name, engine in engines.items():
@@ -169,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 if base is not None and r["dataset"] == dataset:
                     r["vs_insightface"] = r["images_per_s"] / base["images_per_s"]
 
-    meta = {"threads": threads, "providers": list(CPU), "onnxruntime": ort.__version__,
+    meta = {"threads": threads, "providers": list(CPU), "onnxruntime": ort.__version__, "runtimes": runtimes,
             "lfw_chunk": datasets["LFW"][1], "wider_chunk": datasets["WIDER"][1], "repeat": args.repeat}
     if args.json:
         json.dump({"meta": meta, "notes": notes, "rows": rows}, sys.stdout, indent=2)
