@@ -224,6 +224,11 @@ def _decode(stream: io.BytesIO, name: str, max_pixels: int, *, work_pixels: int 
             raise ImageTooLargeError(name, f"decompression bomb guard: {exc}") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise CorruptImageError(name, f"damaged or truncated image data ({exc})") from exc
+        except MemoryError as exc:
+            raise ImageTooLargeError(name, "not enough memory to decode this image") from exc
+        except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise IndexError, TypeError, struct.error
+            # on damaged files (found by fuzzing): a damaged file, never a crash of the caller.
+            raise CorruptImageError(name, f"damaged image data ({type(exc).__name__}: {exc})") from exc
 
 
 def _upright_size(img: Image.Image, width: int, height: int) -> tuple[int, int]:
