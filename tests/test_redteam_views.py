@@ -228,6 +228,13 @@ def test_a_subject_from_an_ungranted_collections_cluster_is_invisible(env):
     assert found.status_code == 200 and sid not in [c["subject_id"] for c in found.json()["candidates"]]
     matched = ivy.post("/api/galleries/match", json={"gallery_a": "shared", "gallery_b": "shared", **why}).json()
     assert all(sid not in (p["subject_a"], p["subject_b"]) for p in matched["pairs"])
+    # only subjects with enrolled faces take part: the admin's one counts for the admin, not for ivy
+    assert matched["subjects_a"] == 0
+    assert admin.post("/api/galleries/match", json={"gallery_a": "shared", "gallery_b": "shared", **why}
+                      ).json()["subjects_a"] == 1
+    counts = {g["name"]: g["subjects"] for g in ivy.get("/api/galleries").json()}
+    assert counts["shared"] == 1 and {g["name"]: g["subjects"] for g in admin.get("/api/galleries").json()
+                                      }["shared"] == 2
     assert env.as_user("api_admin").get(f"/api/subjects/{sid}").json()["attributes"] == {"contact": CONTACT}
 
     # the control: the admin's identify finds it, and granting beta to ivy shows it to her

@@ -432,7 +432,13 @@ class Subjects:
                                labels[int(set_b.ids[c])], round(score, 5), score >= limit,
                                false_match(self.engine.calibration, score, per_search))
                  for i, (r, c, score) in enumerate(cells)]
-        result = MatchResult(info_a.name, info_b.name, len(set_a), len(set_b), pairs_compared, comparisons,
+
+        def counted(subjects: SubjectSet) -> int:  # subjects the caller may not see are not even counted
+            if not exclude:
+                return len(subjects)
+            return int(np.isin(np.asarray(subjects.ids), list(exclude), invert=True).sum())
+
+        result = MatchResult(info_a.name, info_b.name, counted(set_a), counted(set_b), pairs_compared, comparisons,
                              fusion, limit, rule, pairs)
         result.warnings.append(f"each subject of {info_a.name} is one search of {info_b.name} ({per_search:,} "
                                f"comparisons); scores compare the {FUSION_WORDS[fusion]}")

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 from sqlalchemy import select
 
@@ -96,8 +97,17 @@ class SubjectGovernance:
         return info
 
     def galleries(self, actor: UserInfo) -> list[GalleryInfo]:
+        """Every gallery, its counts leaving out the subjects the actor may not see."""
         self._require(actor)
-        return self.subjects.galleries()
+        galleries = self.subjects.galleries()
+        hidden = self.subjects.store.subjects(ids=sorted(self.hidden_subjects(actor)))
+        if not hidden:
+            return galleries
+        out = []
+        for g in galleries:
+            mine = [s for s in hidden if s.gallery_id == g.id]
+            out.append(replace(g, subjects=g.subjects - len(mine), faces=g.faces - sum(s.faces for s in mine)))
+        return out
 
     def add_subject(self, actor: UserInfo, gallery: str, label: str, attributes: dict | None = None,
                     collections: set[str] | None = None) -> SubjectInfo:
