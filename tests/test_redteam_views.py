@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from facesearch.governance.schema import ViewGrant
@@ -84,6 +85,17 @@ def test_counting_face_ids_without_a_search_is_refused_and_recorded_aggregated(e
     assert refused[1].details["sample"][:2] == [["thumbnail", 2], ["thumbnail", 3]]
     assert sum(r.details["count"] for r in refused) == 25  # every refused look counted, in three records
     assert env.gov.audit.verify().ok
+
+
+def test_refusal_counts_still_open_are_written_at_shutdown(api_fresh_env):
+    env = api_fresh_env(layout={"alpha": ["Colin_Powell_0001"]})
+    ivy = env.as_user("api_ivy")
+    for face_id in range(1, 6):
+        assert ivy.get(f"/api/faces/{face_id}/photo").status_code == 403
+    assert [r.details["count"] for r in records(env, "view_refused", "api_ivy")] == [1]
+    with TestClient(env.app):  # a second start and stop of the app (as at a restart): the stop flushes
+        pass
+    assert [r.details["count"] for r in records(env, "view_refused", "api_ivy")] == [1, 4]
 
 
 def test_a_search_grant_opens_its_faces_and_every_look_is_recorded(env):

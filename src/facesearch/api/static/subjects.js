@@ -158,7 +158,8 @@ async function initSubjectPage() {
     why = {purpose: fd.get("purpose"), case_ref: fd.get("case_ref")};
     $("#subject-search-button").disabled = true;
     try {
-      const r = await api("POST", `/api/subjects/${id}/search`, {...why, collections: fd.getAll("collections"), fusion: fd.get("fusion")});
+      const r = await api("POST", `/api/subjects/${id}/search`, {...why, collections: fd.getAll("collections"), fusion: fd.get("fusion"),
+        include_weaker: fd.get("include_weaker") === "on"});
       renderSubjectResults(r);
     } catch (err) {
       $("#subject-results").hidden = false;
@@ -196,7 +197,8 @@ function renderSubjectResults(r) {
   verdict.textContent = r.confident_match
     ? `${r.candidates.filter((c) => c.above_threshold).length} candidate lead(s) above the threshold — needs human review`
     : "No confident match: nobody in the searched collections scores above the threshold.";
-  $("#subject-result-meta").textContent = `Searched ${r.faces_searched.toLocaleString()} faces in ${r.collections.join(", ") || "no collection"} (${r.fusion} fusion). ${r.threshold_rule}. ${r.warnings.join(" ")}`;
+  const weaker = r.weaker_withheld ? ` ${r.weaker_withheld} weaker candidate(s) below the threshold not shown (tick "also show weaker candidates" to see them).` : "";
+  $("#subject-result-meta").textContent = `Searched ${r.faces_searched.toLocaleString()} faces in ${r.collections.join(", ") || "no collection"} (${r.fusion} fusion). ${r.threshold_rule}.${weaker} ${r.warnings.join(" ")}`;
   $("#subject-candidates").innerHTML = r.candidates.map((c) => `
     <div class="cand ${c.above_threshold ? "above" : "below"}" data-face-id="${c.face_id}" data-score="${c.similarity}" data-decision="${c.decision || ""}">
       ${c.thumbnail_url ? `<img src="${c.thumbnail_url}" alt="face ${c.face_id}">` : `<div class="nothumb">no thumbnail kept</div>`}
