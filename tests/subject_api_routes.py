@@ -116,8 +116,14 @@ def subject_routes(Call, Route) -> dict:  # noqa: N803 - the classes of test_api
         return Call(f"/api/subject-faces/{face}", {}, lambda: _subjects(env).subject(subject_id).faces == 0)
 
     def thumbnail(env, _tmp):
-        face = _subjects(env).faces(_photo_subject(env))[0].id
-        return Call(f"/api/subject-faces/{face}/thumbnail")
+        subject_id = _photo_subject(env)
+        face = _subjects(env).faces(subject_id)[0].id
+
+        def with_grant(username: str):  # the grant a subject view issues to this user
+            token = env.subject_gov.shown(env.gov.accounts.user(username), subject_id, subject_face_ids=[face])
+            return Call(f"/api/subject-faces/{face}/thumbnail?view={token}")
+
+        return Call(f"/api/subject-faces/{face}/thumbnail", as_user=with_grant)
 
     def search(env, _tmp):
         subject_id = _photo_subject(env)

@@ -57,6 +57,10 @@ class Call:
     path: str
     kwargs: dict = field(default_factory=dict)
     effect: Callable[[], bool] | None = None
+    as_user: Callable[[str], Call] | None = None  # the call as this user makes it (e.g. with their view grant)
+
+    def by(self, username: str | None) -> Call:
+        return self.as_user(username) if self.as_user and username else self
 
 
 @dataclass(frozen=True)
@@ -151,10 +155,22 @@ def _verify_call(env: ApiEnv, _tmp: Path) -> Call:
 
 
 def _face_call(suffix: str) -> Callable[[ApiEnv, Path], Call]:
+    """A face route: refused without a view grant; the allowed roles use one issued to them."""
     def make(env: ApiEnv, _tmp: Path) -> Call:
-        return Call(f"/api/faces/{env.faces['Colin_Powell_0001'][0]}{suffix}")
+        path = f"/api/faces/{env.faces['Colin_Powell_0001'][0]}{suffix}"
+
+        def with_grant(username: str) -> Call:
+            token = env.gov.grant_view(env.gov.accounts.user(username), [env.faces["Colin_Powell_0001"][0]],
+                                       purpose="route table", case_ref="CASE-API-1")
+            return Call(f"{path}?view={token}")
+
+        return Call(path, as_user=with_grant)
 
     return make
+
+
+def _views_call(env: ApiEnv, _tmp: Path) -> Call:
+    return Call("/api/views", {"json": {"face_ids": [env.faces["Colin_Powell_0001"][0]], **_search_form()}})
 
 
 def _erase_call(env: ApiEnv, _tmp: Path) -> Call:
@@ -205,6 +221,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/api/faces/{face_id}"): Route(SEARCHERS, _face_call("")),
     ("GET", "/api/faces/{face_id}/thumbnail"): Route(SEARCHERS, _face_call("/thumbnail")),
     ("GET", "/api/faces/{face_id}/photo"): Route(SEARCHERS, _face_call("/photo")),
+    ("POST", "/api/views"): Route(SEARCHERS, _views_call, 201),
     ("POST", "/api/erase"): Route((ADMIN,), _erase_call),
     ("POST", "/api/erase/like"): Route((ADMIN,), _erase_like_call),
     ("POST", "/api/optouts"): Route((ADMIN,), _optout_call, 201),
@@ -285,7 +302,7 @@ def test_wrong_role_is_403(api_env, tmp_path, key, role):
 def test_allowed_role_succeeds(api_env, tmp_path, key, role):
     method, _ = key
     route = ROUTES[key]
-    call = route.call(api_env, tmp_path)
+    call = route.call(api_env, tmp_path).by(USER_OF.get(role))
     headers = api_env.headers(USER_OF[role]) if role else {}
     # a fresh client: a login's session cookie must not stick to the shared anonymous client
     response = _request(api_env, method, call, headers, TestClient(api_env.app))
@@ -299,7 +316,7 @@ def test_allowed_role_succeeds(api_env, tmp_path, key, role):
 def test_allowed_role_succeeds_with_a_session(api_env, tmp_path, key, role):
     method, _ = key
     route = ROUTES[key]
-    call = route.call(api_env, tmp_path)
+    call = route.call(api_env, tmp_path).by(USER_OF[role])
     session = api_env.login(USER_OF[role])
     response = _request(api_env, method, call, {"X-CSRF-Token": session.csrf}, session)
     assert response.status_code == route.status, response.text
@@ -481,11 +498,18 @@ def test_face_endpoints_of_an_ungranted_collection_are_403(api_env):
     alpha_face = api_env.faces["Colin_Powell_0001"][0]
     ivy = api_env.as_user("api_ivy")
     views_before = len(api_env.gov.audit.entries(action="view_photo"))
+    # a view grant for a face of beta is refused (no grant for beta), and so is one naming a face that
+    # does not exist: the same answer as for a face you may not see
+    for face_id in (beta_face, 987654):
+        asked = ivy.post("/api/views", json={"face_ids": [face_id], "purpose": "look", "case_ref": "CASE-API-1"})
+        assert asked.status_code == 403, asked.text
+    token = ivy.post("/api/views", json={"face_ids": [alpha_face], "purpose": "look",
+                                         "case_ref": "CASE-API-1"}).json()["view_token"]
     for suffix in ("", "/thumbnail", "/photo"):
-        assert ivy.get(f"/api/faces/{beta_face}{suffix}").status_code == 403
-        assert ivy.get(f"/api/faces/{alpha_face}{suffix}").status_code == 200  # the control
-        # a face that does not exist looks the same as one you may not see
-        assert ivy.get(f"/api/faces/987654{suffix}").status_code == 403
+        # ivy's valid grant for an alpha face does not stretch to a beta face, nor to one that does not exist
+        assert ivy.get(f"/api/faces/{beta_face}{suffix}", params={"view": token}).status_code == 403
+        assert ivy.get(f"/api/faces/{alpha_face}{suffix}", params={"view": token}).status_code == 200  # control
+        assert ivy.get(f"/api/faces/987654{suffix}", params={"view": token}).status_code == 403
     assert len(api_env.gov.audit.entries(action="view_photo")) == views_before + 1
 
 
@@ -503,14 +527,15 @@ def test_granting_a_collection_lets_the_same_search_find_it(api_env):
         assert response.json()["candidates"][0]["face_id"] == beta_face
         assert response.json()["confident_match"] is True
         assert api_env.search("api_gina", probe, collections=["beta"]).status_code == 200
-        assert gina.get(f"/api/faces/{beta_face}/thumbnail").status_code == 200
+        thumbnail_url = response.json()["candidates"][0]["thumbnail_url"]  # under the search's view grant
+        assert gina.get(thumbnail_url).status_code == 200
         # alpha is still not hers
         assert api_env.search("api_gina", probe, collections=["alpha"]).status_code == 403
     finally:
         revoke = api_env.anon.delete("/api/collections/beta/grants/api_gina", headers=api_env.headers("api_admin"))
         assert revoke.status_code == 200
     assert beta_face not in _face_ids(api_env.search("api_gina", probe))
-    assert gina.get(f"/api/faces/{beta_face}/thumbnail").status_code == 403
+    assert gina.get(thumbnail_url).status_code == 403  # the revoked grant stops the earlier view grant too
 
 
 # -- what a search returns ---------------------------------------------------------------------------
@@ -544,16 +569,21 @@ def test_search_candidates_carry_scores_and_links(api_env):
     assert top["similarity"] >= body["threshold"] and top["above_threshold"] is True
     assert 0.0 <= top["false_match_rate"] < 1e-3
     assert isinstance(top["false_match_words"], str) and "different people" in top["false_match_words"]
-    others = body["candidates"][1:]
+    # data minimisation: Bush (alpha's other face) scores below the threshold and is withheld
+    assert body["candidates"] == [top] and body["weaker_withheld"] == 1 and body["include_weaker"] is False
+    weaker = api_env.search("api_ivy", LFW / "Colin_Powell_0002.jpg", include_weaker="true").json()
+    others = weaker["candidates"][1:]
+    assert weaker["include_weaker"] is True and weaker["weaker_withheld"] == 0
     assert others and all(c["similarity"] < body["threshold"] and not c["above_threshold"] for c in others)
-    assert [c["similarity"] for c in body["candidates"]] == sorted((c["similarity"] for c in body["candidates"]),
-                                                                   reverse=True)
+    assert [c["similarity"] for c in weaker["candidates"]] == sorted(
+        (c["similarity"] for c in weaker["candidates"]), reverse=True)
     ivy = api_env.as_user("api_ivy")
+    assert top["thumbnail_url"].startswith(f"/api/faces/{top['face_id']}/thumbnail?view=fv_")
     thumb = _jpeg(ivy.get(top["thumbnail_url"]))
     assert 16 <= min(thumb.size)
-    full = _jpeg(ivy.get(top["photo_url"], params={"purpose": "look closer", "case_ref": "CASE-API-1"}))
+    full = _jpeg(ivy.get(top["photo_url"]))
     assert full.size == (150, 150)  # the LFW original's size
-    face = ivy.get(f"/api/faces/{top['face_id']}").json()
+    face = ivy.get(top["photo_url"].replace("/photo?", "?")).json()
     assert face["image_id"] == top["image_id"] and face["thumbnail_url"] == top["thumbnail_url"]
 
 
@@ -562,7 +592,9 @@ def test_unknown_person_gives_no_confident_match(api_env):
     body = api_env.search("api_ivy", LFW / "Hugo_Chavez_0002.jpg").json()
     assert body["confident_match"] is False
     assert body["verdict"] == "no confident match"
-    assert body["candidates"], "the best-scoring faces are still listed, below the threshold"
+    assert body["candidates"] == [] and body["weaker_withheld"] == 2  # strangers are not shown by default
+    body = api_env.search("api_ivy", LFW / "Hugo_Chavez_0002.jpg", include_weaker="true").json()
+    assert body["candidates"], "asked for: the best-scoring faces are listed, below the threshold"
     assert not any(c["above_threshold"] for c in body["candidates"])
     assert all(c["false_match_rate"] > 1e-3 for c in body["candidates"])
 
@@ -617,4 +649,7 @@ def test_naming_a_collection_twice_searches_it_once(api_env):
     ids = [c["face_id"] for c in twice.json()["candidates"]]
     assert len(ids) == len(set(ids)), f"the same face listed more than once: {ids}"
     assert twice.json()["faces_searched"] == once["faces_searched"] == 2  # it drives the false-match estimate
-    assert twice.json()["candidates"] == once["candidates"]
+    def unviewed(candidates: list[dict]) -> list[dict]:  # each search issues its own view grant
+        return [{k: v for k, v in c.items() if not k.endswith("_url")} for c in candidates]
+
+    assert unviewed(twice.json()["candidates"]) == unviewed(once["candidates"])

@@ -5,7 +5,9 @@
 One story, end to end: an admin creates a collection and uploads photos, grants it to an
 investigator; the investigator searches with another photo of the same person, finds and
 opens the photo; the admin erases it; the same search no longer finds it; an auditor sees
-both searches with their purpose and case reference, and the audit chain verifies.
+both searches with their purpose and case reference, and the audit chain verifies. Weaker
+candidates (below the threshold) are shown only when the investigator asks, and the asking is
+recorded; a photo page opened without the view grant of a search shows nothing.
 
 Each run writes the screenshots shown in the README to docs/screenshots/.
 """
@@ -114,8 +116,12 @@ def test_upload_search_open_erase_and_audit(browser_login, browser_live_server, 
     top = result["candidates"][0]
     assert top["false_match_words"] in estimate and top["false_match_rate"] < 1e-3
     assert re.search(r"searching \d[\d,]* faces, the chance that some different person scores this high", estimate)
-    # the link carries the search's purpose and case, so the photo view is audited with them
-    expect(above).to_have_attribute("href", re.compile(rf"^/photo/{face_id}\?purpose=.+&case_ref={CASE_REF}$"))
+    # the link carries the search's view grant, so the photo view is audited under its purpose and case
+    expect(above).to_have_attribute("href", re.compile(rf"^/photo/{face_id}\?view=fv_[\w-]+$"))
+    # strangers below the threshold are not shown unless asked for
+    assert result["weaker_withheld"] > 0 and not result["include_weaker"]
+    expect(ivan.locator("#weaker")).to_be_visible()
+    expect(ivan.locator("#weaker-text")).to_contain_text(f"{result['weaker_withheld']} weaker candidate(s)")
     uploaded_copy = image_source(server.home, face_id)
     assert uploaded_copy.name.startswith(sha256(powell_1.read_bytes()).hexdigest()), \
         f"top candidate face {face_id} is from {uploaded_copy}, not Colin_Powell_0001"
@@ -124,8 +130,13 @@ def test_upload_search_open_erase_and_audit(browser_login, browser_live_server, 
     wait_images_loaded(ivan, "#candidates img")
     shot(ivan, "search_results")
 
+    # counting ids instead: the photo page of the same face without the grant shows nothing
+    ivan.goto(f"/photo/{face_id}")
+    expect(ivan.locator("#photo-meta")).to_contain_text("no valid view grant")
+    expect(ivan.locator("#boxes .box")).to_have_count(0)
+    search(ivan, powell_2)
     above.click()
-    expect(ivan).to_have_url(re.compile(rf"^{re.escape(server.url)}/photo/{face_id}\?"))
+    expect(ivan).to_have_url(re.compile(rf"^{re.escape(server.url)}/photo/{face_id}\?view=fv_"))
     wait_images_loaded(ivan, "#photo")
     expect(ivan.locator("#boxes .box.this")).to_have_count(1)  # the face box is drawn on the photo
     expect(ivan.locator("#photo-meta")).to_contain_text(f"Collection {COLLECTION}")
@@ -133,7 +144,8 @@ def test_upload_search_open_erase_and_audit(browser_login, browser_live_server, 
     shot(ivan, "photo")
 
     # -- 3. the admin erases the photo; the same search no longer finds Powell ---------------------
-    ada.goto(f"/photo/{face_id}")
+    search(ada, powell_2)  # the admin too looks at a face only through an audited search
+    ada.locator(f"#candidates a.cand[data-face-id='{face_id}']").click()
     wait_images_loaded(ada, "#photo")
     ada.on("dialog", lambda dialog: dialog.accept())
     ada.get_by_role("button", name="Erase this photo and all its faces").click()
@@ -147,17 +159,25 @@ def test_upload_search_open_erase_and_audit(browser_login, browser_live_server, 
     expect(ivan.locator("#verdict")).to_contain_text("No confident match")
     expect(ivan.locator("#candidates a.cand.above")).to_have_count(0)
     expect(ivan.locator(f"#candidates a.cand[data-face-id='{face_id}']")).to_have_count(0)
-    if result["candidates"]:
-        wait_images_loaded(ivan, "#candidates img")
+    expect(ivan.locator("#candidates a.cand")).to_have_count(0)  # nobody below the threshold either
+    expect(ivan.locator("#weaker")).to_be_visible()
+    with ivan.expect_response("**/api/search") as answer:
+        ivan.get_by_role("button", name="Show weaker candidates").click()
+    weaker = answer.value.json()
+    assert weaker["include_weaker"] and weaker["candidates"] and not weaker["confident_match"], weaker
+    expect(ivan.locator("#candidates a.cand.below")).to_have_count(len(weaker["candidates"]))
+    expect(ivan.locator("#weaker-shown")).to_be_visible()
+    expect(ivan.locator("#weaker")).to_be_hidden()
+    wait_images_loaded(ivan, "#candidates img")
     shot(ivan, "no_match")
     assert ivan.request.get(f"/api/faces/{face_id}").status == 403  # gone: same answer as "not yours"
 
     # -- 4. the auditor sees both searches with purpose and case; the chain verifies --------------
     audrey = browser_login("audrey")
     expect(audrey).to_have_url(server.url + "/audit")
-    searches = audrey.locator("#audit-table tbody tr[data-action='search']")
-    expect(searches).to_have_count(2)
-    for i in range(2):
+    searches = audrey.locator("#audit-table tbody tr[data-action='search']").filter(has_text="ivan")
+    expect(searches).to_have_count(4)  # two searches, one again to open the photo, one asking for weaker ones
+    for i in range(4):
         # columns: #, when, user, action, purpose, case, details
         expect(searches.nth(i).locator("td").nth(2)).to_have_text("ivan")
         expect(searches.nth(i).locator("td").nth(4)).to_have_text(PURPOSE)
@@ -222,3 +242,27 @@ def test_compare_two_photos_shows_the_verdict_and_the_false_match_estimate(brows
     expect(result).to_have_class(re.compile(r"\bnone\b"))
     expect(result).to_contain_text("Not the same person")
     shot(ivan, "verify")
+
+
+def test_every_page_runs_under_the_content_security_policy(browser_login):
+    """The policy forbids inline script and style attributes: no page may trip it, and the pages
+    still work (their scripts ran: the menus and tables are filled). /docs is Swagger UI from this
+    server's own files, and renders."""
+    ada = browser_login("ada")
+    violations: list[str] = []
+    ada.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    ada.add_init_script("document.addEventListener('securitypolicyviolation', (e) => "
+                        "console.error('Content Security Policy: ' + e.violatedDirective + ' ' + e.blockedURI))")
+    for path, ready in [("/", "#collection-picks label, #collection-picks p"), ("/collections", "#collections-table"),
+                        ("/subjects", "#gallery-filter-select option"), ("/clusters", "#cluster-collection"),
+                        ("/admin", "#users-table tbody tr"), ("/photo/1", "#photo-meta.error")]:
+        ada.goto(path)
+        expect(ada.locator(ready).first).to_be_attached()
+    ada.goto("/photo/1")
+    expect(ada.locator("#photo-meta")).to_contain_text("no valid view grant")  # its script ran, and was refused
+    hosts: set[str] = set()
+    ada.on("request", lambda r: hosts.add(r.url.split("/")[2]))
+    ada.goto("/docs")
+    expect(ada.locator(".swagger-ui .opblock").first).to_be_visible(timeout=30_000)
+    assert hosts == {ada.url.split("/")[2]}, f"/docs fetched from other hosts: {hosts}"
+    assert violations == [], violations

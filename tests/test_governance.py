@@ -82,6 +82,10 @@ def test_erasure_removes_everything_of_the_erased_faces(api_fresh_env, mode):
     assert all(p.is_file() for p in thumbs.values())
     assert all(p.is_file() and p.resolve().is_relative_to(uploads.resolve()) for p in copies.values())
     beta_id = env.engine.collection("beta").id
+    # view grants taken before the erasure (as a search would have issued them) open nothing after it
+    tokens = {username: env.gov.grant_view(env.gov.accounts.user(username), list(everyone.values()),
+                                           purpose="review", case_ref="CASE-ERASE")
+              for username in ("api_admin", "api_ivy")}
 
     person, response = _erase_request(env, mode)
     assert response.status_code == 200, response.text
@@ -101,7 +105,8 @@ def test_erasure_removes_everything_of_the_erased_faces(api_fresh_env, mode):
     # nothing of it can be opened
     for suffix in ("", "/thumbnail", "/photo"):
         for username in ("api_admin", "api_ivy"):
-            status = env.as_user(username).get(f"/api/faces/{everyone[gone]}{suffix}").status_code
+            status = env.as_user(username).get(f"/api/faces/{everyone[gone]}{suffix}",
+                                               params={"view": tokens[username]}).status_code
             assert status in (403, 404), f"{suffix or 'face'} of an erased face: {status}"
     # catalog rows, vector, thumbnail and the uploaded copy are gone; the others' are not
     assert catalog.faces([everyone[gone]]) == {} and catalog.embeddings_of([everyone[gone]]) == {}
@@ -252,7 +257,7 @@ def test_every_action_leaves_one_audit_record(api_fresh_env):
                       data={"purpose": "compare two stills", "case_ref": "CASE-AUD-2"})
     assert verify.status_code == 200, verify.text
     powell = env.faces["Colin_Powell_0001"][0]
-    view = ivy.get(f"/api/faces/{powell}/photo", params={"purpose": "look closer", "case_ref": "CASE-AUD-1"})
+    view = ivy.get(search.json()["candidates"][0]["photo_url"])  # under the search's view grant
     assert view.status_code == 200
     env.upload("alpha", [LFW / "Hugo_Chavez_0001.jpg"])  # ingest, by the admin
     bush = env.faces["George_W_Bush_0001"][0]
@@ -289,6 +294,7 @@ def test_every_action_leaves_one_audit_record(api_fresh_env):
     assert verified["details"]["same_person"] is False
 
     assert viewed["details"]["face_id"] == powell and viewed["case_ref"] == "CASE-AUD-1"
+    assert viewed["purpose"] == PURPOSE and viewed["details"]["context_record"] == searched["id"]
     assert viewed["details"]["image_id"] == env.images["Colin_Powell_0001"]
     assert ingested["details"]["collection"] == "alpha"
     assert (ingested["details"]["images"], ingested["details"]["faces"]) == (1, 1)

@@ -90,10 +90,10 @@ def test_api_shows_the_time_and_a_frame(api_fresh_env, video):
     assert 20.0 - 0.5 <= top["timestamp_s"] <= 40.5
     assert top["track_span"][0] == pytest.approx(20.0, abs=1.0) and top["track_span"][1] == pytest.approx(40.0, abs=1.0)
     with env.as_user("api_ivy") as client:
-        face = client.get(f"/api/faces/{top['face_id']}").json()
+        face = client.get(f"/api/faces/{top['face_id']}", params={"view": body["view_token"]}).json()
         assert face["media"] == "video" and face["timestamp_s"] == top["timestamp_s"]
         assert len(face["image_faces"]) == 1  # only this face: other faces of the video are at other times
-        photo = client.get(face["photo_url"], params={"purpose": "check", "case_ref": "CASE-1"})
+        photo = client.get(face["photo_url"])  # under the search's view grant, which the URL carries
         assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
         frame = Image.open(io.BytesIO(photo.content))
         x1, y1, x2, y2 = face["box"]

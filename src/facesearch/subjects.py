@@ -297,12 +297,15 @@ class Subjects:
         return cached[1]
 
     @staticmethod
-    def _visible(subjects: SubjectSet, hide: Hide | None) -> np.ndarray:
-        """Subjects none of whose faces is hidden (opt-out)."""
+    def _visible(subjects: SubjectSet, hide: Hide | None, exclude: set[int] | None = None) -> np.ndarray:
+        """Subjects none of whose faces is hidden (opt-out), and not excluded (not the user's to see)."""
+        visible = np.ones(len(subjects), bool)
+        if exclude and len(subjects):
+            visible &= ~np.isin(np.asarray(subjects.ids), list(exclude))
         if hide is None or not len(subjects):
-            return np.ones(len(subjects), bool)
+            return visible
         blocked = np.asarray(hide(subjects.faces), bool).astype(np.int64)
-        return np.add.reduceat(blocked, subjects.starts) == 0
+        return visible & (np.add.reduceat(blocked, subjects.starts) == 0)
 
     def _threshold(self, override: float | None, comparisons: int) -> tuple[float, str]:
         """The calibrated search threshold for this many face-to-face comparisons per search."""
@@ -350,11 +353,12 @@ class Subjects:
 
     def identify(self, probe: ImageSource, *, galleries: list[str] | None = None, top_k: int = 10,
                  fusion: str | None = None, face_index: int | None = None, threshold: float | None = None,
-                 source: str | None = None, hide: Hide | None = None) -> IdentifyResult:
+                 source: str | None = None, hide: Hide | None = None,
+                 exclude: set[int] | None = None) -> IdentifyResult:
         fusion = check_fusion(fusion)
         face, info = self.engine.probe_face(probe, face_index, source)
         result = self.identify_vector(face.embedding, galleries=galleries, top_k=top_k, fusion=fusion,
-                                      threshold=threshold, hide=hide)
+                                      threshold=threshold, hide=hide, exclude=exclude)
         result.probe = info
         if not info.usable:
             result.warnings.append(f"poor probe ({', '.join(info.quality_issues) or 'low quality'}): "
@@ -363,7 +367,7 @@ class Subjects:
 
     def identify_vector(self, vector: np.ndarray, *, galleries: list[str] | None = None, top_k: int = 10,
                         fusion: str | None = None, threshold: float | None = None,
-                        hide: Hide | None = None) -> IdentifyResult:
+                        hide: Hide | None = None, exclude: set[int] | None = None) -> IdentifyResult:
         fusion = check_fusion(fusion)
         targets = [self.gallery(g) for g in dict.fromkeys(galleries)] if galleries else self.galleries()
         pool: list[tuple[float, int, int, str]] = []  # (score, subject id, best enrolled face id, gallery)
@@ -373,7 +377,7 @@ class Subjects:
             subjects = self.subject_set(gallery)
             if not len(subjects):
                 continue
-            visible = self._visible(subjects, hide)
+            visible = self._visible(subjects, hide, exclude)
             scores = subjects.scores(vector[None, :], fusion)[0]
             best_rows = subjects.best_faces(vector)
             searched += int(visible.sum())
@@ -399,7 +403,8 @@ class Subjects:
     # -- two registries against each other ----------------------------------------------------------------
 
     def match(self, gallery_a: str, gallery_b: str, *, top: int = 50, fusion: str | None = None,
-              threshold: float | None = None, hide: Hide | None = None) -> MatchResult:
+              threshold: float | None = None, hide: Hide | None = None,
+              exclude: set[int] | None = None) -> MatchResult:
         """Ranked candidate pairs (subject of A, subject of B) scoring at or above the threshold.
 
         A gallery matched with itself lists each unordered pair once (duplicates in a registry)."""
@@ -409,7 +414,7 @@ class Subjects:
         self._check_pack(info_b)
         set_a, set_b = self.subject_set(info_a), self.subject_set(info_b)
         scores = set_a.pair_scores(set_b, fusion)
-        visible = np.outer(self._visible(set_a, hide), self._visible(set_b, hide))
+        visible = np.outer(self._visible(set_a, hide, exclude), self._visible(set_b, hide, exclude))
         same = info_a.id == info_b.id
         if same:
             visible &= np.triu(np.ones_like(visible), k=1).astype(bool)
@@ -427,7 +432,13 @@ class Subjects:
                                labels[int(set_b.ids[c])], round(score, 5), score >= limit,
                                false_match(self.engine.calibration, score, per_search))
                  for i, (r, c, score) in enumerate(cells)]
-        result = MatchResult(info_a.name, info_b.name, len(set_a), len(set_b), pairs_compared, comparisons,
+
+        def counted(subjects: SubjectSet) -> int:  # subjects the caller may not see are not even counted
+            if not exclude:
+                return len(subjects)
+            return int(np.isin(np.asarray(subjects.ids), list(exclude), invert=True).sum())
+
+        result = MatchResult(info_a.name, info_b.name, counted(set_a), counted(set_b), pairs_compared, comparisons,
                              fusion, limit, rule, pairs)
         result.warnings.append(f"each subject of {info_a.name} is one search of {info_b.name} ({per_search:,} "
                                f"comparisons); scores compare the {FUSION_WORDS[fusion]}")

@@ -4,6 +4,11 @@ Every route needs a user (session cookie + CSRF header, or an API key) except ``
 and login. Roles are checked by dependencies, before the request body is looked at, so a
 caller without the right role gets 403 whatever it sends; a search without purpose or
 case reference gets 422.
+
+Faces are looked at only under a view grant (see :mod:`facesearch.governance.views`): the
+search, subject or cluster view that shows faces issues one, and the URLs it returns carry it
+(``?view=...``); ``POST /api/views`` issues one for faces named by id with a purpose and a case.
+Security headers, the cross-site guard and the offline ``/docs`` are in :mod:`facesearch.api.security`.
 """
 
 
@@ -11,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import secrets
+import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,8 +30,9 @@ from fastapi.staticfiles import StaticFiles
 from facesearch.api import schemas
 from facesearch.api.jobs import JobRunner
 from facesearch.api.limits import RequestLimits, ServerLimits
+from facesearch.api.security import add_security
 from facesearch.api.workers import CpuPool, ServerBusy
-from facesearch.catalog import CatalogError
+from facesearch.catalog import CatalogConflict, CatalogError
 from facesearch.engine import Engine
 from facesearch.errors import FacesearchError, ImageError, NoFaceError
 from facesearch.governance import AccountError, Governance, MissingJustification, PermissionDenied, UserInfo
@@ -87,6 +94,21 @@ def _upright_jpeg(path: Path) -> bytes:
 RETENTION_ACTOR = UserInfo(0, "system:retention", "admin")
 
 
+async def _refusal_flushes(gov: Governance, every_s: float = 60.0) -> None:
+    """Write the counts of refused looks once their minute is over (see RefusalTally)."""
+    while True:
+        await asyncio.sleep(every_s)
+        await asyncio.to_thread(gov.refusals.flush, time.monotonic())
+
+
+def view_urls(face_id: int, token: str | None, thumbnail: bool = True) -> dict[str, str | None]:
+    """The URLs of a face under a view grant: its details, its crop (if kept) and its photo."""
+    query = f"?view={token}" if token else ""
+    return {"details_url": f"/api/faces/{face_id}{query}",
+            "thumbnail_url": f"/api/faces/{face_id}/thumbnail{query}" if thumbnail else None,
+            "photo_url": f"/api/faces/{face_id}/photo{query}"}
+
+
 async def _retention_sweeps(gov: Governance, every_s: float) -> None:
     """Erase what is past its retention period at start-up and then every ``every_s`` seconds."""
     while True:
@@ -108,13 +130,16 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         sweeper = asyncio.create_task(_retention_sweeps(gov, retention_every_s)) if retention_every_s else None
+        flusher = asyncio.create_task(_refusal_flushes(gov))
         yield
         if sweeper:
             sweeper.cancel()
+        flusher.cancel()
+        gov.refusals.flush()  # the counts of refused looks still open go on record
         jobs.shutdown()  # let a running ingest finish its current image and save the index
         cpu.shutdown()
 
-    app = FastAPI(title="facesearch", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="facesearch", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Self-hosted, accountable face search. Every search needs a purpose and a case "
                               "reference and is written to a hash-chained audit log.")
     app.state.governance = gov
@@ -123,10 +148,12 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
     app.state.limits = limits
     app.add_middleware(RequestLimits, max_body_bytes=limits.max_body_bytes, body_timeout_s=limits.body_timeout_s)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    add_security(app)
 
     # -- errors -> HTTP --------------------------------------------------------------------------
     status_of = [(PermissionDenied, 403), (MissingJustification, 422), (NoFaceError, 422), (ImageError, 400),
-                 (AccountError, 400), (HomeBusyError, 409), (ServerBusy, 503), (CatalogError, 404),
+                 (AccountError, 400), (HomeBusyError, 409), (ServerBusy, 503), (CatalogConflict, 409),
+                 (CatalogError, 404),
                  (FacesearchError, 400)]
 
     @app.exception_handler(FacesearchError)
@@ -338,14 +365,20 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
                      case_ref: Annotated[str, Form(min_length=1)],
                      collections: Annotated[list[str] | None, Form()] = None,
                      top_k: Annotated[int, Form(ge=1, le=200)] = 20,
-                     face: Annotated[int | None, Form()] = None) -> schemas.SearchOut:
+                     face: Annotated[int | None, Form()] = None,
+                     include_weaker: Annotated[bool, Form(description="also return candidates below the threshold "
+                                                                      "(recorded in the audit log)")] = False,
+                     ) -> schemas.SearchOut:
         data = await read_probe(probe)
         result = await cpu.run(gov.search, who.user, data, purpose=purpose, case_ref=case_ref,
                                collections=collections or None, top_k=top_k, face_index=face,
-                               probe_name=probe.filename or "probe")
-        return search_out(result)
+                               probe_name=probe.filename or "probe", include_weaker=include_weaker)
+        return search_out(result, who.user, purpose, case_ref, include_weaker)
 
-    def search_out(result) -> schemas.SearchOut:
+    def search_out(result, user: UserInfo, purpose: str, case_ref: str, include_weaker: bool) -> schemas.SearchOut:
+        # the faces this (audited) search shows may be looked at, under its purpose, for an hour
+        token = gov.grant_for(user, result.audit_id, purpose=purpose, case_ref=case_ref,
+                              face_ids=[c.face_id for c in result.candidates]) if result.audit_id else None
         probe_faces = list(result.probe.face_boxes) if result.probe is not None else []
         data = result.to_dict()
         probe = None
@@ -356,7 +389,8 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
         return schemas.SearchOut(
             verdict=data["verdict"], confident_match=data["confident_match"], probe=probe, probe_faces=probe_faces,
             collections=result.collections, faces_searched=result.faces_searched, threshold=result.threshold,
-            threshold_rule=result.threshold_rule, warnings=result.warnings,
+            threshold_rule=result.threshold_rule, warnings=result.warnings, include_weaker=include_weaker,
+            weaker_withheld=result.weaker_withheld, view_token=token,
             candidates=[schemas.CandidateOut(
                 rank=c.rank, face_id=c.face_id, similarity=c.similarity, above_threshold=c.above_threshold,
                 false_match_rate=c.false_match.rate if c.false_match else None,
@@ -364,8 +398,8 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
                 false_match_fpir=c.false_match.fpir if c.false_match else None,
                 false_match_words=c.false_match.words if c.false_match else None, collection=c.collection,
                 image_id=c.image_id, box=c.box, quality=c.quality,
-                thumbnail_url=f"/api/faces/{c.face_id}/thumbnail" if c.thumbnail else None,
-                photo_url=f"/api/faces/{c.face_id}/photo", media=c.media, timestamp_s=c.timestamp_s,
+                thumbnail_url=view_urls(c.face_id, token, bool(c.thumbnail))["thumbnail_url"],
+                photo_url=view_urls(c.face_id, token)["photo_url"], media=c.media, timestamp_s=c.timestamp_s,
                 track_id=c.track_id, track_span=c.track_span) for c in result.candidates])
 
     @app.post("/api/verify", response_model=schemas.VerifyOut, tags=["search"])
@@ -382,9 +416,18 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
 
     # -- faces and photos --------------------------------------------------------------------------
 
+    ViewToken = Annotated[str | None, Query(alias="view", max_length=100,
+                                            description="the view grant of the search or view that showed the face")]
+
+    @app.post("/api/views", response_model=schemas.ViewGrantOut, status_code=201, tags=["faces"])
+    def grant_view(body: schemas.ViewRequest, who: Searcher) -> schemas.ViewGrantOut:
+        """Look at faces named by id, without a search: the purpose and case are recorded first."""
+        token = gov.grant_view(who.user, body.face_ids, purpose=body.purpose, case_ref=body.case_ref)
+        return schemas.ViewGrantOut(view_token=token, faces={f: view_urls(f, token) for f in body.face_ids})
+
     @app.get("/api/faces/{face_id}", response_model=schemas.FaceOut, tags=["faces"])
-    def face(face_id: int, who: Searcher) -> schemas.FaceOut:
-        info = gov.face(who.user, face_id)
+    def face(face_id: int, who: Searcher, view: ViewToken = None) -> schemas.FaceOut:
+        info = gov.face_details(who.user, face_id, view)
         if info.is_video:  # its photo is the stored frame: one face, boxed in the frame's own pixels
             box = frame_box(info, gov.photo_path(info))
             others = [{"face_id": info.id, "box": box, "quality": info.quality}]
@@ -394,20 +437,20 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
                       for f in engine.catalog.image_faces(info.image_id)]
         return schemas.FaceOut(face_id=info.id, image_id=info.image_id, collection=info.collection, box=box,
                                quality=info.quality, quality_issues=list(info.quality_issues),
-                               thumbnail_url=f"/api/faces/{face_id}/thumbnail" if info.thumbnail else None,
-                               photo_url=f"/api/faces/{face_id}/photo", image_faces=others, media=info.media,
+                               thumbnail_url=view_urls(face_id, view, bool(info.thumbnail))["thumbnail_url"],
+                               photo_url=view_urls(face_id, view)["photo_url"], image_faces=others, media=info.media,
                                timestamp_s=info.timestamp_s, track_id=info.track_id, track_span=info.track_span)
 
     @app.get("/api/faces/{face_id}/thumbnail", tags=["faces"], response_class=FileResponse)
-    def thumbnail(face_id: int, who: Searcher) -> FileResponse:
-        path = gov.thumbnail(who.user, face_id)
+    def thumbnail(face_id: int, who: Searcher, view: ViewToken = None) -> FileResponse:
+        path = gov.thumbnail(who.user, face_id, view)
         if not path.is_file():
             raise HTTPException(404, "thumbnail missing (run facesearch doctor)")
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
 
     @app.get("/api/faces/{face_id}/photo", tags=["faces"])
-    async def photo(face_id: int, who: Searcher, purpose: str = "", case_ref: str = "") -> Response:
-        access = await asyncio.to_thread(gov.photo, who.user, face_id, purpose=purpose, case_ref=case_ref)
+    async def photo(face_id: int, who: Searcher, view: ViewToken = None) -> Response:
+        access = await asyncio.to_thread(gov.photo, who.user, face_id, view)
         if not access.path.is_file():
             raise HTTPException(404, "the source photo is no longer at its recorded path")
         if access.is_video_frame:

@@ -1,11 +1,15 @@
 """REST routes for clusters of unknown faces: run clustering, list and show clusters, merge, split,
 move and unassign faces, name a cluster, and turn it into a subject.
 
+Showing a cluster listing or a cluster's faces is a look at faces: it is recorded
+(``cluster_view``, the face ids shown) and the thumbnail and photo URLs carry the view grant
+it issues (``?view=...``).
+
 Added to the app by ``create_app`` (one call to :func:`add_cluster_routes`), with the app's own
 role dependency so the rules are the same as everywhere: the role is checked before the body
 is read (403 whatever is sent), a collection needs a grant, and everything goes through
 :class:`~facesearch.governance.clusters.ClusterGovernance` (audited, opt-out applied). Face
-thumbnails are served by the existing ``/api/faces/{id}/thumbnail``.
+thumbnails are served by the existing ``/api/faces/{id}/thumbnail`` (under the view grant).
 """
 
 
@@ -139,19 +143,20 @@ class ToSubjectOut(BaseModel):
 # -- conversions --------------------------------------------------------------------------------------------
 
 
-def _thumb(face_id: int) -> str:
-    return f"/api/faces/{face_id}/thumbnail"
+def _thumb(face_id: int, token: str) -> str:
+    return f"/api/faces/{face_id}/thumbnail?view={token}"
 
 
-def _cluster_out(c: ClusterInfo) -> ClusterOut:
-    return ClusterOut(**{**c.__dict__, "samples": list(c.samples)}, sample_thumbnails=[_thumb(f) for f in c.samples])
+def _cluster_out(c: ClusterInfo, token: str) -> ClusterOut:
+    return ClusterOut(**{**c.__dict__, "samples": list(c.samples)},
+                      sample_thumbnails=[_thumb(f, token) for f in c.samples])
 
 
-def _detail_out(d: ClusterDetail) -> ClusterDetailOut:
+def _detail_out(d: ClusterDetail, token: str) -> ClusterDetailOut:
     faces = [ClusterFaceOut(face_id=m.face_id, pinned=m.pinned, quality=m.quality, assigned_by=m.assigned_by,
-                            image_id=m.image_id, thumbnail_url=_thumb(m.face_id) if m.has_thumbnail else None,
-                            photo_url=f"/api/faces/{m.face_id}/photo") for m in d.faces]
-    return ClusterDetailOut(**_cluster_out(d.cluster).model_dump(), faces=faces)
+                            image_id=m.image_id, thumbnail_url=_thumb(m.face_id, token) if m.has_thumbnail else None,
+                            photo_url=f"/api/faces/{m.face_id}/photo?view={token}") for m in d.faces]
+    return ClusterDetailOut(**_cluster_out(d.cluster, token).model_dump(), faces=faces)
 
 
 def _run_out(r: ClusterRun) -> RunOut:
@@ -179,17 +184,24 @@ def add_cluster_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
     def list_clusters(name: str, who: Member, limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
                       samples: Annotated[int, Query(ge=0, le=50)] = 8) -> OverviewOut:
         o = clusters.overview(who.user, name, limit=limit, samples=samples)
+        token = clusters.shown(who.user, {"collection": name}, [f for c in o.clusters for f in c.samples])
         state = o.state
         return OverviewOut(collection=o.collection, faces=o.faces, in_clusters=o.in_clusters,
                            unassigned=o.unassigned, total_clusters=o.total_clusters,
-                           clusters=[_cluster_out(c) for c in o.clusters],
+                           clusters=[_cluster_out(c, token) for c in o.clusters],
                            last_run=StateOut(mode=state.mode, last_face_id=state.last_face_id,
                                              faces_processed=state.faces_processed, ran_by=state.ran_by,
                                              ran_at=state.ran_at) if state else None)
 
+    def detail(who, cluster_id: int) -> ClusterDetailOut:
+        d = clusters.cluster(who.user, cluster_id)
+        token = clusters.shown(who.user, {"cluster_id": cluster_id, "collection": d.cluster.collection},
+                               [m.face_id for m in d.faces])
+        return _detail_out(d, token)
+
     @app.get("/api/clusters/{cluster_id}", response_model=ClusterDetailOut, tags=tags)
     def get_cluster(cluster_id: int, who: Member) -> ClusterDetailOut:
-        return _detail_out(clusters.cluster(who.user, cluster_id))
+        return detail(who, cluster_id)
 
     @app.post("/api/clusters/merge", response_model=MergeOut, tags=tags)
     def merge_clusters(body: MergeRequest, who: Member) -> MergeOut:
@@ -213,7 +225,7 @@ def add_cluster_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
     @app.put("/api/clusters/{cluster_id}/name", response_model=ClusterDetailOut, tags=tags)
     def name_cluster(cluster_id: int, body: NameRequest, who: Member) -> ClusterDetailOut:
         clusters.name(who.user, cluster_id, body.name)
-        return _detail_out(clusters.cluster(who.user, cluster_id))
+        return detail(who, cluster_id)
 
     @app.post("/api/clusters/{cluster_id}/subject", response_model=ToSubjectOut, status_code=201, tags=tags)
     def cluster_to_subject(cluster_id: int, body: ToSubjectRequest, who: Member) -> ToSubjectOut:

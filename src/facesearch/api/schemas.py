@@ -125,6 +125,9 @@ class SearchOut(BaseModel):
     candidates: list[CandidateOut]
     warnings: list[str]
     suppressed_note: str = "faces of people who opted out are never shown"
+    include_weaker: bool = False  # whether the request asked for candidates below the threshold
+    weaker_withheld: int = 0  # candidates below the threshold left out (ask with include_weaker=true)
+    view_token: str | None = None  # the view grant the candidates' URLs carry (expires after an hour)
 
 
 class VerifyOut(BaseModel):
@@ -177,6 +180,17 @@ class FaceOut(BaseModel):
     timestamp_s: float | None = None  # video: seconds from the start
     track_id: int | None = None
     track_span: tuple[float, float] | None = None
+
+
+class ViewRequest(BaseModel):
+    face_ids: list[int] = Field(min_length=1, max_length=200)
+    purpose: str = Field(min_length=1, max_length=500)
+    case_ref: str = Field(min_length=1, max_length=200)
+
+
+class ViewGrantOut(BaseModel):
+    view_token: str
+    faces: dict[int, dict[str, str | None]]  # face id -> {"details_url", "thumbnail_url", "photo_url"}
 
 
 class AuditOut(BaseModel):

@@ -4,6 +4,11 @@ Added to the app by ``create_app`` (one call to :func:`add_subject_routes`), wit
 own role dependency so the rules are the same as everywhere: the role is checked before the
 body is read (403 whatever is sent), searches need a purpose and a case reference (422),
 and everything goes through :class:`~facesearch.governance.subjects.SubjectGovernance`.
+
+A subject that carries a collection's grant the user lacks answers as one that does not exist
+(404). Showing a subject, an enrolment or search results is a look at faces: it is recorded
+(``subject_view``, or the search's own record) and the image URLs carry the view grant it
+issues (``?view=...``).
 """
 
 
@@ -118,6 +123,7 @@ class SubjectSearchRequest(BaseModel):
     collections: list[str] | None = None
     top_k: int = Field(20, ge=1, le=200)
     fusion: str | None = Field(None, pattern=FUSION_PATTERN)
+    include_weaker: bool = Field(False, description="also return candidates below the threshold (audited)")
 
 
 class MatchRequest(BaseModel):
@@ -179,6 +185,9 @@ class SubjectSearchOut(BaseModel):
     threshold_rule: str
     candidates: list[FaceCandidateOut]
     warnings: list[str]
+    include_weaker: bool = False
+    weaker_withheld: int = 0  # candidates below the threshold left out (ask with include_weaker)
+    view_token: str | None = None
 
 
 class SubjectCandidateOut(BaseModel):
@@ -243,11 +252,11 @@ def _gallery_out(g: GalleryInfo) -> GalleryOut:
     return GalleryOut(**g.__dict__)
 
 
-def _face_out(f: SubjectFaceInfo) -> SubjectFaceOut:
+def _face_out(f: SubjectFaceInfo, token: str) -> SubjectFaceOut:
     has_thumb = bool(f.thumbnail) or f.face_id is not None
     return SubjectFaceOut(id=f.id, face_id=f.face_id, source=f.source, box=f.box, quality=f.quality,
                           quality_issues=list(f.quality_issues), created_at=f.created_at,
-                          thumbnail_url=f"/api/subject-faces/{f.id}/thumbnail" if has_thumb else None)
+                          thumbnail_url=f"/api/subject-faces/{f.id}/thumbnail?view={token}" if has_thumb else None)
 
 
 def _decision_out(d: DecisionInfo) -> DecisionOut:
@@ -272,19 +281,29 @@ def add_subject_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
     tags = ["subjects"]
 
     def subject_out(info: SubjectInfo, who) -> SubjectOut:
+        """The subject with its enrolled faces and confirmed matches: a look at faces, recorded first."""
         out = SubjectOut(**info.__dict__)
-        out.enrolled = [_face_out(f) for f in subjects.subjects.faces(info.id)]
-        out.links = links_of(info.id, who)
+        enrolled = subjects.subjects.faces(info.id)
+        links, shown = links_of(info.id, who)
+        token = subjects.shown(who.user, info.id, face_ids=shown, subject_face_ids=[f.id for f in enrolled])
+        out.enrolled = [_face_out(f, token) for f in enrolled]
+        for link in links:
+            if link.kind == "face" and link.id in shown:
+                link.thumbnail_url = f"{link.thumbnail_url}?view={token}" if link.thumbnail_url else None
+                link.photo_url = f"/api/faces/{link.id}/photo?view={token}"
+        out.links = links
         return out
 
-    def links_of(subject_id: int, who) -> list[LinkOut]:
-        links = []
+    def links_of(subject_id: int, who) -> tuple[list[LinkOut], list[int]]:
+        """The subject's confirmed links, and the collection faces among them the user may be shown."""
+        links, shown = [], []
+        hidden = subjects.hidden_subjects(who.user)
         for (kind, target), d in sorted(subjects.subjects.links(subject_id).items()):
             link = LinkOut(kind=kind, id=target, decision_id=d.id, score=d.score, decided_by=d.decided_by,
                            decided_at=d.decided_at, note=d.note)
             if kind == "subject":
-                other = subjects.subjects.store.subjects(ids=[target])
-                if other:
+                other = subjects.subjects.store.subjects(ids=[target]) if target not in hidden else []
+                if other:  # a subject the user may not see is listed by id only
                     link.label, link.gallery = other[0].label, other[0].gallery
             else:
                 try:
@@ -294,9 +313,9 @@ def add_subject_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
                 if face is not None:
                     link.collection = face.collection
                     link.thumbnail_url = f"/api/faces/{target}/thumbnail" if face.thumbnail else None
-                    link.photo_url = f"/api/faces/{target}/photo"
+                    shown.append(target)
             links.append(link)
-        return links
+        return links, shown
 
     # -- galleries ---------------------------------------------------------------------------------
 
@@ -348,8 +367,9 @@ def add_subject_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
     def remove_subject(subject_id: int, who: Member, reason: str = "") -> RemovalOut:
         return RemovalOut(**subjects.remove(who.user, subject_id, reason).__dict__)
 
-    def enrol_out(report) -> EnrolOut:
-        return EnrolOut(subject_id=report.subject_id, added=[_face_out(f) for f in report.added],
+    def enrol_out(report, who) -> EnrolOut:
+        token = subjects.shown(who.user, report.subject_id, subject_face_ids=[f.id for f in report.added])
+        return EnrolOut(subject_id=report.subject_id, added=[_face_out(f, token) for f in report.added],
                         failed=report.failed, suppressed=report.suppressed, warnings=report.warnings)
 
     @app.post("/api/subjects/{subject_id}/faces", response_model=EnrolOut, tags=tags)
@@ -363,19 +383,20 @@ def add_subject_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
             if len(data) > MAX_PHOTO_BYTES:
                 raise HTTPException(413, f"{upload.filename}: larger than {MAX_PHOTO_BYTES // 2**20} MB")
             photos.append((upload.filename or "photo", data))
-        return enrol_out(await cpu.run(subjects.enroll, who.user, subject_id, photos, face_index=face))
+        return enrol_out(await cpu.run(subjects.enroll, who.user, subject_id, photos, face_index=face), who)
 
     @app.post("/api/subjects/{subject_id}/faces/from-index", response_model=EnrolOut, tags=tags)
     def enrol_faces(subject_id: int, body: FaceIds, who: Member) -> EnrolOut:
-        return enrol_out(subjects.enroll_faces(who.user, subject_id, body.face_ids))
+        return enrol_out(subjects.enroll_faces(who.user, subject_id, body.face_ids), who)
 
     @app.delete("/api/subject-faces/{subject_face_id}", response_model=RemovalOut, tags=tags)
     def remove_subject_face(subject_face_id: int, who: Member, reason: str = "") -> RemovalOut:
         return RemovalOut(**subjects.remove_face(who.user, subject_face_id, reason).__dict__)
 
     @app.get("/api/subject-faces/{subject_face_id}/thumbnail", response_class=FileResponse, tags=tags)
-    def subject_face_thumbnail(subject_face_id: int, who: Member) -> FileResponse:
-        path = subjects.thumbnail(who.user, subject_face_id)
+    def subject_face_thumbnail(subject_face_id: int, who: Member,
+                               view: Annotated[str | None, Query(max_length=100)] = None) -> FileResponse:
+        path = subjects.thumbnail(who.user, subject_face_id, view)
         if not path.is_file():
             raise HTTPException(404, "thumbnail missing")
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
@@ -385,7 +406,10 @@ def add_subject_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
     @app.post("/api/subjects/{subject_id}/search", response_model=SubjectSearchOut, tags=tags)
     def search_subject(subject_id: int, body: SubjectSearchRequest, who: Member) -> SubjectSearchOut:
         result = subjects.search(who.user, subject_id, purpose=body.purpose, case_ref=body.case_ref,
-                                 collections=body.collections or None, top_k=body.top_k, fusion=body.fusion)
+                                 collections=body.collections or None, top_k=body.top_k, fusion=body.fusion,
+                                 include_weaker=body.include_weaker)
+        token = gov.grant_for(who.user, result.audit_id, purpose=body.purpose, case_ref=body.case_ref,
+                              face_ids=[c.face_id for c in result.candidates]) if result.audit_id else ""
         current = subjects.subjects.store.current(subject_id)
         candidates = []
         for c in result.candidates:
@@ -393,15 +417,16 @@ def add_subject_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
             candidates.append(FaceCandidateOut(
                 rank=c.rank, face_id=c.face_id, similarity=c.similarity, above_threshold=c.above_threshold,
                 collection=c.collection, image_id=c.image_id, box=c.box, quality=c.quality,
-                thumbnail_url=f"/api/faces/{c.face_id}/thumbnail" if c.thumbnail else None,
-                photo_url=f"/api/faces/{c.face_id}/photo", decision=decided.decision if decided else None,
+                thumbnail_url=f"/api/faces/{c.face_id}/thumbnail?view={token}" if c.thumbnail else None,
+                photo_url=f"/api/faces/{c.face_id}/photo?view={token}", decision=decided.decision if decided else None,
                 **_estimate(c)))
         data = result.to_dict()
         return SubjectSearchOut(subject_id=subject_id, fusion=body.fusion or DEFAULT_FUSION,
                                 verdict=data["verdict"], confident_match=data["confident_match"],
                                 collections=result.collections, faces_searched=result.faces_searched,
                                 threshold=result.threshold, threshold_rule=result.threshold_rule,
-                                candidates=candidates, warnings=result.warnings)
+                                candidates=candidates, warnings=result.warnings, include_weaker=body.include_weaker,
+                                weaker_withheld=result.weaker_withheld, view_token=token or None)
 
     @app.post("/api/subjects/identify", response_model=IdentifyOut, tags=tags)
     async def identify(who: Member, probe: Annotated[UploadFile, File()],
@@ -416,12 +441,16 @@ def add_subject_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
         result = await cpu.run(subjects.identify, who.user, data, purpose=purpose, case_ref=case_ref,
                                galleries=galleries or None, top_k=top_k, fusion=fusion, face_index=face,
                                probe_name=probe.filename or "probe")
+        best = [c.best_face for c in result.candidates if c.best_face]
+        token = gov.grant_for(who.user, result.audit_id, purpose=purpose, case_ref=case_ref,
+                              subject_face_ids=best) if result.audit_id else ""
         out = result.to_dict()
         out["probe"] = {k: v for k, v in out["probe"].items() if k != "source"} if out["probe"] else None
         out["candidates"] = [SubjectCandidateOut(
             rank=c.rank, subject_id=c.subject_id, label=c.label, gallery=c.gallery, similarity=c.similarity,
             above_threshold=c.above_threshold, faces=c.faces, best_face=c.best_face,
-            thumbnail_url=f"/api/subject-faces/{c.best_face}/thumbnail" if c.best_face else None, **_estimate(c))
+            thumbnail_url=f"/api/subject-faces/{c.best_face}/thumbnail?view={token}" if c.best_face else None,
+            **_estimate(c))
             for c in result.candidates]
         return IdentifyOut(**out)
 

@@ -7,6 +7,7 @@ Public surface: :class:`Catalog`, :class:`NewFace`, :class:`FaceInfo`, :class:`C
 
 from facesearch.catalog.store import (
     Catalog,
+    CatalogConflict,
     CatalogError,
     CollectionInfo,
     FaceInfo,
@@ -16,5 +17,5 @@ from facesearch.catalog.store import (
 )
 from facesearch.catalog.thumbnails import ThumbnailStore
 
-__all__ = ["Catalog", "CatalogError", "CollectionInfo", "FaceInfo", "NewFace", "RemovedFaces", "ThumbnailStore",
-           "sqlite_url"]
+__all__ = ["Catalog", "CatalogConflict", "CatalogError", "CollectionInfo", "FaceInfo", "NewFace", "RemovedFaces",
+           "ThumbnailStore", "sqlite_url"]

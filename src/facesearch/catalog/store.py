@@ -42,6 +42,10 @@ class CatalogError(FacesearchError):
     """A catalog operation was refused (unknown collection, duplicate name, ...)."""
 
 
+class CatalogConflict(CatalogError):
+    """The name or label is already taken (the API answers 409)."""
+
+
 @dataclass(frozen=True)
 class CollectionInfo:
     id: int

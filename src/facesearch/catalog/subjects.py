@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from facesearch.catalog.schema import Gallery, MatchDecision, Subject, SubjectFace
-from facesearch.catalog.store import Catalog, CatalogError
+from facesearch.catalog.store import Catalog, CatalogConflict, CatalogError
 
 DECISIONS = ("confirm", "reject")
 
@@ -137,8 +137,9 @@ class SubjectStore:
             s.add(row)
             try:
                 s.commit()
-            except IntegrityError as exc:
-                raise CatalogError(f"gallery {name!r} already exists") from exc
+            except IntegrityError:
+                # no chaining: the driver's error carries the row's values, and they must not reach a log
+                raise CatalogConflict(f"gallery {name!r} already exists") from None
             return _gallery_info(row)
 
     def _gallery_counts(self, s: Session, row: Gallery) -> GalleryInfo:
@@ -181,10 +182,14 @@ class SubjectStore:
             row = Subject(gallery_id=gallery_id, label=label, attributes=json.dumps(attributes or {}, sort_keys=True),
                           created_by=created_by)
             s.add(row)
+            gallery_name = gallery.name
             try:
                 s.commit()
-            except IntegrityError as exc:
-                raise CatalogError(f"gallery {gallery.name!r} already has a subject labelled {label!r}") from exc
+            except IntegrityError:
+                # no chaining: the driver's error carries the row's values (the attributes: a family's
+                # contact details), and they must not reach a log
+                raise CatalogConflict(f"gallery {gallery_name!r} already has a subject labelled {label!r}: "
+                                      "choose another label (a number will do)") from None
             return SubjectInfo(row.id, gallery_id, gallery.name, row.label, attributes or {}, row.created_by,
                                _iso(row.created_at), 0)
 

@@ -101,10 +101,14 @@ def print_result(result: SearchResult) -> None:
     print(f"searched {result.faces_searched:,} faces in {', '.join(result.collections) or 'no collection'}")
     print(f"{result.threshold_rule}")
     if not result.confident:
-        print("NO CONFIDENT MATCH: no candidate scores above the threshold. Below-threshold candidates "
-              "follow for completeness; treat them as unrelated unless other evidence says otherwise.")
+        print("NO CONFIDENT MATCH: no candidate scores above the threshold."
+              + (" Below-threshold candidates follow, as asked; treat them as unrelated unless other evidence "
+                 "says otherwise." if result.candidates else ""))
     else:
         print("Candidate leads above the threshold. Each needs human review; a score is not an identification.")
+    if result.weaker_withheld:
+        print(f"{result.weaker_withheld} weaker candidate(s) below the threshold not shown "
+              "(--include-weaker shows them; the asking is recorded)")
     for c in result.candidates:
         mark = "ABOVE" if c.above_threshold else "below"
         x1, y1, x2, y2 = c.box
@@ -140,13 +144,15 @@ def search(args: Namespace) -> int:
     with _governed(args) as gov:
         return _show(args, gov.search(local_operator(), probe, purpose=args.purpose, case_ref=args.case,
                                       collections=args.collection or None, top_k=args.top_k, face_index=args.face,
-                                      probe_name=str(args.probe), threshold=args.threshold))
+                                      probe_name=str(args.probe), threshold=args.threshold,
+                                      include_weaker=args.include_weaker))
 
 
 def similar(args: Namespace) -> int:
     with _governed(args) as gov:
         return _show(args, gov.similar(local_operator(), args.face_id, purpose=args.purpose, case_ref=args.case,
-                                       collections=args.collection or None, top_k=args.top_k))
+                                       collections=args.collection or None, top_k=args.top_k,
+                                       include_weaker=args.include_weaker))
 
 
 def erase(args: Namespace) -> int:

@@ -183,6 +183,8 @@ def _add_engine_commands(sub) -> None:
     p.add_argument("--top-k", type=int, default=20)
     p.add_argument("--face", type=int, default=None, help="use face N of the probe photo")
     p.add_argument("--threshold", type=float, default=None, help="override the calibrated search threshold")
+    p.add_argument("--include-weaker", action="store_true",
+                   help="also show candidates below the threshold (most likely strangers; recorded in the audit log)")
     _justification(p)
     p.set_defaults(handler=ec.search)
 
@@ -191,6 +193,8 @@ def _add_engine_commands(sub) -> None:
     p.add_argument("face_id", type=int)
     p.add_argument("--collection", action="append", default=[])
     p.add_argument("--top-k", type=int, default=20)
+    p.add_argument("--include-weaker", action="store_true",
+                   help="also show candidates below the threshold (recorded in the audit log)")
     _justification(p)
     p.set_defaults(handler=ec.similar)
 

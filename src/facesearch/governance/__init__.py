@@ -1,5 +1,7 @@
 """Accountability: users and roles, collection grants, purpose and case on every search,
-the hash-chained audit log, and opt-out suppression. The API and CLI go through it.
+the hash-chained audit log, opt-out suppression, and view grants (every look at a face tied to
+an audited search or view; refused looks counted, see :mod:`facesearch.governance.views`).
+The API and CLI go through it.
 
 Public surface: :class:`Governance`, :class:`Accounts`, :class:`UserInfo`, :class:`AuditLog`,
 :class:`OptOutList`, errors :class:`PermissionDenied`, :class:`MissingJustification`,

@@ -93,6 +93,15 @@ class ClusterGovernance:
         self._cluster(actor, cluster_id)
         return self.clusters.cluster(cluster_id, hide=self._hide())
 
+    def shown(self, actor: UserInfo, what: dict, face_ids: list[int]) -> str:
+        """Record that the actor is shown these faces of a cluster listing (``cluster_view``) and return
+        the view grant that the listing's thumbnail URLs carry."""
+        faces = sorted(set(face_ids))
+        purpose = "cluster review"
+        case_ref = f"cluster {what['cluster_id']}" if "cluster_id" in what else f"collection {what.get('collection')}"
+        entry = self.audit.append(actor.username, "cluster_view", what | {"faces": faces}, purpose, case_ref)
+        return self.gov.grant_for(actor, entry.id, purpose=purpose, case_ref=case_ref, face_ids=faces)
+
     # -- edits -------------------------------------------------------------------------------------------------
 
     def merge(self, actor: UserInfo, cluster_ids: list[int], *, into: int | None = None) -> MergeResult:
@@ -162,7 +171,8 @@ class ClusterGovernance:
             except CatalogError:
                 subjects.create_gallery(actor, gallery)
                 created_gallery = True
-            subject = subjects.add_subject(actor, gallery, label, attributes)
+            # made from this collection's faces: the subject carries the collection's grant
+            subject = subjects.add_subject(actor, gallery, label, attributes, collections={row.collection})
         enrolled = {f.face_id for f in service.faces(subject.id)}
         faces = [f for f in self.clusters.subject_faces(cluster_id, hide=self._hide()) if f not in enrolled]
         report = subjects.enroll_faces(actor, subject.id, faces) if faces else EnrolReport(subject.id)

@@ -88,3 +88,29 @@ class OptOut(Base):
     reference: Mapped[str] = mapped_column(Text, default="")  # request reference, never a name or photo
     created_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ViewGrant(Base):
+    """Which faces a user may look at, until when, and the audited search or view that allowed it."""
+
+    __tablename__ = "view_grants"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    audit_id: Mapped[int] = mapped_column(Integer)
+    purpose: Mapped[str] = mapped_column(Text)
+    case_ref: Mapped[str] = mapped_column(String(200))
+    face_ids: Mapped[str] = mapped_column(Text)  # JSON list
+    subject_face_ids: Mapped[str] = mapped_column(Text)  # JSON list
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class SubjectCollection(Base):
+    """A subject made from a collection's faces (or a cluster of it) carries that collection's grant."""
+
+    __tablename__ = "subject_collections"
+
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)

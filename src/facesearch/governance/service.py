@@ -20,6 +20,7 @@ from facesearch.errors import FacesearchError, ImageError, NoFaceError
 from facesearch.governance.accounts import Accounts, UserInfo
 from facesearch.governance.audit import AuditLog
 from facesearch.governance.optout import OptOutList, optout_threshold
+from facesearch.governance.views import Grant, RefusalTally, ViewGrants, ViewRefused
 from facesearch.ingest import IngestSummary
 from facesearch.search import SearchResult, VerifyResult, verify_faces
 
@@ -58,6 +59,8 @@ class Governance:
         self.accounts = Accounts(engine.catalog)
         self.audit = AuditLog(engine.catalog)
         self.optouts = OptOutList(engine.catalog, engine.config.pack, optout_threshold(engine.calibration))
+        self.views = ViewGrants(engine.catalog)
+        self.refusals = RefusalTally(self.audit)
 
     # -- checks -----------------------------------------------------------------------------------
 
@@ -87,12 +90,15 @@ class Governance:
 
     def search(self, actor: UserInfo, probe: bytes, *, purpose: str, case_ref: str,
                collections: list[str] | None = None, top_k: int = 20, face_index: int | None = None,
-               probe_name: str = "probe", threshold: float | None = None) -> SearchResult:
+               probe_name: str = "probe", threshold: float | None = None,
+               include_weaker: bool = False) -> SearchResult:
+        """Candidates above the threshold only, unless ``include_weaker`` (stated in the request, audited)."""
         self.require(actor, "admin", "investigator")
         try:
             purpose, case_ref = self._justify(purpose, case_ref)
             targets = self.allowed_collections(actor, collections)
-            return self._search(actor, probe, purpose, case_ref, targets, top_k, face_index, probe_name, threshold)
+            return self._search(actor, probe, purpose, case_ref, targets, top_k, face_index, probe_name, threshold,
+                                include_weaker)
         except (PermissionDenied, MissingJustification, ImageError, NoFaceError) as exc:
             # A refused search is recorded too: who tried what, and why it was refused.
             self.audit.append(actor.username, "search_refused", {"probe_sha256": _sha256(probe),
@@ -101,34 +107,39 @@ class Governance:
             raise
 
     def _search(self, actor: UserInfo, probe: bytes, purpose: str, case_ref: str, targets: list[str], top_k: int,
-                face_index: int | None, probe_name: str, threshold: float | None = None) -> SearchResult:
-        details = {"probe_sha256": _sha256(probe), "collections": targets, "top_k": top_k}
+                face_index: int | None, probe_name: str, threshold: float | None = None,
+                include_weaker: bool = False) -> SearchResult:
+        details = {"probe_sha256": _sha256(probe), "collections": targets, "top_k": top_k,
+                   "include_weaker": include_weaker}
         if not targets:
             result = SearchResult(None, [], 0, 0.0, "no collection granted", [])
             result.warnings.append("you have no collection to search: ask an admin for a grant")
         else:
             result = self.engine.search(probe, collections=targets, top_k=top_k, face_index=face_index,
                                         source=probe_name, threshold=threshold)
-            details |= self._outcome(result, threshold)
-        self.audit.append(actor.username, "search", details, purpose, case_ref)
+            details |= self._outcome(result, threshold, include_weaker)
+        result.audit_id = self.audit.append(actor.username, "search", details, purpose, case_ref).id
         return result
 
-    def _outcome(self, result: SearchResult, threshold: float | None) -> dict:
-        """Suppress opted-out candidates; what the audit record says the search returned."""
+    def _outcome(self, result: SearchResult, threshold: float | None, include_weaker: bool) -> dict:
+        """Suppress opted-out candidates and withhold weaker ones; what the audit record says was returned."""
         suppressed = self._suppress(result)
+        withheld = result.withhold_weaker(include_weaker)
         return {"suppressed": suppressed, "confident": result.confident, "threshold_override": threshold,
+                "weaker_withheld": withheld,
                 "results": [[c.face_id, round(c.similarity, 4)] for c in result.candidates]}
 
     def similar(self, actor: UserInfo, face_id: int, *, purpose: str, case_ref: str,
-                collections: list[str] | None = None, top_k: int = 20) -> SearchResult:
+                collections: list[str] | None = None, top_k: int = 20, include_weaker: bool = False) -> SearchResult:
         """A search whose probe is an indexed face: governed and audited like any search."""
         self.require(actor, "admin", "investigator")
         purpose, case_ref = self._justify(purpose, case_ref)
         self._face_collection_check(actor, face_id)
         targets = self.allowed_collections(actor, collections)
         result = self.engine.similar(face_id, collections=targets, top_k=top_k)
-        self.audit.append(actor.username, "similar", {"face_id": face_id, "collections": targets, "top_k": top_k,
-                                                      **self._outcome(result, None)}, purpose, case_ref)
+        result.audit_id = self.audit.append(actor.username, "similar", {
+            "face_id": face_id, "collections": targets, "top_k": top_k, "include_weaker": include_weaker,
+            **self._outcome(result, None, include_weaker)}, purpose, case_ref).id
         return result
 
     def _suppress(self, result: SearchResult) -> int:
@@ -167,17 +178,64 @@ class Governance:
             raise PermissionDenied(f"face {face_id} is not in a collection you may see")
         return info
 
-    def thumbnail(self, actor: UserInfo, face_id: int) -> Path:
-        info = self._face_collection_check(actor, face_id)
+    def _viewable(self, actor: UserInfo, face_id: int, token: str | None, kind: str):
+        """The face, if ``token`` is the actor's view grant for it and its collection is (still) granted.
+
+        Anything else is refused the same way and counted (aggregated) in the audit log."""
+        self.require(actor, "admin", "investigator")
+        try:
+            grant = self.views.check(actor, token, face_id=face_id)
+            info = self._face_collection_check(actor, face_id)  # a grant revoked since still stops it
+        except (ViewRefused, PermissionDenied) as exc:
+            self.refusals.refused(actor.username, kind, face_id)
+            raise PermissionDenied(str(exc)) from None
+        return grant, info
+
+    def _record_view(self, actor: UserInfo, action: str, grant: Grant, info) -> None:
+        self.audit.append(actor.username, action, {"face_id": info.id, "image_id": info.image_id,
+                                                   "collection": info.collection, "view_grant": grant.id,
+                                                   "context_record": grant.audit_id}, grant.purpose, grant.case_ref)
+
+    def thumbnail(self, actor: UserInfo, face_id: int, token: str | None) -> Path:
+        """A face's crop under a view grant. Not recorded again: the record that issued the grant
+        (the search, the subject or cluster view) lists this face and the purpose already."""
+        _grant, info = self._viewable(actor, face_id, token, "thumbnail")
         if not info.thumbnail:
             raise PermissionDenied(f"face {face_id} has no thumbnail (its collection keeps embeddings only)")
         return self.engine.thumbnails.path(info.thumbnail)
 
-    def photo(self, actor: UserInfo, face_id: int, *, purpose: str = "", case_ref: str = "") -> PhotoAccess:
-        info = self._face_collection_check(actor, face_id)
-        self.audit.append(actor.username, "view_photo", {"face_id": face_id, "image_id": info.image_id,
-                                                         "collection": info.collection}, purpose, case_ref)
+    def photo(self, actor: UserInfo, face_id: int, token: str | None) -> PhotoAccess:
+        """The whole photo of a face under a view grant: each look is a ``view_photo`` record with the
+        grant's purpose and case and the id of the record that issued the grant."""
+        grant, info = self._viewable(actor, face_id, token, "photo")
+        self._record_view(actor, "view_photo", grant, info)
         return PhotoAccess(self.photo_path(info), info.image_id, info.collection, info.is_video)
+
+    def face_details(self, actor: UserInfo, face_id: int, token: str | None):
+        """A face's details (box, quality, the other faces of its photo) under a view grant: recorded."""
+        grant, info = self._viewable(actor, face_id, token, "details")
+        self._record_view(actor, "view_face", grant, info)
+        return info
+
+    def grant_view(self, actor: UserInfo, face_ids: list[int], *, purpose: str, case_ref: str) -> str:
+        """Look at faces by id for a stated purpose and case (no search): audited, then granted."""
+        self.require(actor, "admin", "investigator")
+        ids = list(dict.fromkeys(int(f) for f in face_ids))
+        try:
+            purpose, case_ref = self._justify(purpose, case_ref)
+            for face_id in ids:
+                self._face_collection_check(actor, face_id)
+        except (MissingJustification, PermissionDenied):
+            self.refusals.refused(actor.username, "grant", ids[0] if ids else 0)  # aggregated, like any refusal
+            raise
+        entry = self.audit.append(actor.username, "view_grant", {"faces": ids}, purpose, case_ref)
+        return self.views.issue(actor, entry.id, purpose=purpose, case_ref=case_ref, face_ids=ids)
+
+    def grant_for(self, actor: UserInfo, context_record: int, *, purpose: str, case_ref: str, face_ids=(),
+                  subject_face_ids=()) -> str:
+        """A view grant for faces an audited search or view (``context_record``) just showed the actor."""
+        return self.views.issue(actor, context_record, purpose=purpose, case_ref=case_ref, face_ids=face_ids,
+                                subject_face_ids=subject_face_ids)
 
     def photo_path(self, info) -> Path:
         """The picture a face is shown in: its photo, or for a video face the frame stored at ingest."""

@@ -73,3 +73,19 @@ class SearchResult(Verdict):
     threshold_rule: str
     candidates: list[Candidate] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    weaker_withheld: int = 0  # candidates below the threshold left out (data minimisation): count only
+    audit_id: int | None = None  # the audit record of this search, when it went through governance
+
+    def withhold_weaker(self, include_weaker: bool) -> int:
+        """Data minimisation: keep only candidates above the threshold unless the user asked for weaker ones.
+
+        Below the threshold a candidate is most likely a stranger (the threshold is where the chance
+        of a different person scoring this high becomes small): showing them by default shows
+        unrelated people's faces to the investigator. Returns how many were withheld."""
+        if include_weaker:
+            self.weaker_withheld = 0
+            return 0
+        keep = [c for c in self.candidates if c.above_threshold]
+        self.weaker_withheld = len(self.candidates) - len(keep)
+        self.candidates = keep
+        return self.weaker_withheld

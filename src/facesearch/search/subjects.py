@@ -165,6 +165,7 @@ class IdentifyResult(Verdict):
     threshold_rule: str
     candidates: list[SubjectCandidate] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    audit_id: int | None = None  # the audit record of this identification, when it went through governance
 
     LEADS = "candidate subjects above the threshold: each needs human review"
 

@@ -26,6 +26,13 @@ function videoTime(seconds) {
   return `${m}:${s}`;
 }
 
+// The page of a face's photo, under the view grant its API URL carries (?view=...): the grant of the
+// audited search or view that showed the face. A photo page without one is refused by the API.
+function photoPage(faceId, photoUrl) {
+  const query = String(photoUrl || "").split("?")[1] || "";
+  return `/photo/${faceId}${query ? "?" + query : ""}`;
+}
+
 function rateWords(c) {
   // The server words the estimate from the pack's calibration: one wording everywhere.
   return c.false_match_words || "false-match rate unknown (uncalibrated pack)";
@@ -74,10 +81,18 @@ async function initSearch() {
     e.preventDefault();
     const fd = new FormData(form);
     if (!fd.get("face")) fd.delete("face");
+    if (fd.get("include_weaker") !== "true") fd.delete("include_weaker");
+    $("#include-weaker").value = "";  // asked for once, by the button: the next search is minimal again
     $("#search-button").disabled = true;
-    try { renderResults(await api("POST", "/api/search", fd), fd.get("purpose"), fd.get("case_ref")); }
+    try { renderResults(await api("POST", "/api/search", fd)); }
     catch (err) { renderError(err); }
     finally { $("#search-button").disabled = false; }
+  });
+  // Weaker candidates (below the threshold: most likely strangers) only when asked: the same search
+  // again, with include_weaker=true stated in the request and recorded in the audit log.
+  $("#show-weaker").addEventListener("click", () => {
+    $("#include-weaker").value = "true";
+    form.requestSubmit();
   });
 }
 
@@ -117,8 +132,7 @@ function renderError(err) {
   $("#result-meta").textContent = "";
 }
 
-function renderResults(r, purpose, caseRef) {
-  const why = new URLSearchParams({purpose: purpose || "", case_ref: caseRef || ""}).toString();
+function renderResults(r) {
   $("#results").hidden = false;
   const verdict = $("#verdict");
   verdict.className = "verdict " + (r.confident_match ? "leads" : "none");
@@ -129,8 +143,13 @@ function renderResults(r, purpose, caseRef) {
   const rule = r.threshold_rule.charAt(0).toUpperCase() + r.threshold_rule.slice(1);
   $("#result-meta").textContent = `${probe}Searched ${r.faces_searched.toLocaleString()} faces in ${r.collections.join(", ") || "no collection"}. ${rule}. ${r.warnings.join(" ")}`;
   drawProbeFaces(r);
+  const weaker = $("#weaker");
+  weaker.hidden = !(r.weaker_withheld > 0) || r.include_weaker;
+  $("#weaker-text").textContent = `${r.weaker_withheld} weaker candidate(s) below the threshold are not shown: `
+    + "most likely they are other people.";
+  $("#weaker-shown").hidden = !r.include_weaker;
   $("#candidates").innerHTML = r.candidates.map((c) => `
-    <a class="cand ${c.above_threshold ? "above" : "below"}" href="/photo/${c.face_id}?${why}" data-face-id="${c.face_id}">
+    <a class="cand ${c.above_threshold ? "above" : "below"}" href="${photoPage(c.face_id, c.photo_url)}" data-face-id="${c.face_id}">
       ${c.thumbnail_url ? `<img src="${c.thumbnail_url}" alt="face ${c.face_id}">` : `<div class="nothumb">no thumbnail kept</div>`}
       <div class="score">${c.similarity.toFixed(3)} ${c.above_threshold ? "· above threshold" : "· below threshold"}</div>
       <div class="fmr">${esc(rateWords(c))}</div>
@@ -166,17 +185,28 @@ async function initPhoto() {
   const page = $("#photo-page");
   if (!page) return;
   const id = page.dataset.faceId;
-  const face = await api("GET", `/api/faces/${id}`);
+  // the view grant of the search, subject or cluster that led here: the API records this look under it
+  const view = new URLSearchParams(location.search).get("view") || "";
+  let face;
+  try { face = await api("GET", `/api/faces/${id}?view=${encodeURIComponent(view)}`); }
+  catch (err) { $("#photo-meta").className = "error"; $("#photo-meta").textContent = err.message; return; }
   $("#photo-meta").textContent = face.media === "video"
     ? `Collection ${face.collection} · video ${face.image_id} · frame at ${videoTime(face.timestamp_s)} (face track ${face.track_id}) · quality ${face.quality.toFixed(2)}`
     : `Collection ${face.collection} · image ${face.image_id} · ${face.image_faces.length} face(s) · quality ${face.quality.toFixed(2)}`;
   const img = $("#photo");
   img.addEventListener("load", () => {
     const sx = img.clientWidth / img.naturalWidth, sy = img.clientHeight / img.naturalHeight;
-    $("#boxes").innerHTML = face.image_faces.map((f) => `<div class="box ${String(f.face_id) === id ? "this" : ""}" style="left:${f.box[0] * sx}px;top:${f.box[1] * sy}px;width:${(f.box[2] - f.box[0]) * sx}px;height:${(f.box[3] - f.box[1]) * sy}px"></div>`).join("");
+    // positions through the CSSOM: the content security policy allows no inline style attribute
+    $("#boxes").replaceChildren(...face.image_faces.map((f) => {
+      const el = document.createElement("div");
+      el.className = "box" + (String(f.face_id) === id ? " this" : "");
+      Object.assign(el.style, {left: `${f.box[0] * sx}px`, top: `${f.box[1] * sy}px`,
+        width: `${(f.box[2] - f.box[0]) * sx}px`, height: `${(f.box[3] - f.box[1]) * sy}px`});
+      return el;
+    }));
   });
-  // The photo view is audited with the purpose and case of the search that led here.
-  img.src = `${face.photo_url}?${new URLSearchParams(location.search)}`;
+  // The photo view is audited under the grant (the purpose and case of the search that led here).
+  img.src = face.photo_url;
   const eraseImage = $("#erase-image");
   if (eraseImage) {
     eraseImage.addEventListener("click", async () => {

@@ -136,7 +136,7 @@ async function initClusterPage() {
         <input type="checkbox" data-face="${f.face_id}" aria-label="select face ${f.face_id}">
         ${f.thumbnail_url ? `<img src="${f.thumbnail_url}" alt="face ${f.face_id}">` : `<div class="nothumb">no thumbnail kept</div>`}
         <div class="fmr">face ${f.face_id} · quality ${f.quality.toFixed(2)}${f.pinned ? ` · <span class="pin">placed by ${esc(f.assigned_by)}</span>` : ""}</div>
-        <a href="/photo/${f.face_id}">photo</a>
+        <a href="${photoPage(f.face_id, f.photo_url)}">photo</a>
       </label>`).join("");
     refresh();
     return c;

@@ -112,7 +112,7 @@ async function initSubjectPage() {
       ? `<div class="cand above" data-link-face="${l.id}">${l.thumbnail_url ? `<img src="${l.thumbnail_url}" alt="face ${l.id}">` : ""}
           <div class="score">face ${l.id}${l.collection ? " · " + esc(l.collection) : ""}</div>
           <div class="fmr">confirmed by ${esc(l.decided_by)}${l.score != null ? ` at ${l.score.toFixed(3)}` : ""}</div>
-          ${l.photo_url ? `<a href="/photo/${l.id}">open photo</a>` : ""}</div>`
+          ${l.photo_url ? `<a href="${photoPage(l.id, l.photo_url)}">open photo</a>` : ""}</div>`
       : `<div class="cand above" data-link-subject="${l.id}"><div class="score"><a href="/subjects/${l.id}">${esc(l.label || "subject " + l.id)}</a></div>
           <div class="fmr">subject in ${esc(l.gallery || "?")}; confirmed by ${esc(l.decided_by)}</div></div>`).join("");
     $("#links-empty").hidden = s.links.length > 0;
@@ -158,8 +158,9 @@ async function initSubjectPage() {
     why = {purpose: fd.get("purpose"), case_ref: fd.get("case_ref")};
     $("#subject-search-button").disabled = true;
     try {
-      const r = await api("POST", `/api/subjects/${id}/search`, {...why, collections: fd.getAll("collections"), fusion: fd.get("fusion")});
-      renderSubjectResults(r, why);
+      const r = await api("POST", `/api/subjects/${id}/search`, {...why, collections: fd.getAll("collections"), fusion: fd.get("fusion"),
+        include_weaker: fd.get("include_weaker") === "on"});
+      renderSubjectResults(r);
     } catch (err) {
       $("#subject-results").hidden = false;
       $("#subject-verdict").className = "verdict error"; $("#subject-verdict").textContent = err.message;
@@ -189,21 +190,21 @@ async function initSubjectPage() {
   });
 }
 
-function renderSubjectResults(r, why) {
-  const params = new URLSearchParams(why).toString();
+function renderSubjectResults(r) {
   $("#subject-results").hidden = false;
   const verdict = $("#subject-verdict");
   verdict.className = "verdict " + (r.confident_match ? "leads" : "none");
   verdict.textContent = r.confident_match
     ? `${r.candidates.filter((c) => c.above_threshold).length} candidate lead(s) above the threshold — needs human review`
     : "No confident match: nobody in the searched collections scores above the threshold.";
-  $("#subject-result-meta").textContent = `Searched ${r.faces_searched.toLocaleString()} faces in ${r.collections.join(", ") || "no collection"} (${r.fusion} fusion). ${r.threshold_rule}. ${r.warnings.join(" ")}`;
+  const weaker = r.weaker_withheld ? ` ${r.weaker_withheld} weaker candidate(s) below the threshold not shown (tick "also show weaker candidates" to see them).` : "";
+  $("#subject-result-meta").textContent = `Searched ${r.faces_searched.toLocaleString()} faces in ${r.collections.join(", ") || "no collection"} (${r.fusion} fusion). ${r.threshold_rule}.${weaker} ${r.warnings.join(" ")}`;
   $("#subject-candidates").innerHTML = r.candidates.map((c) => `
     <div class="cand ${c.above_threshold ? "above" : "below"}" data-face-id="${c.face_id}" data-score="${c.similarity}" data-decision="${c.decision || ""}">
       ${c.thumbnail_url ? `<img src="${c.thumbnail_url}" alt="face ${c.face_id}">` : `<div class="nothumb">no thumbnail kept</div>`}
       <div class="score">${c.similarity.toFixed(3)} ${c.above_threshold ? "· above threshold" : "· below threshold"}</div>
       <div class="fmr">${esc(chanceWords(c))}</div>
-      <div class="src">${esc(c.collection)} · face ${c.face_id} · <a href="/photo/${c.face_id}?${params}">photo</a></div>
+      <div class="src">${esc(c.collection)} · face ${c.face_id} · <a href="${photoPage(c.face_id, c.photo_url)}">photo</a></div>
       <div class="decision">${c.decision ? (c.decision === "confirm" ? "Confirmed" : "Rejected") : ""}</div>
       <input class="note" placeholder="note (audited)" aria-label="note for face ${c.face_id}">
       <button type="button" data-decide="confirm">Confirm</button> <button type="button" class="link" data-decide="reject">Reject</button>
