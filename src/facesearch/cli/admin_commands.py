@@ -99,17 +99,46 @@ def user_key(args: Namespace) -> int:
     return 0
 
 
+def _anchor(gov: Governance):
+    from facesearch.governance.checkpoints import AuditAnchor
+
+    return AuditAnchor(gov.audit, gov.engine.home)
+
+
 def audit_verify(args: Namespace) -> int:
-    check = _gov(args).audit.verify()
+    """The chain, and every signed checkpoint (the home's and the exports'): names the first record
+    that differs. Exit status 1 when anything is wrong."""
+    check = _anchor(_gov(args)).verify(export=args.export, public_key=args.public_key)
     if args.json:
-        print(json.dumps({"ok": check.ok, "records": check.records, "problems": check.problems}, indent=2))
+        print(json.dumps(check.to_dict(), indent=2))
     elif check.ok:
-        print(f"audit chain intact: {check.records} records verified")
+        print(f"audit chain intact: {check.records} records verified"
+              + (f", against {check.checkpoints} signed checkpoint(s)" if check.checkpoints else
+                 "; no signed checkpoint yet (`facesearch audit checkpoint`): a rewrite of the whole chain "
+                 "would not be seen"))
+        for note in check.notes:
+            print(f"  {note}")
     else:
-        print(f"AUDIT CHAIN BROKEN ({check.records} records checked):")
+        print(f"AUDIT CHAIN BROKEN ({check.records} records, {check.checkpoints} checkpoint(s) checked):")
         for record_id, problem in check.problems:
             print(f"  record {record_id}: {problem}")
     return 0 if check.ok else 1
+
+
+def audit_checkpoint(args: Namespace) -> int:
+    """Sign the chain head now (Ed25519, key outside the catalog) and export it."""
+    result = _anchor(_gov(args)).checkpoint(local_operator().username, export=args.export)
+    cp = result.checkpoint
+    if args.json:
+        print(json.dumps({"checkpoint": cp.to_dict() if cp else None, "path": str(result.path or ""),
+                          "exported": [str(p) for p in result.exported], "reason": result.reason}, indent=2))
+    elif cp is None:
+        print(f"no new checkpoint: {result.reason}")
+    else:
+        print(f"checkpoint of records {cp.from_id + 1}..{cp.last_id} signed (key {cp.key_id}): {result.path}")
+    for path in result.exported if not args.json else []:
+        print(f"exported {path}")
+    return 0
 
 
 def audit_export(args: Namespace) -> int:

@@ -144,6 +144,11 @@ def _home_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
+def _export_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--export", action="append", default=None, metavar="DIR",
+                   help=f"checkpoint export folder, repeatable; {what} (default: $FACESEARCH_AUDIT_EXPORT)")
+
+
 def _justification(p: argparse.ArgumentParser) -> None:
     p.add_argument("--purpose", required=True, help="why you search (kept in the audit log)")
     p.add_argument("--case", required=True, help="the case or request reference (kept in the audit log)")
@@ -248,9 +253,18 @@ def _add_admin_commands(sub) -> None:
 
     p = sub.add_parser("audit", help="the hash-chained audit log")
     audit_sub = p.add_subparsers(metavar="ACTION")
-    verify = audit_sub.add_parser("verify", help="recompute the chain; name any edited, inserted or deleted record")
+    verify = audit_sub.add_parser("verify", help="recompute the chain and check it against every signed "
+                                  "checkpoint; name any edited, inserted or deleted record")
     _home_args(verify)
+    _export_arg(verify, "also check the checkpoints exported there")
+    verify.add_argument("--public-key", default=None, help="the audit public key (PEM) to trust: pin it "
+                        "(default: $FACESEARCH_AUDIT_PUBLIC_KEY, else the signing key's, else the home's copy)")
     verify.set_defaults(handler=ac.audit_verify)
+    checkpoint = audit_sub.add_parser("checkpoint", help="sign the chain head now (Ed25519; key outside the "
+                                      "catalog) and store it in the home and any export folder")
+    _home_args(checkpoint)
+    _export_arg(checkpoint, "also write it there (write-once: files are created, never replaced)")
+    checkpoint.set_defaults(handler=ac.audit_checkpoint)
     export = audit_sub.add_parser("export", help="print records as JSON lines")
     _home_args(export)
     export.add_argument("--actor", default=None)
