@@ -29,10 +29,20 @@ def serve(args: Namespace) -> int:
         print("facesearch: no admin yet: create one first with `facesearch user add NAME --role admin`",
               file=sys.stderr)
         return 2
+    from facesearch.api.proxies import TrustedProxies
+    from facesearch.governance.checkpoints import key_id, load_signing_key
+
+    key = load_signing_key(engine.home, create=args.checkpoint_minutes > 0)  # the key file, made 0600 if missing
     engine.analyzer  # noqa: B018 - load the models before the first request, not during it
-    app = create_app(engine, secure_cookies=args.secure_cookies, retention_every_s=args.retention_hours * 3600)
+    proxies = TrustedProxies(args.trusted_proxy) if args.trusted_proxy else TrustedProxies.from_env()
+    app = create_app(engine, secure_cookies=args.secure_cookies, retention_every_s=args.retention_hours * 3600,
+                     trusted_proxies=proxies, checkpoint_every_s=args.checkpoint_minutes * 60 or None,
+                     checkpoint_export=args.audit_export)
     print(f"facesearch serving {engine.home} on http://{args.host}:{args.port} (OpenAPI: /docs)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    if key is not None:
+        print(f"audit checkpoints every {args.checkpoint_minutes:g} min, signed by key {key_id(key.public_key())}")
+    # uvicorn's own X-Forwarded-For handling trusts 127.0.0.1 by default: off; the app decides (--trusted-proxy)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", proxy_headers=False)
     return 0
 
 

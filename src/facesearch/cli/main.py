@@ -223,6 +223,14 @@ def _add_admin_commands(sub) -> None:
     p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (behind HTTPS)")
     p.add_argument("--retention-hours", type=float, default=6.0,
                    help="erase images past their collection's retention period at start and every N hours")
+    p.add_argument("--trusted-proxy", action="append", default=None, metavar="ADDR",
+                   help="a reverse proxy (address or network) whose X-Forwarded-For is believed; repeatable "
+                   "(default: $FACESEARCH_TRUSTED_PROXIES, comma-separated; else none)")
+    p.add_argument("--checkpoint-minutes", type=float, default=60.0,
+                   help="sign the audit chain head at start and every N minutes (0: never)")
+    p.add_argument("--audit-export", action="append", default=None, metavar="DIR",
+                   help="copy scheduled audit checkpoints there (write-once); repeatable "
+                   "(default: $FACESEARCH_AUDIT_EXPORT)")
     p.set_defaults(handler=ac.serve)
 
     p = sub.add_parser("retention", help="images past their collection's retention period: list, or --apply")

@@ -289,7 +289,7 @@ class AuditAnchor:
                                        f"checkpoint {name} is in the export ({copies[0][1].parent}) but missing "
                                        "from the home: deleted"))
             seen: set[bytes] = set()
-            for where, path, cp in copies:
+            for _where, path, cp in copies:
                 if cp is None:
                     check.problems.append((0, f"checkpoint {path} is unreadable"))
                     continue
