@@ -9,7 +9,7 @@ import sys
 from argparse import Namespace
 
 from facesearch.engine import Engine
-from facesearch.governance import Governance, local_operator
+from facesearch.governance import AccountError, Governance, local_operator
 
 
 def _gov(args: Namespace) -> Governance:
@@ -76,10 +76,15 @@ def _read_password(args: Namespace) -> str:
     return first
 
 
+def _lifecycle(gov: Governance):
+    from facesearch.governance.lifecycle import AccountLifecycle
+
+    return AccountLifecycle(gov.accounts, gov.audit, gov.engine)
+
+
 def user_add(args: Namespace) -> int:
     gov = _gov(args)
-    user = gov.accounts.add_user(args.username, _read_password(args), args.role)
-    gov.audit.append(local_operator().username, "user_add", {"username": user.username, "role": user.role})
+    user = _lifecycle(gov).add_user(local_operator(), args.username, _read_password(args), args.role)
     print(f"added {user.role} {user.username!r}")
     return 0
 
@@ -93,19 +98,71 @@ def user_list(args: Namespace) -> int:
 
 
 def user_grant(args: Namespace) -> int:
-    gov = _gov(args)
-    info = gov.engine.collection(args.collection)
-    gov.accounts.grant(args.username, info.id)
-    gov.audit.append(local_operator().username, "grant", {"collection": args.collection, "username": args.username})
+    _lifecycle(_gov(args)).grant(local_operator(), args.username, args.collection)
     print(f"granted {args.collection!r} to {args.username!r}")
     return 0
 
 
+def user_revoke(args: Namespace) -> int:
+    _lifecycle(_gov(args)).revoke_grant(local_operator(), args.username, args.collection)
+    print(f"revoked {args.username!r}'s grant of {args.collection!r}")
+    return 0
+
+
+def user_deactivate(args: Namespace) -> int:
+    _lifecycle(_gov(args)).deactivate(local_operator(), args.username)
+    print(f"deactivated {args.username!r} (sessions ended; API keys refused while inactive)")
+    return 0
+
+
+def user_reactivate(args: Namespace) -> int:
+    _lifecycle(_gov(args)).reactivate(local_operator(), args.username)
+    print(f"reactivated {args.username!r}")
+    return 0
+
+
+def user_role(args: Namespace) -> int:
+    user = _lifecycle(_gov(args)).set_role(local_operator(), args.username, args.role)
+    print(f"{user.username!r} is now {'an' if user.role[0] in 'aeiou' else 'a'} {user.role}")
+    return 0
+
+
+def user_password(args: Namespace) -> int:
+    """An operator resets a user's password (recorded; the user's sessions end)."""
+    _lifecycle(_gov(args)).reset_password(local_operator(), args.username, _read_password(args))
+    print(f"password of {args.username!r} reset (recorded in the audit log; their sessions ended)")
+    return 0
+
+
 def user_key(args: Namespace) -> int:
+    """An API key for scripts, for the user who proves who they are with their own password: an
+    operator cannot mint one for someone else and act as them unrecorded."""
     gov = _gov(args)
-    secret = gov.accounts.create_api_key(args.username, label=f"issued by {local_operator().username}")
-    gov.audit.append(local_operator().username, "api_key_issue", {"username": args.username})
+    user = gov.accounts.check_password(args.username, _read_password(args))
+    if user is None:
+        gov.audit.append(local_operator().username, "api_key_refused",
+                         {"username": args.username, "reason": "wrong password or inactive user"})
+        raise AccountError(f"wrong password for {args.username!r} (or the user is inactive): only the user "
+                           "themself may issue their API key")
+    key_id, secret = _lifecycle(gov).issue_api_key(user, label=args.label or f"cli, {local_operator().username}")
     print(secret)
+    return 0
+
+
+def user_keys(args: Namespace) -> int:
+    gov = _gov(args)
+    keys = _lifecycle(gov).api_keys(local_operator(), args.username) if args.username else gov.accounts.api_keys()
+    if args.json:
+        print(json.dumps([k.__dict__ for k in keys], indent=2))
+    for key in keys if not args.json else []:
+        print(f"{key.id:<6} {key.username:<20} {'revoked' if key.revoked else 'active':<8} {key.created_at}  "
+              f"{key.label}")
+    return 0
+
+
+def user_revoke_key(args: Namespace) -> int:
+    info = _lifecycle(_gov(args)).revoke_api_key(local_operator(), args.key_id, args.username)
+    print(f"revoked API key {info.id} of {info.username!r}")
     return 0
 
 

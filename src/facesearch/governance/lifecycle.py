@@ -122,7 +122,7 @@ class AccountLifecycle:
 
     def revoke_api_key(self, actor: UserInfo, key_id: int, username: str | None = None) -> ApiKeyInfo:
         """Admins revoke anyone's key; others only their own. ``username``: whose key it must be."""
-        mine = {k.id for k in self.accounts.api_keys(actor.username)}
+        mine = {k.id for k in self.accounts.api_keys() if k.username == actor.username}
         if key_id not in mine:
             self._admin(actor)
         owners = {k.id: k.username for k in self.accounts.api_keys(username)} if username else None
