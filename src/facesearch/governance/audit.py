@@ -50,9 +50,12 @@ def _digest16(text: str) -> str:
 
 def bounded_text(text: str, limit: int = MAX_ACTOR_CHARS) -> str:
     """``text`` with control characters replaced by ``?`` and, when longer than ``limit``, cut to
-    ``limit`` characters plus a marker holding the full length and a hash of the whole: still
-    recognisable (the same input gives the same text), never unbounded attacker text."""
-    return fold(_clean(str(text)[: limit + 1]) + str(text)[limit + 1:], limit)
+    ``limit`` characters plus ``…#`` and a hash of the whole: still recognisable (the same input
+    gives the same text), never unbounded attacker text."""
+    text = str(text)
+    if len(text) <= limit:
+        return _clean(text)
+    return f"{_clean(text[:limit])}…#{_digest16(text)}"  # at most limit + 18: fits the 100-char columns
 
 
 def _clean(text: str) -> str:
