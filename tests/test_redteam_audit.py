@@ -299,3 +299,13 @@ def test_audit_records_are_bounded_in_size(tmp_path):
     assert "40" in stored.details["note"] or "chars" in json.dumps(stored.details)
     assert len(stored.actor) <= 100 and len(stored.purpose) <= 2100 and len(stored.case_ref) <= 200
     assert entry.id == stored.id
+
+
+def test_the_api_verify_checks_the_signed_checkpoints_too(api_fresh_env):
+    env = api_fresh_env({"alpha": []})
+    auditor = env.as_user("api_audrey")
+    AuditAnchor(env.gov.audit, env.home).checkpoint("test")
+    assert auditor.get("/api/audit/verify").json()["checkpoints"] == 1
+    rewrite_from(env.home, 2, "rewritten")
+    report = auditor.get("/api/audit/verify").json()
+    assert report["ok"] is False and report["problems"][0][0] == 2, report

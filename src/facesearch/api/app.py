@@ -500,8 +500,10 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
 
     @app.get("/api/audit/verify", response_model=schemas.AuditCheckOut, tags=["audit"])
     def audit_verify(who: Auditor) -> schemas.AuditCheckOut:
-        check = gov.audit.verify()
-        return schemas.AuditCheckOut(ok=check.ok, records=check.records, problems=check.problems)
+        from facesearch.governance.checkpoints import AuditAnchor
+
+        check = AuditAnchor(gov.audit, engine.home).verify(export=checkpoint_export)  # chain + signed checkpoints
+        return schemas.AuditCheckOut(**check.to_dict())
 
     from facesearch.api.subjects import add_subject_routes  # galleries, subjects, matching, decisions
     from facesearch.api.web import add_web_routes

@@ -225,3 +225,5 @@ class AuditCheckOut(BaseModel):
     ok: bool
     records: int
     problems: list[tuple[int, str]]
+    checkpoints: int = Field(0, description="signed checkpoints checked (home and $FACESEARCH_AUDIT_EXPORT)")
+    notes: list[str] = Field(default_factory=list)
