@@ -309,3 +309,22 @@ def test_the_api_verify_checks_the_signed_checkpoints_too(api_fresh_env):
     rewrite_from(env.home, 2, "rewritten")
     report = auditor.get("/api/audit/verify").json()
     assert report["ok"] is False and report["problems"][0][0] == 2, report
+
+
+def test_bounded_records_and_checkpoints_on_postgresql(postgres_url, tmp_path):
+    """The same bounds hold where the columns are strict (VARCHAR(100) actor): a long username is
+    folded, not an error; a checkpoint then catches a rewrite there too."""
+    from sqlalchemy import text
+
+    home = tmp_path / "pg_home"
+    with Engine.open(home, database_url=postgres_url) as engine:
+        log = Governance(engine).audit
+        for i in range(3):
+            log.append("u" * 10_000, "login", {"ok": False, "i": i})
+        anchor = AuditAnchor(log, home)
+        assert anchor.checkpoint("test").checkpoint is not None
+        with engine.catalog.session() as s:
+            s.execute(text("UPDATE audit_log SET details = '{}' WHERE id = 2"))
+            s.commit()
+        check = anchor.verify()
+    assert not check.ok and check.problems[0][0] == 2
