@@ -96,8 +96,44 @@ def _deactivate_call(env: ApiEnv, _tmp: Path) -> Call:
 
 
 def _api_key_call(env: ApiEnv, _tmp: Path) -> Call:
+    # only for oneself: an admin minting a key for another user is refused (tests/test_redteam_accounts.py)
+    return Call(f"/api/users/{USER_OF[ADMIN]}/api-keys")
+
+
+def _reactivate_call(env: ApiEnv, _tmp: Path) -> Call:
     name = _new_user(env)
-    return Call(f"/api/users/{name}/api-keys")
+    env.gov.accounts.set_active(name, False)
+    return Call(f"/api/users/{name}/reactivate", {}, lambda: env.gov.accounts.user(name).active)
+
+
+def _role_call(env: ApiEnv, _tmp: Path) -> Call:
+    name = _new_user(env)
+    return Call(f"/api/users/{name}/role", {"json": {"role": "auditor"}},
+                lambda: env.gov.accounts.user(name).role == "auditor")
+
+
+def _reset_password_call(env: ApiEnv, _tmp: Path) -> Call:
+    name = _new_user(env)
+    return Call(f"/api/users/{name}/password", {"json": {"password": "reset-password-1"}},
+                lambda: env.gov.accounts.check_password(name, "reset-password-1") is not None)
+
+
+def _user_keys_call(env: ApiEnv, _tmp: Path) -> Call:
+    return Call(f"/api/users/{_new_user(env)}/api-keys")
+
+
+def _revoke_key_call(env: ApiEnv, _tmp: Path) -> Call:
+    name = _new_user(env)
+    key_id, secret = env.gov.accounts.issue_api_key(name)
+    return Call(f"/api/users/{name}/api-keys/{key_id}", {},
+                lambda: env.gov.accounts.user_for_api_key(secret) is None)
+
+
+def _own_password_call(env: ApiEnv, _tmp: Path) -> Call:
+    # one request for every role: the current password is wrong for all of them, so nothing changes
+    # and the answer is 400, not 403 (a successful change: tests/test_redteam_accounts.py)
+    return Call("/api/me/password", {"json": {"current_password": "not-the-password",
+                                              "new_password": "never-set-password"}})
 
 
 def _create_collection_call(env: ApiEnv, _tmp: Path) -> Call:
@@ -208,6 +244,14 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/api/users"): Route((ADMIN,), _add_user_call, 201),
     ("POST", "/api/users/{username}/deactivate"): Route((ADMIN,), _deactivate_call),
     ("POST", "/api/users/{username}/api-keys"): Route((ADMIN,), _api_key_call, 201),
+    ("GET", "/api/users/{username}/api-keys"): Route((ADMIN,), _user_keys_call),
+    ("DELETE", "/api/users/{username}/api-keys/{key_id}"): Route((ADMIN,), _revoke_key_call),
+    ("POST", "/api/users/{username}/reactivate"): Route((ADMIN,), _reactivate_call),
+    ("POST", "/api/users/{username}/role"): Route((ADMIN,), _role_call),
+    ("POST", "/api/users/{username}/password"): Route((ADMIN,), _reset_password_call),
+    ("POST", "/api/me/password"): Route(ANY, _own_password_call, 400),
+    ("GET", "/api/me/api-keys"): Route(ANY, _get("/api/me/api-keys")),
+    ("POST", "/api/me/api-keys"): Route(ANY, _get("/api/me/api-keys"), 201),
     ("GET", "/api/collections"): Route(SEARCHERS, _get("/api/collections")),
     ("POST", "/api/collections"): Route((ADMIN,), _create_collection_call, 201),
     ("POST", "/api/collections/{name}/grants"): Route((ADMIN,), _grant_call),

@@ -278,7 +278,7 @@ def test_every_action_leaves_one_audit_record(api_fresh_env):
         assert len(record["hash"]) == 64 and len(record["prev_hash"]) == 64
     for older, newer in zip(records, records[1:]):
         assert newer["prev_hash"] == older["hash"]
-    assert login["details"] == {"ok": True}
+    assert login["details"] == {"ok": True, "client": "testclient"}
 
     assert searched["purpose"] == PURPOSE and searched["case_ref"] == "CASE-AUD-1"
     assert searched["details"]["probe_sha256"] == api_sha256(probe)
@@ -347,14 +347,14 @@ def test_failed_logins_and_user_changes_are_audited(api_fresh_env):
     assert admin.post("/api/users", json={"username": "api_x", "password": "x-password-123",
                                           "role": "investigator"}).status_code == 201
     assert admin.post("/api/collections/alpha/grants", json={"username": "api_x"}).status_code == 200
-    assert admin.post("/api/users/api_x/api-keys").status_code == 201
+    assert admin.post("/api/users/api_x/api-keys").status_code == 403  # a key for someone else: refused
     assert admin.delete("/api/collections/alpha/grants/api_x").status_code == 200
     assert admin.post("/api/users/api_x/deactivate").status_code == 200
     records = audit_tail(env, mark)
     assert [(r["actor"], r["action"]) for r in records] == [
-        ("api_ivy", "login"), ("api_admin", "user_add"), ("api_admin", "grant"), ("api_admin", "api_key_issue"),
+        ("api_ivy", "login"), ("api_admin", "user_add"), ("api_admin", "grant"), ("api_admin", "api_key_refused"),
         ("api_admin", "revoke"), ("api_admin", "user_deactivate")]
-    assert records[0]["details"] == {"ok": False}
+    assert records[0]["details"] == {"ok": False, "client": "testclient"}
     assert all(r["details"].get("username") == "api_x" for r in records[1:])
     short = admin.post("/api/users", json={"username": "api_y", "password": "short", "role": "investigator"})
     assert short.status_code == 400 and "too short" in short.text
@@ -444,16 +444,20 @@ def test_password_guessing_is_throttled_and_audited(api_fresh_env):
     now = [1000.0]
     client = TestClient(create_app(env.engine, login_throttle=LoginThrottle(clock=lambda: now[0])))
     right = {"username": "api_ivy", "password": API_USERS["api_ivy"][1]}
-    for _ in range(5):
+    for _ in range(3):  # the first few guesses are free; after them this username waits, from this client
         assert client.post("/api/login", json={**right, "password": "guess"}).status_code == 401
-    locked = client.post("/api/login", json=right)  # the right password, during the lockout
+    locked = client.post("/api/login", json=right)  # the right password, during the delay
     assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
     assert client.post("/api/login", json={"username": "API_IVY ", "password": "guess"}).status_code == 429
     other = {"username": "api_admin", "password": API_USERS["api_admin"][1]}
     assert client.post("/api/login", json=other).status_code == 200  # another user is not locked out
     actions = [r["action"] for r in env.as_user("api_audrey").get("/api/audit").json()]
-    assert "login_throttled" in actions
-    now[0] += 301
+    assert actions.count("login_throttled") == 1  # one record per blocking period, not one per attempt
+    now[0] += 3
+    assert client.post("/api/login", json={**right, "password": "guess"}).status_code == 401
+    again = client.post("/api/login", json=right)
+    assert again.status_code == 429 and int(again.headers["Retry-After"]) > int(locked.headers["Retry-After"])
+    now[0] += 5
     assert client.post("/api/login", json=right).status_code == 200
 
 

@@ -30,6 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from facesearch.api import schemas
 from facesearch.api.jobs import JobRunner
 from facesearch.api.limits import RequestLimits, ServerLimits
+from facesearch.api.proxies import TrustedProxies, request_client
 from facesearch.api.security import add_security
 from facesearch.api.workers import CpuPool, ServerBusy
 from facesearch.catalog import CatalogConflict, CatalogError
@@ -37,6 +38,8 @@ from facesearch.engine import Engine
 from facesearch.errors import FacesearchError, ImageError, NoFaceError
 from facesearch.governance import AccountError, Governance, MissingJustification, PermissionDenied, UserInfo
 from facesearch.governance.accounts import LoginThrottle
+from facesearch.governance.audit import bounded_text
+from facesearch.governance.lifecycle import AccountLifecycle, LifecycleDenied
 from facesearch.home import HomeBusyError
 from facesearch.pipeline import load_image
 
@@ -119,10 +122,34 @@ async def _retention_sweeps(gov: Governance, every_s: float) -> None:
         await asyncio.sleep(every_s)
 
 
+CHECKPOINT_ACTOR = "system:checkpoint"
+
+
+async def _checkpoint_sweeps(gov: Governance, every_s: float, export: list[str] | None) -> None:
+    """Sign the audit chain head every ``every_s`` seconds (and at start-up); skipped when nothing
+    was appended since the newest checkpoint. A failure is printed, never fatal to the server:
+    ``facesearch audit verify`` is where a broken chain is reported."""
+    import sys
+
+    from facesearch.governance.checkpoints import AuditAnchor
+
+    anchor = AuditAnchor(gov.audit, gov.engine.home)
+    while True:
+        try:
+            await asyncio.to_thread(anchor.checkpoint, CHECKPOINT_ACTOR, export=export)
+        except FacesearchError as exc:
+            print(f"facesearch: audit checkpoint not written: {exc}", file=sys.stderr)
+        await asyncio.sleep(every_s)
+
+
 def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: LoginThrottle | None = None,
-               retention_every_s: float | None = None, limits: ServerLimits | None = None) -> FastAPI:
+               retention_every_s: float | None = None, limits: ServerLimits | None = None,
+               trusted_proxies: TrustedProxies | None = None, checkpoint_every_s: float | None = None,
+               checkpoint_export: list[str] | None = None) -> FastAPI:
     gov = Governance(engine)
+    lifecycle = AccountLifecycle(gov.accounts, gov.audit, engine)
     throttle = login_throttle or LoginThrottle()
+    proxies = trusted_proxies or TrustedProxies()
     jobs = JobRunner()
     limits = limits or ServerLimits()
     # Every look at pixels or a model runs here, bounded: the event loop only routes requests.
@@ -131,10 +158,12 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
     async def lifespan(_app: FastAPI):
         sweeper = asyncio.create_task(_retention_sweeps(gov, retention_every_s)) if retention_every_s else None
         flusher = asyncio.create_task(_refusal_flushes(gov))
+        signer = (asyncio.create_task(_checkpoint_sweeps(gov, checkpoint_every_s, checkpoint_export))
+                  if checkpoint_every_s else None)
         yield
-        if sweeper:
-            sweeper.cancel()
-        flusher.cancel()
+        for task in (sweeper, signer, flusher):
+            if task:
+                task.cancel()
         gov.refusals.flush()  # the counts of refused looks still open go on record
         jobs.shutdown()  # let a running ingest finish its current image and save the index
         cpu.shutdown()
@@ -151,9 +180,9 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
     add_security(app)
 
     # -- errors -> HTTP --------------------------------------------------------------------------
-    status_of = [(PermissionDenied, 403), (MissingJustification, 422), (NoFaceError, 422), (ImageError, 400),
-                 (AccountError, 400), (HomeBusyError, 409), (ServerBusy, 503), (CatalogConflict, 409),
-                 (CatalogError, 404),
+    status_of = [(PermissionDenied, 403), (LifecycleDenied, 403), (MissingJustification, 422), (NoFaceError, 422),
+                 (ImageError, 400), (AccountError, 400), (HomeBusyError, 409), (ServerBusy, 503),
+                 (CatalogConflict, 409), (CatalogError, 404),
                  (FacesearchError, 400)]
 
     @app.exception_handler(FacesearchError)
@@ -210,18 +239,24 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
     @app.post("/api/login", response_model=schemas.LoginResponse, tags=["auth"],
               responses={429: {"description": "too many failed attempts: wait Retry-After seconds"}})
     def login(body: schemas.LoginRequest, request: Request, response: Response) -> schemas.LoginResponse:
-        client = request.client.host if request.client else "unknown"
+        """Throttled per (username, client) with growing delays and per client; the client is the
+        TCP peer unless that is a trusted proxy (``--trusted-proxy``). Audited under the submitted
+        username, folded to a bounded length."""
+        client, peer = request_client(request, proxies)
+        where = {"client": client} | ({"proxy": peer} if peer != client else {})
+        name = bounded_text(body.username)
         wait = throttle.wait_s(body.username, client)
         if wait > 0:
-            gov.audit.append(body.username, "login_throttled", {"client": client, "retry_after_s": round(wait)})
+            if throttle.first_refusal(body.username, client):  # one record per blocking period
+                gov.audit.append(name, "login_throttled", {**where, "retry_after_s": round(wait)})
             raise HTTPException(429, "too many failed login attempts: try again later",
                                 headers={"Retry-After": str(int(wait) + 1)})
         user = gov.accounts.check_password(body.username, body.password)
-        gov.audit.append(body.username, "login", {"ok": user is not None})
+        gov.audit.append(name, "login", {"ok": user is not None, **where})
         if user is None:
             throttle.failed(body.username, client)
             raise HTTPException(401, "wrong username or password")
-        throttle.succeeded(body.username)
+        throttle.succeeded(body.username, client)
         token, csrf = gov.accounts.create_session(user)
         response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", secure=secure_cookies,
                             max_age=12 * 3600, path="/")
@@ -243,27 +278,64 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
 
     # -- users (admin) -----------------------------------------------------------------------------
 
+    @app.post("/api/me/password", tags=["auth"])
+    def change_own_password(body: schemas.PasswordChange, who: Anyone) -> dict:
+        lifecycle.change_own_password(who.user, body.current_password, body.new_password)
+        return {"ok": True}
+
+    @app.get("/api/me/api-keys", response_model=list[schemas.ApiKeyInfoOut], tags=["auth"])
+    def my_api_keys(who: Anyone) -> list[schemas.ApiKeyInfoOut]:
+        return [schemas.ApiKeyInfoOut(**k.__dict__) for k in lifecycle.api_keys(who.user)]
+
+    @app.post("/api/me/api-keys", response_model=schemas.ApiKeyOut, status_code=201, tags=["auth"])
+    def new_own_api_key(who: Anyone, body: schemas.NewApiKey | None = None) -> schemas.ApiKeyOut:
+        key_id, secret = lifecycle.issue_api_key(who.user, label=body.label if body else "")
+        return schemas.ApiKeyOut(api_key=secret, id=key_id)
+
+    # -- users (admin) -----------------------------------------------------------------------------
+
+    def user_out(user: UserInfo) -> schemas.UserOut:
+        return schemas.UserOut(**user.__dict__, grants=gov.accounts.grants_of(user.username))
+
     @app.get("/api/users", response_model=list[schemas.UserOut], tags=["users"])
     def list_users(who: Admin) -> list[schemas.UserOut]:
-        return [schemas.UserOut(**u.__dict__) for u in gov.accounts.users()]
+        return [user_out(u) for u in gov.accounts.users()]
 
     @app.post("/api/users", response_model=schemas.UserOut, status_code=201, tags=["users"])
     def add_user(body: schemas.NewUser, who: Admin) -> schemas.UserOut:
-        user = gov.accounts.add_user(body.username, body.password, body.role)
-        gov.audit.append(who.user.username, "user_add", {"username": user.username, "role": user.role})
-        return schemas.UserOut(**user.__dict__)
+        return user_out(lifecycle.add_user(who.user, body.username, body.password, body.role))
 
     @app.post("/api/users/{username}/deactivate", response_model=schemas.UserOut, tags=["users"])
     def deactivate_user(username: str, who: Admin) -> schemas.UserOut:
-        user = gov.accounts.set_active(username, False)
-        gov.audit.append(who.user.username, "user_deactivate", {"username": username})
-        return schemas.UserOut(**user.__dict__)
+        return user_out(lifecycle.deactivate(who.user, username))
+
+    @app.post("/api/users/{username}/reactivate", response_model=schemas.UserOut, tags=["users"])
+    def reactivate_user(username: str, who: Admin) -> schemas.UserOut:
+        return user_out(lifecycle.reactivate(who.user, username))
+
+    @app.post("/api/users/{username}/role", response_model=schemas.UserOut, tags=["users"])
+    def change_role(username: str, body: schemas.RoleChange, who: Admin) -> schemas.UserOut:
+        return user_out(lifecycle.set_role(who.user, username, body.role))
+
+    @app.post("/api/users/{username}/password", tags=["users"])
+    def reset_password(username: str, body: schemas.PasswordReset, who: Admin) -> dict:
+        """Set a user's password (their sessions end). Recorded as this admin's reset."""
+        lifecycle.reset_password(who.user, username, body.password)
+        return {"ok": True}
 
     @app.post("/api/users/{username}/api-keys", response_model=schemas.ApiKeyOut, status_code=201, tags=["users"])
     def new_api_key(username: str, who: Admin) -> schemas.ApiKeyOut:
-        secret = gov.accounts.create_api_key(username, label=f"issued by {who.user.username}")
-        gov.audit.append(who.user.username, "api_key_issue", {"username": username})
-        return schemas.ApiKeyOut(api_key=secret)
+        """Only for oneself: a key for another user would let the admin act as them (refused, 403)."""
+        key_id, secret = lifecycle.issue_api_key(who.user, username, label=f"issued by {who.user.username}")
+        return schemas.ApiKeyOut(api_key=secret, id=key_id)
+
+    @app.get("/api/users/{username}/api-keys", response_model=list[schemas.ApiKeyInfoOut], tags=["users"])
+    def list_api_keys(username: str, who: Admin) -> list[schemas.ApiKeyInfoOut]:
+        return [schemas.ApiKeyInfoOut(**k.__dict__) for k in lifecycle.api_keys(who.user, username)]
+
+    @app.delete("/api/users/{username}/api-keys/{key_id}", response_model=schemas.ApiKeyInfoOut, tags=["users"])
+    def revoke_api_key(username: str, key_id: int, who: Admin) -> schemas.ApiKeyInfoOut:
+        return schemas.ApiKeyInfoOut(**lifecycle.revoke_api_key(who.user, key_id, username).__dict__)
 
     # -- collections -------------------------------------------------------------------------------
 
@@ -281,15 +353,12 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
 
     @app.post("/api/collections/{name}/grants", tags=["collections"])
     def grant(name: str, body: schemas.GrantRequest, who: Admin) -> dict:
-        info = engine.collection(name)
-        gov.accounts.grant(body.username, info.id)
-        gov.audit.append(who.user.username, "grant", {"collection": name, "username": body.username})
+        lifecycle.grant(who.user, body.username, name)
         return {"ok": True}
 
     @app.delete("/api/collections/{name}/grants/{username}", tags=["collections"])
     def revoke(name: str, username: str, who: Admin) -> dict:
-        gov.accounts.revoke(username, engine.collection(name).id)
-        gov.audit.append(who.user.username, "revoke", {"collection": name, "username": username})
+        lifecycle.revoke_grant(who.user, username, name)
         return {"ok": True}
 
     def start_ingest(who: Actor, name: str, paths: list[Path], kind: str) -> schemas.JobOut:
@@ -517,8 +586,10 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
 
     @app.get("/api/audit/verify", response_model=schemas.AuditCheckOut, tags=["audit"])
     def audit_verify(who: Auditor) -> schemas.AuditCheckOut:
-        check = gov.audit.verify()
-        return schemas.AuditCheckOut(ok=check.ok, records=check.records, problems=check.problems)
+        from facesearch.governance.checkpoints import AuditAnchor
+
+        check = AuditAnchor(gov.audit, engine.home).verify(export=checkpoint_export)  # chain + signed checkpoints
+        return schemas.AuditCheckOut(**check.to_dict())
 
     from facesearch.api.subjects import add_subject_routes  # galleries, subjects, matching, decisions
     from facesearch.api.web import add_web_routes

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+#: Usernames are at most 100 characters (the users table); passwords at most this many.
+MAX_USERNAME_CHARS = 100
+MAX_PASSWORD_CHARS = 1024
+
 
 class LoginRequest(BaseModel):
-    username: str
-    password: str
+    username: str = Field(min_length=1, max_length=MAX_USERNAME_CHARS)
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
 
 
 class LoginResponse(BaseModel):
@@ -24,8 +28,8 @@ class Me(BaseModel):
 
 
 class NewUser(BaseModel):
-    username: str
-    password: str
+    username: str = Field(min_length=1, max_length=MAX_USERNAME_CHARS)
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
     role: str = Field(pattern="^(admin|investigator|auditor)$")
 
 
@@ -34,10 +38,37 @@ class UserOut(BaseModel):
     username: str
     role: str
     active: bool
+    grants: list[str] = Field(default_factory=list, description="collections granted (investigators)")
 
 
 class ApiKeyOut(BaseModel):
     api_key: str = Field(description="shown once; store it safely")
+    id: int | None = None
+
+
+class NewApiKey(BaseModel):
+    label: str = Field(default="", max_length=200)
+
+
+class ApiKeyInfoOut(BaseModel):
+    id: int
+    username: str
+    label: str
+    created_at: str
+    revoked: bool
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+    new_password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+
+
+class PasswordReset(BaseModel):
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+
+
+class RoleChange(BaseModel):
+    role: str = Field(pattern="^(admin|investigator|auditor)$")
 
 
 class NewCollection(BaseModel):
@@ -60,7 +91,7 @@ class CollectionOut(BaseModel):
 
 
 class GrantRequest(BaseModel):
-    username: str
+    username: str = Field(min_length=1, max_length=MAX_USERNAME_CHARS)
 
 
 class FolderIngest(BaseModel):
@@ -209,3 +240,5 @@ class AuditCheckOut(BaseModel):
     ok: bool
     records: int
     problems: list[tuple[int, str]]
+    checkpoints: int = Field(0, description="signed checkpoints checked (home and $FACESEARCH_AUDIT_EXPORT)")
+    notes: list[str] = Field(default_factory=list)

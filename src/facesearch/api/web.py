@@ -21,6 +21,7 @@ PAGES = {
     "clusters": ("Clusters", ("admin", "investigator")),
     "cluster": (None, ("admin", "investigator")),
     "admin": ("Admin", ("admin",)),
+    "account": (None, ("admin", "investigator", "auditor")),
     "audit": ("Audit", ("auditor",)),
 }
 
@@ -83,6 +84,10 @@ def add_web_routes(app: FastAPI, gov: Governance) -> None:
     @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)
     def admin_page(request: Request) -> Response:
         return render(request, "admin")
+
+    @app.get("/account", response_class=HTMLResponse, include_in_schema=False)
+    def account_page(request: Request) -> Response:
+        return render(request, "account")
 
     @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
     def audit_page(request: Request) -> Response:

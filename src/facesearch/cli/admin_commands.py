@@ -9,7 +9,7 @@ import sys
 from argparse import Namespace
 
 from facesearch.engine import Engine
-from facesearch.governance import Governance, local_operator
+from facesearch.governance import AccountError, Governance, local_operator
 
 
 def _gov(args: Namespace) -> Governance:
@@ -36,12 +36,22 @@ def serve(args: Namespace) -> int:
     except ValueError as exc:
         print(f"facesearch: {exc}", file=sys.stderr)
         return 2
+    from facesearch.api.proxies import TrustedProxies
+    from facesearch.governance.checkpoints import key_id, load_signing_key
+
+    key = load_signing_key(engine.home, create=args.checkpoint_minutes > 0)  # the key file, made 0600 if missing
     engine.analyzer  # noqa: B018 - load the models before the first request, not during it
+    proxies = TrustedProxies(args.trusted_proxy) if args.trusted_proxy else TrustedProxies.from_env()
     app = create_app(engine, secure_cookies=args.secure_cookies, retention_every_s=args.retention_hours * 3600,
-                     limits=limits)
+                     limits=limits, trusted_proxies=proxies, checkpoint_every_s=args.checkpoint_minutes * 60 or None,
+                     checkpoint_export=args.audit_export)
     print(f"facesearch serving {engine.home} on http://{args.host}:{args.port} (OpenAPI: /docs)")
-    # Idle connections are closed after 5 s; slow request bodies are cut by RequestLimits.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5)
+    if key is not None:
+        print(f"audit checkpoints every {args.checkpoint_minutes:g} min, signed by key {key_id(key.public_key())}")
+    # Idle connections are closed after 5 s; slow request bodies are cut by RequestLimits. uvicorn's own
+    # X-Forwarded-For handling trusts 127.0.0.1 by default: off; the app decides (--trusted-proxy).
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5,
+                proxy_headers=False)
     return 0
 
 
@@ -75,10 +85,15 @@ def _read_password(args: Namespace) -> str:
     return first
 
 
+def _lifecycle(gov: Governance):
+    from facesearch.governance.lifecycle import AccountLifecycle
+
+    return AccountLifecycle(gov.accounts, gov.audit, gov.engine)
+
+
 def user_add(args: Namespace) -> int:
     gov = _gov(args)
-    user = gov.accounts.add_user(args.username, _read_password(args), args.role)
-    gov.audit.append(local_operator().username, "user_add", {"username": user.username, "role": user.role})
+    user = _lifecycle(gov).add_user(local_operator(), args.username, _read_password(args), args.role)
     print(f"added {user.role} {user.username!r}")
     return 0
 
@@ -92,33 +107,114 @@ def user_list(args: Namespace) -> int:
 
 
 def user_grant(args: Namespace) -> int:
-    gov = _gov(args)
-    info = gov.engine.collection(args.collection)
-    gov.accounts.grant(args.username, info.id)
-    gov.audit.append(local_operator().username, "grant", {"collection": args.collection, "username": args.username})
+    _lifecycle(_gov(args)).grant(local_operator(), args.username, args.collection)
     print(f"granted {args.collection!r} to {args.username!r}")
     return 0
 
 
+def user_revoke(args: Namespace) -> int:
+    _lifecycle(_gov(args)).revoke_grant(local_operator(), args.username, args.collection)
+    print(f"revoked {args.username!r}'s grant of {args.collection!r}")
+    return 0
+
+
+def user_deactivate(args: Namespace) -> int:
+    _lifecycle(_gov(args)).deactivate(local_operator(), args.username)
+    print(f"deactivated {args.username!r} (sessions ended; API keys refused while inactive)")
+    return 0
+
+
+def user_reactivate(args: Namespace) -> int:
+    _lifecycle(_gov(args)).reactivate(local_operator(), args.username)
+    print(f"reactivated {args.username!r}")
+    return 0
+
+
+def user_role(args: Namespace) -> int:
+    user = _lifecycle(_gov(args)).set_role(local_operator(), args.username, args.role)
+    print(f"{user.username!r} is now {'an' if user.role[0] in 'aeiou' else 'a'} {user.role}")
+    return 0
+
+
+def user_password(args: Namespace) -> int:
+    """An operator resets a user's password (recorded; the user's sessions end)."""
+    _lifecycle(_gov(args)).reset_password(local_operator(), args.username, _read_password(args))
+    print(f"password of {args.username!r} reset (recorded in the audit log; their sessions ended)")
+    return 0
+
+
 def user_key(args: Namespace) -> int:
+    """An API key for scripts, for the user who proves who they are with their own password: an
+    operator cannot mint one for someone else and act as them unrecorded."""
     gov = _gov(args)
-    secret = gov.accounts.create_api_key(args.username, label=f"issued by {local_operator().username}")
-    gov.audit.append(local_operator().username, "api_key_issue", {"username": args.username})
+    user = gov.accounts.check_password(args.username, _read_password(args))
+    if user is None:
+        gov.audit.append(local_operator().username, "api_key_refused",
+                         {"username": args.username, "reason": "wrong password or inactive user"})
+        raise AccountError(f"wrong password for {args.username!r} (or the user is inactive): only the user "
+                           "themself may issue their API key")
+    key_id, secret = _lifecycle(gov).issue_api_key(user, label=args.label or f"cli, {local_operator().username}")
     print(secret)
     return 0
 
 
-def audit_verify(args: Namespace) -> int:
-    check = _gov(args).audit.verify()
+def user_keys(args: Namespace) -> int:
+    gov = _gov(args)
+    keys = _lifecycle(gov).api_keys(local_operator(), args.username) if args.username else gov.accounts.api_keys()
     if args.json:
-        print(json.dumps({"ok": check.ok, "records": check.records, "problems": check.problems}, indent=2))
+        print(json.dumps([k.__dict__ for k in keys], indent=2))
+    for key in keys if not args.json else []:
+        print(f"{key.id:<6} {key.username:<20} {'revoked' if key.revoked else 'active':<8} {key.created_at}  "
+              f"{key.label}")
+    return 0
+
+
+def user_revoke_key(args: Namespace) -> int:
+    info = _lifecycle(_gov(args)).revoke_api_key(local_operator(), args.key_id, args.username)
+    print(f"revoked API key {info.id} of {info.username!r}")
+    return 0
+
+
+def _anchor(gov: Governance):
+    from facesearch.governance.checkpoints import AuditAnchor
+
+    return AuditAnchor(gov.audit, gov.engine.home)
+
+
+def audit_verify(args: Namespace) -> int:
+    """The chain, and every signed checkpoint (the home's and the exports'): names the first record
+    that differs. Exit status 1 when anything is wrong."""
+    check = _anchor(_gov(args)).verify(export=args.export, public_key=args.public_key)
+    if args.json:
+        print(json.dumps(check.to_dict(), indent=2))
     elif check.ok:
-        print(f"audit chain intact: {check.records} records verified")
+        print(f"audit chain intact: {check.records} records verified"
+              + (f", against {check.checkpoints} signed checkpoint(s)" if check.checkpoints else
+                 "; no signed checkpoint yet (`facesearch audit checkpoint`): a rewrite of the whole chain "
+                 "would not be seen"))
+        for note in check.notes:
+            print(f"  {note}")
     else:
-        print(f"AUDIT CHAIN BROKEN ({check.records} records checked):")
+        print(f"AUDIT CHAIN BROKEN ({check.records} records, {check.checkpoints} checkpoint(s) checked):")
         for record_id, problem in check.problems:
             print(f"  record {record_id}: {problem}")
     return 0 if check.ok else 1
+
+
+def audit_checkpoint(args: Namespace) -> int:
+    """Sign the chain head now (Ed25519, key outside the catalog) and export it."""
+    result = _anchor(_gov(args)).checkpoint(local_operator().username, export=args.export)
+    cp = result.checkpoint
+    if args.json:
+        print(json.dumps({"checkpoint": cp.to_dict() if cp else None, "path": str(result.path or ""),
+                          "exported": [str(p) for p in result.exported], "reason": result.reason}, indent=2))
+    elif cp is None:
+        print(f"no new checkpoint: {result.reason}")
+    else:
+        print(f"checkpoint of records {cp.from_id + 1}..{cp.last_id} signed (key {cp.key_id}): {result.path}")
+    for path in result.exported if not args.json else []:
+        print(f"exported {path}")
+    return 0
 
 
 def audit_export(args: Namespace) -> int:

@@ -150,6 +150,11 @@ def _home_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
+def _export_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--export", action="append", default=None, metavar="DIR",
+                   help=f"checkpoint export folder, repeatable; {what} (default: $FACESEARCH_AUDIT_EXPORT)")
+
+
 def _justification(p: argparse.ArgumentParser) -> None:
     p.add_argument("--purpose", required=True, help="why you search (kept in the audit log)")
     p.add_argument("--case", required=True, help="the case or request reference (kept in the audit log)")
@@ -245,6 +250,15 @@ def _add_admin_commands(sub) -> None:
                    help="photo/model jobs run at once (default 2, or FACESEARCH_CPU_WORKERS)")
     p.add_argument("--cpu-queue", type=int, default=None,
                    help="jobs that may wait beyond those before 503 (default 8, or FACESEARCH_CPU_QUEUE)")
+
+    p.add_argument("--trusted-proxy", action="append", default=None, metavar="ADDR",
+                   help="a reverse proxy (address or network) whose X-Forwarded-For is believed; repeatable "
+                   "(default: $FACESEARCH_TRUSTED_PROXIES, comma-separated; else none)")
+    p.add_argument("--checkpoint-minutes", type=float, default=60.0,
+                   help="sign the audit chain head at start and every N minutes (0: never)")
+    p.add_argument("--audit-export", action="append", default=None, metavar="DIR",
+                   help="copy scheduled audit checkpoints there (write-once); repeatable "
+                   "(default: $FACESEARCH_AUDIT_EXPORT)")
     p.set_defaults(handler=ac.serve)
 
     p = sub.add_parser("retention", help="images past their collection's retention period: list, or --apply")
@@ -268,16 +282,58 @@ def _add_admin_commands(sub) -> None:
     grant.add_argument("username")
     grant.add_argument("collection")
     grant.set_defaults(handler=ac.user_grant)
-    key = user_sub.add_parser("api-key", help="issue an API key for scripts (printed once)")
+    revoke = user_sub.add_parser("revoke", help="take a collection grant away from an investigator")
+    _home_args(revoke)
+    revoke.add_argument("username")
+    revoke.add_argument("collection")
+    revoke.set_defaults(handler=ac.user_revoke)
+    for name, handler, text in (("deactivate", ac.user_deactivate, "stop a user logging in (sessions end)"),
+                                ("reactivate", ac.user_reactivate, "let a deactivated user log in again")):
+        q = user_sub.add_parser(name, help=text)
+        _home_args(q)
+        q.add_argument("username")
+        q.set_defaults(handler=handler)
+    q = user_sub.add_parser("role", help="change a user's role (leaving investigator drops the grants)")
+    _home_args(q)
+    q.add_argument("username")
+    q.add_argument("role", choices=["admin", "investigator", "auditor"])
+    q.set_defaults(handler=ac.user_role)
+    q = user_sub.add_parser("password", help="reset a user's password (asked for, or --password-stdin); audited")
+    _home_args(q)
+    q.add_argument("username")
+    q.add_argument("--password-stdin", action="store_true")
+    q.set_defaults(handler=ac.user_password)
+    key = user_sub.add_parser("api-key", help="issue your own API key for scripts (printed once); needs the "
+                              "user's own password (asked for, or --password-stdin)")
     _home_args(key)
     key.add_argument("username")
+    key.add_argument("--label", default="", help="what the key is for")
+    key.add_argument("--password-stdin", action="store_true")
     key.set_defaults(handler=ac.user_key)
+    q = user_sub.add_parser("keys", help="list API keys (all, or one user's): id, state, label; never the secret")
+    _home_args(q)
+    q.add_argument("username", nargs="?", default=None)
+    q.set_defaults(handler=ac.user_keys)
+    q = user_sub.add_parser("revoke-key", help="revoke an API key by id (see `user keys`)")
+    _home_args(q)
+    q.add_argument("key_id", type=int)
+    q.add_argument("--username", default=None, help="whose key it must be (a check)")
+    q.set_defaults(handler=ac.user_revoke_key)
 
     p = sub.add_parser("audit", help="the hash-chained audit log")
     audit_sub = p.add_subparsers(metavar="ACTION")
-    verify = audit_sub.add_parser("verify", help="recompute the chain; name any edited, inserted or deleted record")
+    verify = audit_sub.add_parser("verify", help="recompute the chain and check it against every signed "
+                                  "checkpoint; name any edited, inserted or deleted record")
     _home_args(verify)
+    _export_arg(verify, "also check the checkpoints exported there")
+    verify.add_argument("--public-key", default=None, help="the audit public key (PEM) to trust: pin it "
+                        "(default: $FACESEARCH_AUDIT_PUBLIC_KEY, else the signing key's, else the home's copy)")
     verify.set_defaults(handler=ac.audit_verify)
+    checkpoint = audit_sub.add_parser("checkpoint", help="sign the chain head now (Ed25519; key outside the "
+                                      "catalog) and store it in the home and any export folder")
+    _home_args(checkpoint)
+    _export_arg(checkpoint, "also write it there (write-once: files are created, never replaced)")
+    checkpoint.set_defaults(handler=ac.audit_checkpoint)
     export = audit_sub.add_parser("export", help="print records as JSON lines")
     _home_args(export)
     export.add_argument("--actor", default=None)

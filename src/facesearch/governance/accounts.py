@@ -28,6 +28,15 @@ class AccountError(FacesearchError):
 
 
 @dataclass(frozen=True)
+class ApiKeyInfo:
+    id: int
+    username: str
+    label: str
+    created_at: str
+    revoked: bool
+
+
+@dataclass(frozen=True)
 class UserInfo:
     id: int
     username: str
@@ -97,7 +106,7 @@ class Accounts:
             s.commit()
             return _info(row)
 
-    def set_password(self, username: str, password: str) -> None:
+    def set_password(self, username: str, password: str, *, end_sessions: bool = False) -> None:
         if len(password) < MIN_PASSWORD_LENGTH:
             raise AccountError(f"password too short: at least {MIN_PASSWORD_LENGTH} characters")
         with self.catalog.session() as s:
@@ -105,7 +114,30 @@ class Accounts:
             if row is None:
                 raise AccountError(f"no user {username!r}")
             row.password_hash = _hasher.hash(password)
+            if end_sessions:  # whoever held a session with the old password is logged out
+                s.execute(delete(WebSession).where(WebSession.user_id == row.id))
             s.commit()
+
+    def set_role(self, username: str, role: str) -> UserInfo:
+        """Change a role; grants only mean something to investigators, so leaving that role drops them."""
+        if role not in ROLES:
+            raise AccountError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
+        with self.catalog.session() as s:
+            row = s.scalar(select(User).where(User.username == username))
+            if row is None:
+                raise AccountError(f"no user {username!r}")
+            if row.role == "investigator" and role != "investigator":
+                s.execute(delete(Grant).where(Grant.user_id == row.id))
+            row.role = role
+            s.commit()
+            return _info(row)
+
+    def grants_of(self, username: str) -> list[str]:
+        """The collections granted to this user (explicit grants only)."""
+        user = self.user(username)
+        with self.catalog.session() as s:
+            return list(s.scalars(select(Collection.name).join(Grant, Grant.collection_id == Collection.id)
+                                  .where(Grant.user_id == user.id).order_by(Collection.name)))
 
     def check_password(self, username: str, password: str) -> UserInfo | None:
         with self.catalog.session() as s:
@@ -122,12 +154,36 @@ class Accounts:
     # -- API keys and sessions ---------------------------------------------------------------------
 
     def create_api_key(self, username: str, label: str = "") -> str:
+        return self.issue_api_key(username, label)[1]
+
+    def issue_api_key(self, username: str, label: str = "") -> tuple[int, str]:
+        """(key id, secret): the secret is shown once; only its SHA-256 is kept."""
         user = self.user(username)
         secret = "fsk_" + secrets.token_urlsafe(32)
         with self.catalog.session() as s:
-            s.add(ApiKey(user_id=user.id, key_hash=_digest(secret), label=label))
+            row = ApiKey(user_id=user.id, key_hash=_digest(secret), label=label[:200])
+            s.add(row)
             s.commit()
-        return secret
+            return row.id, secret
+
+    def api_keys(self, username: str | None = None) -> list[ApiKeyInfo]:
+        query = select(ApiKey, User.username).join(User, User.id == ApiKey.user_id).order_by(ApiKey.id)
+        if username is not None:
+            query = query.where(User.username == self.user(username).username)
+        with self.catalog.session() as s:
+            return [ApiKeyInfo(k.id, name, k.label, k.created_at.isoformat(timespec="seconds"), k.revoked)
+                    for k, name in s.execute(query)]
+
+    def revoke_api_key(self, key_id: int) -> ApiKeyInfo:
+        with self.catalog.session() as s:
+            found = s.execute(select(ApiKey, User.username).join(User, User.id == ApiKey.user_id)
+                              .where(ApiKey.id == key_id)).first()
+            if found is None:
+                raise AccountError(f"no API key {key_id}")
+            key, name = found
+            key.revoked = True
+            s.commit()
+            return ApiKeyInfo(key.id, name, key.label, key.created_at.isoformat(timespec="seconds"), True)
 
     def user_for_api_key(self, secret: str) -> UserInfo | None:
         with self.catalog.session() as s:
@@ -187,44 +243,92 @@ class Accounts:
 
 
 class LoginThrottle:
-    """Slows password guessing. After ``max_failures`` failed logins for one username within
-    ``window_s``, or ``max_failures_per_client`` from one client address, every further attempt
-    for it is refused for ``lockout_s`` -- right password or not, so a guesser learns nothing.
-    Kept in memory: a restart forgets, which only ever helps the real user."""
+    """Slows password guessing without letting a guesser lock an account for everyone.
 
-    def __init__(self, max_failures: int = 5, max_failures_per_client: int = 30, window_s: float = 300.0,
-                 lockout_s: float = 300.0, clock=None) -> None:
+    Failures count per (username, client address) and per client address, within ``window_s``.
+    After ``free_failures`` failures of one pair, that pair waits ``base_delay_s`` before its next
+    try, doubling with each further failure up to ``max_delay_s`` -- right password or not, so a
+    guesser learns nothing -- while the same user from another address is not slowed at all (an
+    attacker cannot lock the admins out). One address that fails ``max_failures_per_client`` times,
+    whatever the usernames, is refused for ``lockout_s``. Kept in memory and bounded
+    (``max_tracked`` keys): a restart forgets, which only ever helps the real user.
+
+    The client address is whatever the server proved: the TCP peer, or the address a *trusted*
+    proxy put in ``X-Forwarded-For`` (see :mod:`facesearch.api.proxies`), never a header a client
+    chose."""
+
+    def __init__(self, free_failures: int = 3, base_delay_s: float = 2.0, max_delay_s: float = 900.0,
+                 max_failures_per_client: int = 30, window_s: float = 900.0, lockout_s: float = 300.0,
+                 max_tracked: int = 100_000, clock=None) -> None:
         import threading
         import time
 
-        self.limits = {"user": max_failures, "client": max_failures_per_client}
-        self.window_s, self.lockout_s = window_s, lockout_s
+        self.free_failures, self.base_delay_s, self.max_delay_s = free_failures, base_delay_s, max_delay_s
+        self.max_failures_per_client, self.window_s, self.lockout_s = max_failures_per_client, window_s, lockout_s
+        self.max_tracked = max_tracked
         self.clock = clock or time.monotonic
-        self._failures: dict[tuple[str, str], list[float]] = {}
-        self._locked_until: dict[tuple[str, str], float] = {}
+        self._failures: dict[tuple[str, ...], list[float]] = {}
+        self._blocked_until: dict[tuple[str, ...], float] = {}
+        self._reported: set[tuple[str, ...]] = set()
         self._lock = threading.Lock()
 
     @staticmethod
-    def keys(username: str, client: str) -> list[tuple[str, str]]:
-        return [("user", username.strip().lower()), ("client", client)]
+    def user_key(username: str) -> str:
+        from facesearch.governance.audit import bounded_text
+
+        return bounded_text(username.strip().lower())
+
+    def _keys(self, username: str, client: str) -> list[tuple[str, ...]]:
+        return [("pair", self.user_key(username), client), ("client", client)]
 
     def wait_s(self, username: str, client: str) -> float:
-        """Seconds until this username / client may try again (0: now)."""
+        """Seconds until this username may be tried again from this client (0: now)."""
         now = self.clock()
         with self._lock:
-            return max([0.0] + [self._locked_until.get(k, 0.0) - now for k in self.keys(username, client)])
+            return max([0.0] + [self._blocked_until.get(k, 0.0) - now for k in self._keys(username, client)])
 
-    def failed(self, username: str, client: str) -> None:
+    def first_refusal(self, username: str, client: str) -> bool:
+        """True once per blocking period: the refusal worth an audit record (the rest would only
+        let a guesser fill the log)."""
         now = self.clock()
         with self._lock:
-            for key in self.keys(username, client):
-                recent = [t for t in self._failures.get(key, []) if now - t < self.window_s] + [now]
-                self._failures[key] = recent
-                if len(recent) >= self.limits[key[0]]:
-                    self._locked_until[key] = now + self.lockout_s
-                    self._failures[key] = []
+            blocked = [k for k in self._keys(username, client) if self._blocked_until.get(k, 0.0) > now]
+            fresh = [k for k in blocked if k not in self._reported]
+            self._reported.update(fresh)
+            return bool(fresh)
 
-    def succeeded(self, username: str) -> None:
+    def failed(self, username: str, client: str) -> float:
+        """Count a failure; the delay it now imposes on this username from this client."""
+        now = self.clock()
         with self._lock:
-            self._failures.pop(("user", username.strip().lower()), None)
+            if len(self._failures) > self.max_tracked:
+                self._prune(now)
+            pair, per_client = self._keys(username, client)
+            recent = [t for t in self._failures.get(pair, []) if now - t < self.window_s] + [now]
+            self._failures[pair] = recent
+            delay = 0.0
+            if len(recent) >= self.free_failures:
+                delay = min(self.base_delay_s * 2 ** (len(recent) - self.free_failures), self.max_delay_s)
+                self._block(pair, now + delay)
+            seen = [t for t in self._failures.get(per_client, []) if now - t < self.window_s] + [now]
+            self._failures[per_client] = seen
+            if len(seen) >= self.max_failures_per_client:
+                self._block(per_client, now + self.lockout_s)
+                self._failures[per_client] = []
+                delay = max(delay, self.lockout_s)
+            return delay
 
+    def _block(self, key: tuple[str, ...], until: float) -> None:
+        self._blocked_until[key] = max(until, self._blocked_until.get(key, 0.0))
+        self._reported.discard(key)
+
+    def _prune(self, now: float) -> None:
+        for key in [k for k, times in self._failures.items() if not times or now - times[-1] >= self.window_s]:
+            self._failures.pop(key, None)
+        for key in [k for k, until in self._blocked_until.items() if until <= now]:
+            self._blocked_until.pop(key, None)
+            self._reported.discard(key)
+
+    def succeeded(self, username: str, client: str) -> None:
+        with self._lock:
+            self._failures.pop(("pair", self.user_key(username), client), None)

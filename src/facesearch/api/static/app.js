@@ -283,32 +283,9 @@ async function initCollections() {
 
 // ---- admin ----------------------------------------------------------------------------------------------
 async function initAdmin() {
-  const table = $("#users-table");
-  if (!table) return;
+  // users, grants and API keys: accounts.js
+  if (!$("#erase-like")) return;
   const say = (sel, text) => { $(sel).textContent = text; };
-  const load = async () => {
-    const users = await api("GET", "/api/users");
-    table.querySelector("tbody").innerHTML = users.map((u) => `<tr><td>${esc(u.username)}</td><td>${u.role}</td><td>${u.active ? "yes" : "no"}</td><td>${u.active ? `<button data-deactivate="${esc(u.username)}" class="link">deactivate</button>` : ""}</td></tr>`).join("");
-    const cols = await api("GET", "/api/collections");
-    $("#grant-collection").innerHTML = cols.map((c) => `<option>${esc(c.name)}</option>`).join("");
-  };
-  await load();
-  table.addEventListener("click", async (e) => {
-    const name = e.target.dataset?.deactivate;
-    if (name) { await api("POST", `/api/users/${encodeURIComponent(name)}/deactivate`); await load(); }
-  });
-  $("#new-user").addEventListener("submit", async (e) => {
-    e.preventDefault();
-    const fd = new FormData(e.target);
-    try { await api("POST", "/api/users", Object.fromEntries(fd)); say("#user-result", `Added ${fd.get("username")}.`); e.target.reset(); await load(); }
-    catch (err) { say("#user-result", err.message); }
-  });
-  $("#grant-form").addEventListener("submit", async (e) => {
-    e.preventDefault();
-    const fd = new FormData(e.target);
-    try { await api("POST", `/api/collections/${encodeURIComponent(fd.get("collection"))}/grants`, {username: fd.get("username")}); say("#user-result", `Granted ${fd.get("collection")} to ${fd.get("username")}.`); }
-    catch (err) { say("#user-result", err.message); }
-  });
   $("#erase-like").addEventListener("submit", async (e) => {
     e.preventDefault();
     if (!confirm("Erase every matching face for good?")) return;
