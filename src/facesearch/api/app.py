@@ -8,7 +8,6 @@ case reference gets 422.
 
 
 import asyncio
-import hashlib
 import json
 import secrets
 from collections.abc import Callable
@@ -223,7 +222,8 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
         gov.audit.append(who.user.username, "revoke", {"collection": name, "username": username})
         return {"ok": True}
 
-    def start_ingest(who: Actor, name: str, paths: list[Path], kind: str) -> schemas.JobOut:
+    def start_ingest(who: Actor, name: str, paths: list[Path], kind: str,
+                     allow_erased: bool = False) -> schemas.JobOut:
         engine.collection(name)  # 404 before queuing
 
         def work(job) -> None:
@@ -231,12 +231,15 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
                 job.done, job.total = done, total
                 job.images_indexed, job.faces_indexed = summary.images_indexed, summary.faces_indexed
 
-            summary = gov.ingest(who.user, paths, name, create=False, progress=False, on_progress=progress)
+            summary = gov.ingest(who.user, paths, name, create=False, progress=False, on_progress=progress,
+                                 allow_erased=allow_erased)
             job.failed = [list(x) for x in summary.failed]
             job.skipped = [list(x) for x in summary.skipped]
+            job.erased_earlier = summary.erased_earlier
             if kind == "upload":  # our copies of files that could not be indexed are not kept
                 for source, _reason in summary.failed + summary.skipped:
                     Path(source).unlink(missing_ok=True)
+                engine.drop_unused_uploads(paths)  # nor erased-earlier or faceless (e.g. all opted out) ones
 
         return schemas.JobOut(**jobs.submit(name, kind, work).to_dict())
 
@@ -254,7 +257,7 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
             if len(data) > MAX_UPLOAD_BYTES:
                 raise HTTPException(413, f"{upload.filename}: larger than {MAX_UPLOAD_BYTES // 2**20} MB")
             suffix = Path(upload.filename or "").suffix.lower()[:8]
-            path = target / f"{hashlib.sha256(data).hexdigest()}{suffix}"
+            path = target / f"{engine.erasure.keyed_bytes(data)}{suffix}"  # no name, no plain hash
             path.write_bytes(data)
             saved.append(path)
         return start_ingest(who, name, saved, "upload")
@@ -265,7 +268,7 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
         folder = Path(body.path)
         if not folder.is_dir():
             raise HTTPException(400, f"{folder}: not a folder on the server")
-        return start_ingest(who, name, [folder], "folder")
+        return start_ingest(who, name, [folder], "folder", body.allow_erased)
 
     @app.get("/api/jobs/{job_id}", response_model=schemas.JobOut, tags=["collections"])
     def job_status(job_id: str, who: Admin) -> schemas.JobOut:
@@ -401,7 +404,12 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
 
     @app.get("/api/optouts", tags=["erasure"])
     def list_optouts(who: Admin) -> list[dict]:
-        return gov.optouts.entries()
+        return gov.opt_outs(who.user)
+
+    @app.delete("/api/optouts/{optout_id}", tags=["erasure"])
+    def withdraw_optout(optout_id: int, who: Admin, reason: str = "") -> dict:
+        gov.withdraw_opt_out(who.user, optout_id, reason)
+        return {"id": optout_id, "withdrawn": True}
 
     # -- audit (auditor) ---------------------------------------------------------------------------
 
