@@ -193,6 +193,31 @@ def test_every_kind_of_erasure_forgets_the_journal_and_refuses_the_bytes_again(h
     assert summary.erased_earlier == len(shas)
 
 
+def test_through_the_api_erased_uploads_are_refused_and_the_override_is_audited(api_fresh_env, photos):
+    env = api_fresh_env({"alpha": ["Hugo_Chavez_0001", "Colin_Powell_0001"]}, {})
+    admin = env.as_user("api_admin")
+    response = admin.post("/api/erase/like", data={"min_score": "0.35", "reason": "REQ-9"},
+                          files={"probe": ("p.jpg", (LFW / "Hugo_Chavez_0002.jpg").read_bytes(), "image/jpeg")})
+    assert response.status_code == 200 and len(response.json()["faces"]) == 1, response.text
+    assert len([p for p in (env.home / "uploads").rglob("*") if p.is_file()]) == 1
+    # uploading the erased photo again: refused, counted, and the copy is not kept
+    job = env.upload("alpha", [LFW / "Hugo_Chavez_0001.jpg"])
+    assert job["erased_earlier"] == 1 and job["images_indexed"] == 0
+    assert len([p for p in (env.home / "uploads").rglob("*") if p.is_file()]) == 1
+    # a folder ingest likewise, unless the admin explicitly allows it (audited)
+    folder = photos.parent / "chavez"
+    folder.mkdir()
+    shutil.copy(photos / "Hugo_Chavez_0001.jpg", folder)
+    for allow, indexed in ((False, 0), (True, 1)):
+        response = admin.post("/api/collections/alpha/ingest-folder", json={"path": str(folder), "allow_erased": allow})
+        assert response.status_code == 202, response.text
+        job = env.wait(response.json()["id"])
+        assert job["images_indexed"] == indexed and job["erased_earlier"] == (0 if allow else 1), job
+    records = [r.details for r in env.gov.audit.entries(action="ingest")][-2:]
+    assert records[0]["erased_earlier"] == 1 and "allow_erased" not in records[0]
+    assert records[1]["allow_erased"] is True and records[1]["erased_readmitted"] == 1
+
+
 def test_the_erasure_key_can_come_from_the_environment(open_engine, photos, analyzer, monkeypatch):
     monkeypatch.setenv("FACESEARCH_ERASURE_KEY", "ab" * 32)
     engine = open_engine(analyzer_factory=lambda: analyzer)
