@@ -380,3 +380,16 @@ def test_home_is_private_after_index_under_a_permissive_umask_and_doctor_fixes_i
     assert "FIXED" in out
     assert {n: oct(m) for n, m in _modes(home).items() if m & 0o077} == {}
     assert cli("doctor", "--home", home, "--check-only")[0] == 0
+
+
+def test_a_lost_erasure_key_stops_ingest_instead_of_readmitting_silently(open_engine, photos, analyzer):
+    from facesearch.catalog.erased import ErasureKeyError
+
+    engine = open_engine(analyzer_factory=lambda: analyzer)
+    engine.index([photos / "Hugo_Chavez_0001.jpg"], "lfw", progress=False)
+    Governance(engine).erase(local_operator(), images=[1])
+    (engine.home / "keys" / "erasure.key").unlink()
+    again = open_engine(home=engine.home, analyzer_factory=lambda: analyzer)
+    with pytest.raises(ErasureKeyError, match="erasure.key is missing"):
+        again.index([photos / "Hugo_Chavez_0001.jpg"], "lfw", progress=False)
+    assert again.collection("lfw").images == 0

@@ -72,7 +72,7 @@ class Engine:
         self._analyzer_factory = analyzer_factory or (lambda: FaceAnalyzer(config.pack))
         self._calibration: Calibration | None = None
         # Keyed hashes of erased content (the key is read on first use, from outside the catalog).
-        self.erasure = ErasureLedger(catalog, lambda: erasure_key(home))
+        self.erasure = ErasureLedger(catalog, lambda create: erasure_key(home, create))
 
     @classmethod
     def open(cls, home: str | os.PathLike | None = None, *, backend: str | None = None,

@@ -32,8 +32,11 @@ class ErasureKeyError(FacesearchError):
     """The erasure key is missing, unreadable or too short."""
 
 
-def erasure_key(home: Path) -> bytes:
-    """The key: from the environment, else the home's key file (created, 0600, on first use)."""
+def erasure_key(home: Path, create: bool = True) -> bytes:
+    """The key: from the environment, else the home's key file (created, 0600, on first use).
+
+    ``create=False`` refuses a missing key file: with erased content remembered, a fresh key
+    would silently recognise none of it (the refusal would stop working without a word)."""
     env = os.environ.get(KEY_ENV, "").strip()
     if env:
         try:
@@ -44,6 +47,9 @@ def erasure_key(home: Path) -> bytes:
             raise ErasureKeyError(f"${KEY_ENV} is too short: give 32 bytes or more (64 hex characters)")
         return key
     path = Path(home) / KEY_FILE
+    if not create and not path.is_file():
+        raise ErasureKeyError(f"{path} is missing while erased content is remembered under it: restore the key "
+                              f"file (or set ${KEY_ENV}); without it erased photos could be indexed again")
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     try:  # O_EXCL: two processes creating it at once agree on the winner's key
@@ -67,15 +73,18 @@ def erasure_key(home: Path) -> bytes:
 class ErasureLedger:
     """The keyed hashes of erased content, in the catalog's ``erased_content`` table."""
 
-    def __init__(self, catalog, key: Callable[[], bytes]) -> None:
+    def __init__(self, catalog, key: Callable[[bool], bytes]) -> None:
         self.catalog = catalog
-        self._key_source = key
+        self._key_source = key  # key(create) -> bytes
         self._key: bytes | None = None
 
-    def keyed(self, sha256: str) -> str:
+    def _load_key(self, create: bool) -> bytes:
         if self._key is None:
-            self._key = self._key_source()
-        return hmac.new(self._key, sha256.encode(), hashlib.sha256).hexdigest()
+            self._key = self._key_source(create)
+        return self._key
+
+    def keyed(self, sha256: str) -> str:
+        return hmac.new(self._load_key(True), sha256.encode(), hashlib.sha256).hexdigest()
 
     def keyed_bytes(self, data: bytes) -> str:
         """The keyed hash of some content (what audit records name a probe by)."""
@@ -112,4 +121,5 @@ class ErasureLedger:
             known = set(s.scalars(select(ErasedContent.keyed_hash)))
         if not known:
             return lambda _sha: False
-        return lambda sha: self.keyed(sha) in known
+        key = self._load_key(False)  # never a fresh key here: it would recognise nothing
+        return lambda sha: hmac.new(key, sha.encode(), hashlib.sha256).hexdigest() in known
