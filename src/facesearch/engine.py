@@ -294,17 +294,13 @@ class Engine:
                 path.unlink(missing_ok=True)
 
     def drop_unused_uploads(self, paths: Iterable[str | Path]) -> int:
-        """After an upload's ingest: our copies that show no indexed face are not kept (refused
-        as erased earlier, or every face too small or opted out). Returns how many were deleted."""
+        """After an upload's ingest: our copies that show no indexed face are not kept (refused as
+        erased earlier, or every face opted out or too small). A faceless image keeps its catalog
+        row (under the copy's keyed-hash name: the same upload is then "already indexed"), not its
+        pixels. Returns how many copies were deleted."""
         root = self.uploads.resolve()
-        held = [Path(p).resolve() for p in paths]
-        held = [p for p in held if p.is_relative_to(root)]
+        held = [p for p in (Path(p).resolve() for p in paths) if p.is_relative_to(root)]
         faces = self.catalog.face_counts_by_source([str(p) for p in held])
-        faceless = [image_id for image_id, count in faces.values() if count == 0]
-        if faceless:
-            with self.writing(), self.mutex:
-                self.catalog.remove_images(faceless)
-                self.catalog.scrub()
         dropped = 0
         for path in held:
             if faces.get(str(path), (0, 0))[1] == 0 and path.is_file():
