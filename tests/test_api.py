@@ -230,6 +230,12 @@ def _optout_call(env: ApiEnv, _tmp: Path) -> Call:
                 lambda: reference in {e["reference"] for e in env.gov.optouts.entries()})
 
 
+def _withdraw_optout_call(env: ApiEnv, _tmp: Path) -> Call:
+    optout_id = env.gov.opt_out(env.gov.accounts.user("api_admin"), YALE_GIF.read_bytes(), unique("REQ-"))
+    return Call(f"/api/optouts/{optout_id}", {"params": {"reason": "withdrawn"}},
+                lambda: optout_id not in {e["id"] for e in env.gov.optouts.entries()})
+
+
 def _get(path: str) -> Callable[[ApiEnv, Path], Call]:
     return lambda _env, _tmp: Call(path)
 
@@ -270,6 +276,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/api/erase/like"): Route((ADMIN,), _erase_like_call),
     ("POST", "/api/optouts"): Route((ADMIN,), _optout_call, 201),
     ("GET", "/api/optouts"): Route((ADMIN,), _get("/api/optouts")),
+    ("DELETE", "/api/optouts/{optout_id}"): Route((ADMIN,), _withdraw_optout_call),
     ("POST", "/api/retention"): Route((ADMIN,), lambda _env, _tmp: Call("/api/retention", {"json": {"apply": False}})),
     ("GET", "/api/audit"): Route((AUDITOR,), _get("/api/audit")),
     ("GET", "/api/audit/export"): Route((AUDITOR,), _get("/api/audit/export")),

@@ -314,10 +314,15 @@ def test_opted_out_people_are_neither_enrolled_nor_shown(governed):
     assert sg.search(ada, powell.id, **why).candidates[0].face_id == powell_face
     assert sg.identify(ada, photo("Colin_Powell_0004").read_bytes(), **why).candidates[0].subject_id == powell.id
 
+    enrolled = [f.id for f in sg.subjects.faces(powell.id)]
     sg.gov.opt_out(ada, photo("Colin_Powell_0003").read_bytes(), "REQ-77")
-    result = sg.search(ada, powell.id, **why)
-    assert powell_face not in [c.face_id for c in result.candidates] and not result.confident
-    assert sg.audit.entries(action="subject_search")[-1].details["suppressed"] == 1
+    # faces enrolled before the opt-out are removed from the subject (not merely hidden), audited
+    assert sg.subjects.faces(powell.id) == [] and len(sg.subjects.faces(bush.id)) == 1
+    assert sg.audit.entries(action="opt_out")[-1].details["subject_faces_removed"] == enrolled
+    with pytest.raises(CatalogError, match="no enrolled face"):
+        sg.search(ada, powell.id, **why)
+    result = sg.search(ada, bush.id, **why)  # collection faces of the person stay hidden from results
+    assert powell_face not in [c.face_id for c in result.candidates]
     identified = sg.identify(ada, photo("Colin_Powell_0004").read_bytes(), **why)
     assert powell.id not in [c.subject_id for c in identified.candidates]
     assert [c.subject_id for c in identified.candidates] == [bush.id]

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from facesearch.catalog import Catalog, CatalogError, CollectionInfo, RemovedFaces, ThumbnailStore, sqlite_url
+from facesearch.catalog.erased import ErasureLedger, erasure_key
 from facesearch.catalog.schema import utcnow
 from facesearch.errors import FacesearchError
-from facesearch.home import HomeConfig, WriteLock, load_config, resolve_home
+from facesearch.home import HomeConfig, WriteLock, load_config, private_umask, resolve_home
 from facesearch.index import VectorIndex, open_index
 from facesearch.ingest import Ingestor, IngestSummary
 from facesearch.models.calibration import Calibration, load_calibration
@@ -70,12 +71,15 @@ class Engine:
         self._analyzer: FaceAnalyzer | None = None
         self._analyzer_factory = analyzer_factory or (lambda: FaceAnalyzer(config.pack))
         self._calibration: Calibration | None = None
+        # Keyed hashes of erased content (the key is read on first use, from outside the catalog).
+        self.erasure = ErasureLedger(catalog, lambda create: erasure_key(home, create))
 
     @classmethod
     def open(cls, home: str | os.PathLike | None = None, *, backend: str | None = None,
              database_url: str | None = None, milvus_uri: str | None = None, pack: str | None = None,
              analyzer_factory: Callable[[], FaceAnalyzer] | None = None) -> Engine:
         """``analyzer_factory`` lets several engines in one process share loaded models."""
+        private_umask()  # the home holds biometric data: whatever this process writes is its user's only
         root = resolve_home(home)
         config = load_config(root, {"backend": backend, "database_url": database_url,
                                     "milvus_uri": milvus_uri, "pack": pack})
@@ -165,10 +169,14 @@ class Engine:
 
     def index(self, paths: Iterable[str | Path], collection: str, *, create: bool = True, workers: int = 2,
               progress: bool = True, wait: bool = True, on_wait: Callable[[str], None] | None = None,
-              suppress: Callable[[np.ndarray], np.ndarray] | None = None, **options) -> IngestSummary:
+              suppress: Callable[[np.ndarray], np.ndarray] | None = None, allow_erased: bool = False,
+              **options) -> IngestSummary:
+        """Ingest files. Content erased earlier is refused (counted as ``erased_earlier``) unless
+        ``allow_erased``: then it is readmitted (counted as ``erased_readmitted``) and forgotten as erased.
+        Folders holding the home itself are refused: our own files are never photos to index."""
         paths = list(paths)
         home, uploads = self.home.resolve(), self.uploads.resolve()
-        for raw in paths:  # our own files (catalog, thumbnails, index) are never photos to index
+        for raw in paths:
             real = Path(raw).expanduser().resolve()
             inside = real.is_relative_to(home) and not real.is_relative_to(uploads)
             if inside or (real.is_dir() and home.is_relative_to(real)):
@@ -183,9 +191,20 @@ class Engine:
             if info.pack != self.config.pack:
                 raise CatalogError(f"collection {collection!r} was built with pack {info.pack!r}; "
                                    f"this home uses {self.config.pack!r}: embeddings are not comparable")
+            erased = self.erasure.checker()
+            readmitted: list[str] = []
+            if allow_erased:
+                def check(sha256: str) -> bool:
+                    if erased(sha256):
+                        readmitted.append(sha256)
+                    return False
+            else:
+                check = erased
             ingestor = Ingestor(self.analyzer, self.catalog, self.index_of(info), self.thumbnails, info,
-                                workers=workers, suppress=suppress, lock=self.mutex, **options)
+                                workers=workers, suppress=suppress, lock=self.mutex, erased=check, **options)
             summary = ingestor.run(paths, progress=progress)
+            summary.erased_readmitted = len(readmitted)
+            self.erasure.forget(readmitted)
             self._synced[info.id] = self.catalog.faces_stamp(info.id)  # index holds every committed face
             return summary
 
@@ -249,9 +268,12 @@ class Engine:
 
     # -- erasure ----------------------------------------------------------------------------------
 
-    def _erase(self, remove: Callable[[], RemovedFaces]) -> ErasureReport:
+    def _erase(self, remove: Callable[..., RemovedFaces]) -> ErasureReport:
+        """Remove rows (remembering erased content as keyed hashes in the same transaction),
+        vectors (a new index generation is written, the old files deleted), thumbnails, video
+        frames and held uploads; then make the database files forget the deleted rows."""
         with self.writing(), self.mutex:
-            removed = remove()
+            removed = remove(self.erasure.record)
             for collection_id in removed.collection_ids:
                 index = self._indexes.get(collection_id)
                 if index is None:
@@ -262,6 +284,8 @@ class Engine:
                 self._synced.pop(collection_id, None)  # next use reconciles with the catalog in full
             deleted = self.thumbnails.remove(removed.thumbnails)
             self._remove_held_copies(removed.image_sources)
+            if removed.face_ids or removed.image_ids:
+                self.catalog.scrub()
             return ErasureReport(removed.face_ids, removed.image_ids, deleted)
 
     @property
@@ -277,11 +301,26 @@ class Engine:
             if path.is_relative_to(root):
                 path.unlink(missing_ok=True)
 
+    def drop_unused_uploads(self, paths: Iterable[str | Path]) -> int:
+        """After an upload's ingest: our copies that show no indexed face are not kept (refused as
+        erased earlier, or every face opted out or too small). A faceless image keeps its catalog
+        row (under the copy's keyed-hash name: the same upload is then "already indexed"), not its
+        pixels. Returns how many copies were deleted."""
+        root = self.uploads.resolve()
+        held = [p for p in (Path(p).resolve() for p in paths) if p.is_relative_to(root)]
+        faces = self.catalog.face_counts_by_source([str(p) for p in held])
+        dropped = 0
+        for path in held:
+            if faces.get(str(path), (0, 0))[1] == 0 and path.is_file():
+                path.unlink()
+                dropped += 1
+        return dropped
+
     def erase_faces(self, face_ids: list[int]) -> ErasureReport:
-        return self._erase(lambda: self.catalog.remove_faces(face_ids))
+        return self._erase(lambda tombstone: self.catalog.remove_faces(face_ids, tombstone))
 
     def erase_images(self, image_ids: list[int]) -> ErasureReport:
-        return self._erase(lambda: self.catalog.remove_images(image_ids))
+        return self._erase(lambda tombstone: self.catalog.remove_images(image_ids, tombstone))
 
     def expired_images(self, now: datetime | None = None) -> dict[str, list[int]]:
         """collection name -> images older than the collection's retention period (none without one)."""
@@ -291,7 +330,7 @@ class Engine:
 
     def erase_collection(self, name: str) -> ErasureReport:
         info = self.collection(name)
-        report = self._erase(lambda: self.catalog.remove_collection(info.id))
+        report = self._erase(lambda tombstone: self.catalog.remove_collection(info.id, tombstone))
         shutil.rmtree(self.uploads / f"c{info.id}", ignore_errors=True)  # incl. uploads that never indexed
         self._raw_index(info).drop()
         self._indexes.pop(info.id, None)

@@ -4,6 +4,12 @@
 records the choices made when it was created (index backend, database URL, pack), so
 later commands need no flags. One writer at a time: ``write.lock`` (an OS file lock,
 released by the kernel when a process dies, even by kill -9).
+
+Files at rest: a home holds password hashes, embeddings, face crops and a subject's contact
+details, so it is its owner's only: the program sets its umask to 0o077 when it starts (CLI,
+server, any :class:`~facesearch.engine.Engine`), the home directory is made 0700, and
+:func:`check_permissions` (``facesearch doctor``) finds and fixes anything looser than
+directories 0700 / files 0600.
 """
 
 from __future__ import annotations
@@ -11,9 +17,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from facesearch.errors import FacesearchError
@@ -31,6 +38,52 @@ class HomeConfig:
     pack: str = "buffalo_s"
 
 
+#: what a process working on a home creates: owner-only directories (0700) and files (0600)
+PRIVATE_UMASK = 0o077
+
+
+def private_umask() -> int:
+    """Make this process's umask owner-only (0o077); returns the previous one."""
+    return os.umask(PRIVATE_UMASK)
+
+
+@dataclass
+class PermissionReport:
+    """Paths under a home (relative; "." is the home) readable or writable by group or others."""
+
+    loose: list[tuple[str, str]] = field(default_factory=list)  # (path, mode as octal)
+    fixed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.loose
+
+
+def check_permissions(home: Path, repair: bool = False) -> PermissionReport:
+    """Directories must be 0700 and files 0600 (no group or other bits); ``repair`` fixes them.
+    Symbolic links are reported as they are, never followed."""
+    report = PermissionReport()
+    home = Path(home)
+    if not home.is_dir():
+        return report
+    paths = [home]
+    for root, dirs, files in os.walk(home):
+        paths += [Path(root) / name for name in dirs + files]
+    for path in paths:
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            continue  # removed while we looked (a temporary file)
+        if stat.S_ISLNK(info.st_mode) or not info.st_mode & 0o077:
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        report.loose.append((path.relative_to(home).as_posix() or ".", f"{mode:04o}"))
+        if repair:
+            os.chmod(path, 0o700 if stat.S_ISDIR(info.st_mode) else mode & 0o700)
+    report.fixed = repair and bool(report.loose)
+    return report
+
+
 def resolve_home(home: str | os.PathLike | None) -> Path:
     chosen = home or os.environ.get("FACESEARCH_HOME") or Path.home() / ".facesearch"
     return Path(chosen).expanduser().resolve()
@@ -38,7 +91,8 @@ def resolve_home(home: str | os.PathLike | None) -> Path:
 
 def load_config(home: Path, overrides: dict | None = None) -> HomeConfig:
     """Read ``config.json`` (writing it on first use), then apply non-None overrides."""
-    home.mkdir(parents=True, exist_ok=True)
+    if not home.exists():
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = home / "config.json"
     stored = json.loads(path.read_text()) if path.is_file() else {}
     fields = {**asdict(HomeConfig()), **stored}

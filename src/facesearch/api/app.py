@@ -13,7 +13,6 @@ Security headers, the cross-site guard and the offline ``/docs`` are in :mod:`fa
 
 
 import asyncio
-import hashlib
 import json
 import secrets
 import time
@@ -68,20 +67,12 @@ def frame_box(info, frame_path: Path) -> tuple[float, float, float, float]:
     return tuple(round(v * scale, 1) for v in info.box)
 
 
-def _store_upload(folder: Path, data: bytes, filename: str | None) -> Path:
-    """Our copy of an uploaded photo, named by its content (never by the client's file name)."""
+def _store_upload(folder: Path, data: bytes, filename: str | None, engine: Engine) -> Path:
+    """Our copy of an uploaded photo, named by a keyed hash of its content (no name, no plain hash)."""
     suffix = Path(filename or "").suffix.lower()[:8]
-    path = folder / f"{hashlib.sha256(data).hexdigest()}{suffix}"
+    path = folder / f"{engine.erasure.keyed_bytes(data)}{suffix}"
     path.write_bytes(data)
     return path
-
-
-def _remove_uploads(paths: list[Path], engine: Engine) -> None:
-    """Remove our uploaded copies that no catalog row points at (those are kept with their image)."""
-    catalogued = engine.catalog.image_paths_in([str(p.resolve()) for p in paths])
-    for path in paths:
-        if str(path.resolve()) not in catalogued:
-            path.unlink(missing_ok=True)
 
 
 def _upright_jpeg(path: Path) -> bytes:
@@ -361,7 +352,8 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
         lifecycle.revoke_grant(who.user, username, name)
         return {"ok": True}
 
-    def start_ingest(who: Actor, name: str, paths: list[Path], kind: str) -> schemas.JobOut:
+    def start_ingest(who: Actor, name: str, paths: list[Path], kind: str,
+                     allow_erased: bool = False) -> schemas.JobOut:
         engine.collection(name)  # 404 before queuing
 
         def work(job) -> None:
@@ -370,15 +362,14 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
                 job.images_indexed, job.faces_indexed = summary.images_indexed, summary.faces_indexed
 
             try:
-                summary = gov.ingest(who.user, paths, name, create=False, progress=False, on_progress=progress)
-            except BaseException:
-                if kind == "upload":  # the run failed as a whole: what it did not catalogue goes
-                    _remove_uploads(paths, engine)
-                raise
+                summary = gov.ingest(who.user, paths, name, create=False, progress=False, on_progress=progress,
+                                     allow_erased=allow_erased)
+            finally:
+                if kind == "upload":  # our copies that show no indexed face are not kept, also after a failure
+                    engine.drop_unused_uploads(paths)
             job.failed = [list(x) for x in summary.failed]
             job.skipped = [list(x) for x in summary.skipped]
-            if kind == "upload":  # our copies of files that were not catalogued are not kept
-                _remove_uploads(paths, engine)
+            job.erased_earlier = summary.erased_earlier
 
         return schemas.JobOut(**jobs.submit(name, kind, work).to_dict())
 
@@ -396,19 +387,19 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
                 data = await upload.read(MAX_UPLOAD_BYTES + 1)
                 if len(data) > MAX_UPLOAD_BYTES:
                     raise HTTPException(413, f"{upload.filename}: larger than {MAX_UPLOAD_BYTES // 2**20} MB")
-                saved.append(await asyncio.to_thread(_store_upload, target, data, upload.filename))
+                saved.append(await asyncio.to_thread(_store_upload, target, data, upload.filename, engine))
             return start_ingest(who, name, saved, "upload")
         except BaseException:
             # Never an orphan: an upload is either handed to a job (which catalogues or removes
             # each file) or removed here.
-            _remove_uploads(saved, engine)
+            engine.drop_unused_uploads(saved)
             raise
 
     @app.post("/api/collections/{name}/ingest-folder", response_model=schemas.JobOut, status_code=202,
               tags=["collections"])
     def ingest_folder(name: str, body: schemas.FolderIngest, who: Admin) -> schemas.JobOut:
         folder = limits.allowed_ingest_folder(body.path, engine.home)
-        return start_ingest(who, name, [folder], "folder")
+        return start_ingest(who, name, [folder], "folder", body.allow_erased)
 
     @app.get("/api/jobs/{job_id}", response_model=schemas.JobOut, tags=["collections"])
     def job_status(job_id: str, who: Admin) -> schemas.JobOut:
@@ -557,7 +548,12 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
 
     @app.get("/api/optouts", tags=["erasure"])
     def list_optouts(who: Admin) -> list[dict]:
-        return gov.optouts.entries()
+        return gov.opt_outs(who.user)
+
+    @app.delete("/api/optouts/{optout_id}", tags=["erasure"])
+    def withdraw_optout(optout_id: int, who: Admin, reason: str = "") -> dict:
+        gov.withdraw_opt_out(who.user, optout_id, reason)
+        return {"id": optout_id, "withdrawn": True}
 
     # -- audit (auditor) ---------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ class Job:
     faces_indexed: int = 0
     failed: list[list[str]] = field(default_factory=list)
     skipped: list[list[str]] = field(default_factory=list)
+    erased_earlier: int = 0
     error: str = ""
     started: float = field(default_factory=time.time)
     finished: float | None = None

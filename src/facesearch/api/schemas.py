@@ -96,6 +96,7 @@ class GrantRequest(BaseModel):
 
 class FolderIngest(BaseModel):
     path: str = Field(description="a folder on the server")
+    allow_erased: bool = Field(False, description="index content erased earlier (refused by default; audited)")
 
 
 class JobOut(BaseModel):
@@ -110,6 +111,7 @@ class JobOut(BaseModel):
     failed: list[list[str]]
     skipped: list[list[str]]
     error: str
+    erased_earlier: int = 0  # files refused: their content was erased earlier
 
 
 class CandidateOut(BaseModel):

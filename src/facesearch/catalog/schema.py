@@ -109,6 +109,16 @@ class IngestEvent(Base):
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+
+class ErasedContent(Base):
+    """What was erased, as a keyed hash only (HMAC-SHA256 of the file's SHA-256 under a key kept
+    outside the catalog): lets ingest refuse the same bytes again without naming them."""
+
+    __tablename__ = "erased_content"
+
+    keyed_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
 # -- subjects and galleries (migration 0003; store in facesearch.catalog.subjects) --------------------
 
 

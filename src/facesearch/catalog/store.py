@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib.resources import files
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, delete, event, func, select
+from sqlalchemy import create_engine, delete, event, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -106,6 +106,12 @@ class RemovedFaces:
     thumbnails: list[str]
     collection_ids: list[int]
     image_sources: list[str] = ()  # of the removed images: copies we hold must go too
+    image_sha256s: list[str] = ()  # of the removed images: remembered only as keyed hashes
+
+
+#: Called inside the erasing transaction with the SHA-256 of every image removed: records them
+#: (as keyed hashes) so that the rows' deletion and the memory of the erasure commit together.
+Tombstone = Callable[[Session, list[str]], object]
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -114,6 +120,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Deleted rows are overwritten with zeros, not left in free pages: erasure leaves no trace.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
@@ -177,15 +185,6 @@ class Catalog:
         return _collection_info(row, images, faces)
 
     # -- ingest ---------------------------------------------------------------------------------
-
-    def image_paths_in(self, sources: list[str]) -> set[str]:
-        """Which of ``sources`` some catalogued image points at."""
-        found: set[str] = set()
-        with self.session() as s:
-            for start in range(0, len(sources), 500):
-                chunk = sources[start:start + 500]
-                found.update(s.scalars(select(ImageRecord.source).where(ImageRecord.source.in_(chunk))))
-        return found
 
     def known_hashes(self, collection_id: int) -> set[str]:
         with self.session() as s:
@@ -322,10 +321,18 @@ class Catalog:
             frames = s.scalars(select(FaceRecord.frame).where(FaceRecord.frame.is_not(None)))
             return set(crops) | set(frames)
 
+    def face_counts_by_source(self, sources: list[str]) -> dict[str, tuple[int, int]]:
+        """source -> (image id, faces) of the images recorded at these paths."""
+        with self.session() as s:
+            rows = s.execute(select(ImageRecord.source, ImageRecord.id, ImageRecord.face_count)
+                             .where(ImageRecord.source.in_(sources))).all() if sources else []
+            return {r[0]: (r[1], r[2]) for r in rows}
+
     # -- erasure -----------------------------------------------------------------------------------
 
-    def remove_faces(self, face_ids: list[int]) -> RemovedFaces:
-        """Delete faces; an image left without faces is deleted too (nothing of it remains)."""
+    def remove_faces(self, face_ids: list[int], tombstone: Tombstone | None = None) -> RemovedFaces:
+        """Delete faces; an image left without faces is deleted too (nothing of it remains,
+        not even its rows in the ingest journal)."""
         ids = [int(i) for i in face_ids]
         with self.session() as s:
             rows = s.execute(select(FaceRecord.id, FaceRecord.image_id, FaceRecord.thumbnail,
@@ -337,40 +344,78 @@ class Catalog:
             s.flush()
             still_used = set(s.scalars(select(FaceRecord.image_id).where(FaceRecord.image_id.in_(image_ids))))
             emptied = [i for i in image_ids if i not in still_used]
-            sources = list(s.scalars(select(ImageRecord.source).where(ImageRecord.id.in_(emptied))))
+            gone = s.execute(select(ImageRecord.source, ImageRecord.sha256).where(ImageRecord.id.in_(emptied))).all()
+            sources, shas = [r[0] for r in gone], [r[1] for r in gone]
             s.execute(delete(ImageRecord).where(ImageRecord.id.in_(emptied)))
+            self._forget(s, shas, tombstone)
             for image_id in set(image_ids) - set(emptied):
                 image = s.get(ImageRecord, image_id)
                 image.face_count = sum(1 for _ in s.scalars(select(FaceRecord.id)
                                                             .where(FaceRecord.image_id == image_id)))
             s.commit()
             return RemovedFaces([r[0] for r in rows], emptied, [f for r in rows for f in (r[2], r[4]) if f],
-                                sorted({r[3] for r in rows}), sources)
+                                sorted({r[3] for r in rows}), sources, shas)
 
-    def remove_images(self, image_ids: list[int]) -> RemovedFaces:
+    def remove_images(self, image_ids: list[int], tombstone: Tombstone | None = None) -> RemovedFaces:
         face_ids = self.image_face_ids(image_ids)
-        removed = self.remove_faces(face_ids)
+        removed = self.remove_faces(face_ids, tombstone)
         ids = [int(i) for i in image_ids]
         with self.session() as s:  # images with zero faces have no face rows to cascade from
-            rest = s.execute(select(ImageRecord.id, ImageRecord.source).where(ImageRecord.id.in_(ids))).all()
+            rest = s.execute(select(ImageRecord.id, ImageRecord.source, ImageRecord.sha256)
+                             .where(ImageRecord.id.in_(ids))).all()
             s.execute(delete(ImageRecord).where(ImageRecord.id.in_(ids)))
+            self._forget(s, [r[2] for r in rest], tombstone)
             s.commit()
         return RemovedFaces(removed.face_ids, sorted(set(removed.image_ids) | {r[0] for r in rest}),
                             removed.thumbnails, removed.collection_ids,
-                            list(removed.image_sources) + [r[1] for r in rest])
+                            list(removed.image_sources) + [r[1] for r in rest],
+                            list(removed.image_sha256s) + [r[2] for r in rest])
 
-    def remove_collection(self, collection_id: int) -> RemovedFaces:
+    def remove_collection(self, collection_id: int, tombstone: Tombstone | None = None) -> RemovedFaces:
         with self.session() as s:
             face_rows = s.execute(select(FaceRecord.id, FaceRecord.thumbnail, FaceRecord.frame)
                                   .where(FaceRecord.collection_id == collection_id)).all()
-            images = s.execute(select(ImageRecord.id, ImageRecord.source)
+            images = s.execute(select(ImageRecord.id, ImageRecord.source, ImageRecord.sha256)
                                .where(ImageRecord.collection_id == collection_id)).all()
             for table in (FaceRecord, ImageRecord, IngestEvent):
                 s.execute(delete(table).where(table.collection_id == collection_id))
             s.execute(delete(Collection).where(Collection.id == collection_id))
+            self._forget(s, [r[2] for r in images], tombstone)
             s.commit()
         return RemovedFaces([r[0] for r in face_rows], [r[0] for r in images],
-                            [f for r in face_rows for f in (r[1], r[2]) if f], [collection_id], [r[1] for r in images])
+                            [f for r in face_rows for f in (r[1], r[2]) if f], [collection_id], [r[1] for r in images],
+                            [r[2] for r in images])
+
+    @staticmethod
+    def _forget(s: Session, shas: list[str], tombstone: Tombstone | None) -> None:
+        """The journal rows of erased content go (they name the file); a keyed hash stays, if asked."""
+        if not shas:
+            return
+        for lo in range(0, len(shas), 500):
+            s.execute(delete(IngestEvent).where(IngestEvent.sha256.in_(shas[lo:lo + 500])))
+        if tombstone is not None:
+            tombstone(s, shas)
+
+    def scrub(self, tables: tuple[str, ...] = ("faces", "images", "ingest_journal", "cluster_faces",
+                                               "subject_faces", "match_decisions")) -> str:
+        """After an erasure, make the database files forget the deleted rows.
+
+        SQLite: every connection has ``secure_delete`` on (deleted content is zeroed); a
+        TRUNCATE checkpoint then copies the zeroed pages into the database file and empties
+        the WAL, which would otherwise keep older copies of the pages. PostgreSQL: ``VACUUM``
+        of the touched tables (dead tuples become free space; see docs/accountability-erasure.md
+        for what that does and does not overwrite)."""
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                busy, _log, _done = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+            return "sqlite: checkpoint busy (another reader); the WAL is emptied at the next one" if busy \
+                else "sqlite: secure_delete + WAL truncated"
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                for table in tables:
+                    conn.execute(text(f'VACUUM "{table}"'))
+            return f"postgresql: VACUUM {', '.join(tables)}"
+        return f"{self.engine.dialect.name}: no scrub step"
 
 
 def _collection_info(row: Collection, images: int = 0, faces: int = 0) -> CollectionInfo:

@@ -71,7 +71,7 @@ def index(args: Namespace) -> int:
         summary = gov.ingest(local_operator(), args.paths, args.collection, workers=args.workers,
                              progress=not args.json, wait=not args.no_wait,
                              on_wait=lambda msg: print(msg, file=sys.stderr), min_face_px=args.min_face,
-                             video_fps=args.video_fps)
+                             video_fps=args.video_fps, allow_erased=args.allow_erased)
     if args.json:
         _out(args, asdict(summary) | {"images_per_s": summary.images_per_s, "faces_per_s": summary.faces_per_s})
         return 0
@@ -82,7 +82,13 @@ def index(args: Namespace) -> int:
     print(f"  indexed   {s.images_indexed} images, {videos}{s.faces_indexed} faces "
           f"({s.images_without_faces} images without a face)")
     print(f"  skipped   {s.already_indexed} already indexed, {s.duplicates_in_run} duplicate files, "
-          f"{s.faces_too_small} faces smaller than {args.min_face:g} px, {s.faces_suppressed} suppressed (opt-out)")
+          f"{s.faces_too_small} faces smaller than {args.min_face:g} px, {s.faces_suppressed} suppressed (opt-out), "
+          f"{s.erased_earlier} erased earlier")
+    if s.erased_earlier:
+        print(f"  skipped {s.erased_earlier} erased earlier: not indexed again (an admin may allow it with "
+              "--allow-erased; audited)")
+    if s.erased_readmitted:
+        print(f"  readmitted {s.erased_readmitted} erased earlier (--allow-erased; recorded in the audit log)")
     print(f"  not images {len(s.skipped)}, failed {len(s.failed)}")
     for path, reason in (s.skipped + s.failed)[:20]:
         print(f"    {path}: {reason}")
@@ -176,11 +182,28 @@ def erase(args: Namespace) -> int:
 
 
 def doctor(args: Namespace) -> int:
+    from facesearch.home import check_permissions
+
     with _engine(args) as engine:
         reports = engine.doctor(repair=not args.check_only)
+        perms = check_permissions(engine.home, repair=not args.check_only)
+    perms_ok = perms.ok or perms.fixed
     if args.json:
-        _out(args, [asdict(r) | {"consistent": r.consistent} for r in reports])
-        return 0 if all(r.consistent or r.repaired for r in reports) else 1
+        rows = [asdict(r) | {"consistent": r.consistent} for r in reports]
+        if not perms.ok:  # an entry of its own: the per-collection entries keep their shape
+            rows.append({"collection": "(home permissions)", "consistent": False, "repaired": perms.fixed,
+                         "loose_permissions": [list(p) for p in perms.loose]})
+        _out(args, rows)
+        return 0 if all(r.consistent or r.repaired for r in reports) and perms_ok else 1
+    if not perms.ok:
+        state = "FIXED (now 0700/0600)" if perms.fixed else "WARNING: readable or writable by others"
+        print(f"permissions: {len(perms.loose)} path(s) looser than directories 0700 / files 0600: {state}")
+        for path, mode in perms.loose[:20]:
+            print(f"    {mode}  {path}")
+        if len(perms.loose) > 20:
+            print(f"    ... {len(perms.loose) - 20} more")
+        if not perms.fixed:
+            print("  run `facesearch doctor` without --check-only to fix them")
     for r in reports:
         state = "consistent" if r.consistent else ("REPAIRED" if r.repaired else "INCONSISTENT")
         if r.unrepairable:
@@ -190,4 +213,4 @@ def doctor(args: Namespace) -> int:
               f"orphan thumbnails {r.orphan_thumbnails}, missing thumbnails {r.missing_thumbnails}")
     if not reports:
         print("no collections")
-    return 0 if all(r.consistent or r.repaired for r in reports) else 1
+    return 0 if all(r.consistent or r.repaired for r in reports) and perms_ok else 1

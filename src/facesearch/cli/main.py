@@ -15,6 +15,9 @@ from facesearch.errors import FacesearchError
 
 
 def main(argv: list[str] | None = None) -> int:
+    from facesearch.home import private_umask
+
+    private_umask()  # catalog, thumbnails, uploads, index and keys: readable by this user only
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # reports record the exact command
@@ -179,6 +182,8 @@ def _add_engine_commands(sub) -> None:
     p.add_argument("--min-face", type=float, default=16.0, help="do not index faces smaller than this (px)")
     p.add_argument("--video-fps", type=float, default=2.0, help="video frames sampled per second (default 2)")
     p.add_argument("--no-wait", action="store_true", help="refuse instead of waiting if another writer runs")
+    p.add_argument("--allow-erased", action="store_true",
+                   help="index content that was erased earlier (refused by default; audited)")
     p.set_defaults(handler=ec.index)
 
     p = sub.add_parser("search", help="where else does the person in this photo appear?")
@@ -217,7 +222,12 @@ def _add_engine_commands(sub) -> None:
 
     _add_admin_commands(sub)
 
-    p = sub.add_parser("doctor", help="check that index, catalog and thumbnails agree; repair from the catalog")
+    from facesearch.cli.optout_commands import add_optout_commands  # optout add/list/remove
+
+    add_optout_commands(sub, _home_args)
+
+    p = sub.add_parser("doctor", help="check that index, catalog and thumbnails agree and that the home's files "
+                       "are private (0700/0600); repair from the catalog, tighten permissions")
     _home_args(p)
     p.add_argument("--check-only", action="store_true")
     p.set_defaults(handler=ec.doctor)

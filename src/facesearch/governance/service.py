@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facesearch.catalog import CatalogError
 from facesearch.engine import Engine, ErasureReport
 from facesearch.errors import FacesearchError, ImageError, NoFaceError
 from facesearch.governance.accounts import Accounts, UserInfo
@@ -251,20 +252,27 @@ class Governance:
 
     # -- admin ------------------------------------------------------------------------------------------
 
-    def ingest(self, actor: UserInfo, paths: list[str | Path], collection: str, **options) -> IngestSummary:
+    def ingest(self, actor: UserInfo, paths: list[str | Path], collection: str, *, allow_erased: bool = False,
+               **options) -> IngestSummary:
+        """Index files as ``actor`` (an admin). Content erased earlier is refused and counted unless
+        ``allow_erased``: an explicit override, recorded in the ingest's audit record."""
         self.require(actor, "admin")
         try:
-            summary = self.engine.index(paths, collection, suppress=self.optouts.blocked, **options)
+            summary = self.engine.index(paths, collection, suppress=self.optouts.blocked,
+                                        allow_erased=allow_erased, **options)
         except BaseException as exc:
             # A run always leaves a record, also when it fails as a whole (what it committed
             # before failing stays, and is found by the next run's resume).
             self.audit.append(actor.username, "ingest_failed", {
                 "collection": collection, "error": type(exc).__name__, "reason": str(exc)[:300]})
             raise
-        self.audit.append(actor.username, "ingest", {
-            "collection": collection, "run_id": summary.run_id, "images": summary.images_indexed,
-            "faces": summary.faces_indexed, "suppressed": summary.faces_suppressed,
-            "failed": len(summary.failed), "skipped": len(summary.skipped)})
+        details = {"collection": collection, "run_id": summary.run_id, "images": summary.images_indexed,
+                   "faces": summary.faces_indexed, "suppressed": summary.faces_suppressed,
+                   "failed": len(summary.failed), "skipped": len(summary.skipped),
+                   "erased_earlier": summary.erased_earlier}
+        if allow_erased:
+            details |= {"allow_erased": True, "erased_readmitted": summary.erased_readmitted}
+        self.audit.append(actor.username, "ingest", details)
         return summary
 
     def erase(self, actor: UserInfo, *, faces: list[int] | None = None, images: list[int] | None = None,
@@ -281,10 +289,13 @@ class Governance:
             report = self.engine.erase_like(like, min_score, face_index=probe_face)
         else:
             raise FacesearchError("say what to erase: faces, images, a collection, or a probe with a minimum score")
+        # The probe is usually a photo of the person erased: named by its keyed hash only, so the
+        # record (which can never be rewritten) does not keep the plain SHA-256 of erased content.
         self.audit.append(actor.username, "erase", {
             "faces": report.faces, "images": report.images, "collections": report.collections,
             "thumbnails_deleted": report.thumbnails_deleted,
-            "probe_sha256": _sha256(like) if like is not None else None, "min_score": min_score}, reason)
+            "probe_keyed_hash": self.engine.erasure.keyed_bytes(like) if like is not None else None,
+            "min_score": min_score}, reason)
         return report
 
     def enforce_retention(self, actor: UserInfo, *, apply: bool, now=None) -> RetentionReport:
@@ -305,9 +316,44 @@ class Governance:
         self.require(actor, "admin")
         face, _ = self.engine.probe_face(probe, face_index, "opt-out request")
         optout_id = self.optouts.add(face.embedding, reference, actor.username)
+        removed = self._unenrol_opted_out()
         self.audit.append(actor.username, "opt_out", {"optout_id": optout_id, "probe_sha256": _sha256(probe),
-                                                      "threshold": self.optouts.threshold}, "", reference)
+                                                      "threshold": self.optouts.threshold,
+                                                      "subject_faces_removed": removed}, "", reference)
         return optout_id
+
+    def _unenrol_opted_out(self) -> list[int]:
+        """Faces enrolled in subjects before an opt-out are removed (embedding, thumbnail, the
+        enrolment photo's name): a subject's faces are shown and searched with, unlike a
+        collection's, which stay hidden by the opt-out filter and come back if it is withdrawn."""
+        from facesearch.subjects import Subjects  # subjects build on the engine, not on governance
+
+        subjects = Subjects(self.engine)
+        rows = subjects.store.embeddings(pack=self.engine.config.pack)
+        if not rows:
+            return []
+        ids = np.concatenate([r[1] for r in rows])
+        blocked = self.optouts.blocked(np.concatenate([r[2] for r in rows]))
+        removed = [int(i) for i in ids[blocked]]
+        for subject_face_id in removed:
+            subjects.remove_face(subject_face_id)
+        if removed:
+            self.engine.catalog.scrub()  # the enrolment photos' names leave the database files too
+        return removed
+
+    def opt_outs(self, actor: UserInfo) -> list[dict]:
+        """The opt-out list (id, request reference, who, when): no photo, no name."""
+        self.require(actor, "admin")
+        return self.optouts.entries()
+
+    def withdraw_opt_out(self, actor: UserInfo, optout_id: int, reason: str = "") -> None:
+        """Withdraw an opt-out (the person asked, or it was registered in error): audited."""
+        self.require(actor, "admin")
+        entry = next((e for e in self.optouts.entries() if e["id"] == optout_id), None)
+        if entry is None:
+            raise CatalogError(f"no opt-out with id {optout_id}")
+        self.optouts.remove(optout_id)
+        self.audit.append(actor.username, "opt_out_withdraw", {"optout_id": optout_id}, reason, entry["reference"])
 
     def blocked_mask(self, embeddings: np.ndarray) -> np.ndarray:
         return self.optouts.blocked(embeddings)

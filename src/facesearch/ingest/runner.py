@@ -63,6 +63,8 @@ class IngestSummary:
     faces_suppressed: int = 0
     already_indexed: int = 0
     duplicates_in_run: int = 0
+    erased_earlier: int = 0  # content erased before: refused, and not journalled (the journal would name it)
+    erased_readmitted: int = 0  # erased content an admin explicitly let back in (set by the engine)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): not images
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): broken images
     seconds: float = 0.0
@@ -202,7 +204,8 @@ class Ingestor:
                  batch_images: int = 8, min_face_px: float = 16.0, save_every_s: float = 30.0,
                  suppress: Callable[[np.ndarray], np.ndarray] | None = None,
                  on_progress: Callable[[int, int, IngestSummary], None] | None = None,
-                 lock: AbstractContextManager | None = None, video_fps: float = DEFAULT_SAMPLE_FPS) -> None:
+                 lock: AbstractContextManager | None = None, video_fps: float = DEFAULT_SAMPLE_FPS,
+                 erased: Callable[[str], bool] | None = None) -> None:
         self.analyzer = analyzer
         self.catalog = catalog
         self.index = index
@@ -219,6 +222,7 @@ class Ingestor:
         # Held while an image is committed and its vectors added, so readers never see half.
         self.lock = lock or nullcontext()
         self.video_fps = video_fps  # frames sampled per second of video
+        self.erased = erased  # sha256 -> was this content erased earlier? (then it is refused)
 
     def run(self, paths: Iterable[str | Path], progress: bool = True) -> IngestSummary:
         summary = IngestSummary(uuid.uuid4().hex[:12], self.collection.name)
@@ -268,6 +272,9 @@ class Ingestor:
         source = loaded.name
         if loaded.sha256 is not None and loaded.sha256 in known:
             summary.already_indexed += 1
+            return False
+        if loaded.sha256 is not None and self.erased is not None and self.erased(loaded.sha256):
+            summary.erased_earlier += 1
             return False
         if loaded.sha256 is not None and loaded.sha256 in seen:
             summary.duplicates_in_run += 1
