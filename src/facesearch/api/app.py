@@ -3,7 +3,8 @@
 Every route needs a user (session cookie + CSRF header, or an API key) except ``/health``
 and login. Roles are checked by dependencies, before the request body is looked at, so a
 caller without the right role gets 403 whatever it sends; a search without purpose or
-case reference gets 422.
+case reference gets 422. ``/ready`` is public too; ``/metrics`` answers loopback and the
+networks in FACESEARCH_METRICS_ALLOW only.
 """
 
 
@@ -21,15 +22,21 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request,
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
+from facesearch import readiness
 from facesearch.api import schemas
 from facesearch.api.jobs import JobRunner
+from facesearch.api.observability import ObservabilityMiddleware, metrics_peer_allowed
 from facesearch.catalog import CatalogError
 from facesearch.engine import Engine
 from facesearch.errors import FacesearchError, ImageError, NoFaceError
 from facesearch.governance import AccountError, Governance, MissingJustification, PermissionDenied, UserInfo
 from facesearch.governance.accounts import LoginThrottle
 from facesearch.home import HomeBusyError
+from facesearch.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from facesearch.metrics import render as render_metrics
 from facesearch.pipeline import load_image
+from facesearch.readiness import ModelCheck
+from facesearch.settings import Settings, load_settings
 
 SESSION_COOKIE = "fs_session"
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
@@ -70,7 +77,8 @@ async def _retention_sweeps(gov: Governance, every_s: float) -> None:
 
 
 def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: LoginThrottle | None = None,
-               retention_every_s: float | None = None) -> FastAPI:
+               retention_every_s: float | None = None, settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings(engine.home)
     gov = Governance(engine)
     throttle = login_throttle or LoginThrottle()
     jobs = JobRunner()
@@ -87,6 +95,8 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
                               "reference and is written to a hash-chained audit log.")
     app.state.governance = gov
     app.state.jobs = jobs
+    app.state.settings = settings
+    app.add_middleware(ObservabilityMiddleware)  # access log + latency of every request
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 
     # -- errors -> HTTP --------------------------------------------------------------------------
@@ -107,12 +117,14 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
             user = gov.accounts.user_for_api_key(key)
             if user is None:
                 raise HTTPException(401, "invalid or revoked API key")
+            request.state.user = user.username  # for the access log
             return Actor(user, "api_key")
         token = request.cookies.get(SESSION_COOKIE)
         found = gov.accounts.session_user(token) if token else None
         if found is None:
             raise HTTPException(401, "log in first (session cookie or API key required)")
         user, csrf = found
+        request.state.user = user.username  # for the access log
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             sent = request.headers.get("x-csrf-token", "")
             if not secrets.compare_digest(sent.encode(), csrf.encode()):
@@ -137,6 +149,20 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
     @app.get("/health", tags=["public"])
     def health() -> dict:
         return {"status": "ok"}
+
+    models_check = ModelCheck()
+
+    @app.get("/ready", tags=["public"], responses={503: {"description": "not ready: the reason is in the body"}})
+    def ready() -> JSONResponse:
+        state = readiness.check(engine, models=models_check, disk_floor_bytes=settings.disk_floor_mb * 1024 * 1024)
+        return JSONResponse(state.to_dict(), status_code=200 if state.ready else 503)
+
+    @app.get("/metrics", tags=["public"], response_class=Response,
+             responses={403: {"description": "only loopback and the FACESEARCH_METRICS_ALLOW networks"}})
+    def metrics(request: Request) -> Response:
+        if not metrics_peer_allowed(settings, request.scope):
+            raise HTTPException(403, "metrics are served to loopback and FACESEARCH_METRICS_ALLOW only")
+        return Response(render_metrics(engine), media_type=METRICS_CONTENT_TYPE)
 
     @app.post("/api/login", response_model=schemas.LoginResponse, tags=["auth"],
               responses={429: {"description": "too many failed attempts: wait Retry-After seconds"}})

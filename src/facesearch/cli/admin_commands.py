@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import sys
 from argparse import Namespace
 
 from facesearch.engine import Engine
 from facesearch.governance import Governance, local_operator
+
+log = logging.getLogger(__name__)
 
 
 def _gov(args: Namespace) -> Governance:
@@ -22,17 +25,28 @@ def serve(args: Namespace) -> int:
     import uvicorn
 
     from facesearch.api.app import create_app
+    from facesearch.logs import configure_from_settings
+    from facesearch.settings import load_settings
 
-    engine = Engine.open(args.home, backend=args.backend, database_url=args.db, pack=args.pack)
+    settings = load_settings(args.home, {"host": args.host, "port": args.port, "secure_cookies": args.secure_cookies,
+                                         "retention_hours": args.retention_hours})
+    configure_from_settings(settings)
+    engine = Engine.open(settings.home, backend=args.backend, database_url=args.db, pack=args.pack)
     gov = Governance(engine)
     if gov.accounts.count_admins() == 0:
         print("facesearch: no admin yet: create one first with `facesearch user add NAME --role admin`",
               file=sys.stderr)
         return 2
     engine.analyzer  # noqa: B018 - load the models before the first request, not during it
-    app = create_app(engine, secure_cookies=args.secure_cookies, retention_every_s=args.retention_hours * 3600)
-    print(f"facesearch serving {engine.home} on http://{args.host}:{args.port} (OpenAPI: /docs)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    app = create_app(engine, secure_cookies=settings.secure_cookies,
+                     retention_every_s=settings.retention_hours * 3600, settings=settings)
+    print(f"facesearch serving {engine.home} on http://{settings.host}:{settings.port} (OpenAPI: /docs)", flush=True)
+    log.info("serving", extra={"home": str(engine.home), "host": settings.host, "port": settings.port})
+    # Our logging configuration, our access log (uvicorn's names raw paths); proxy headers only
+    # from the proxies the operator named.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                log_level=settings.log_level.lower(), proxy_headers=bool(settings.trusted_proxies),
+                forwarded_allow_ips=",".join(settings.trusted_proxies) or None)
     return 0
 
 

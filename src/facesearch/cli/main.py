@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
+        _configure_logging()
         return args.handler(args) or 0
     except FacesearchError as exc:
         print(f"facesearch: error: {exc}", file=sys.stderr)
@@ -28,6 +29,24 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"facesearch: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _configure_logging() -> None:
+    """Logs to stderr: at FACESEARCH_LOG_LEVEL when set, else warnings only (commands print their results)."""
+    import os
+
+    from facesearch.logs import configure_logging
+    from facesearch.settings import Settings
+
+    level = os.environ.get("FACESEARCH_LOG_LEVEL", "WARNING").upper()
+    fmt = os.environ.get("FACESEARCH_LOG_FORMAT", "text").lower()
+    fields = Settings.model_fields
+    if level not in fields["log_level"].annotation.__args__ and level != "WARNING":
+        raise FacesearchError(f"FACESEARCH_LOG_LEVEL (from environment): one of "
+                              f"{', '.join(fields['log_level'].annotation.__args__)} (got {level!r})")
+    if fmt not in fields["log_format"].annotation.__args__:
+        raise FacesearchError(f"FACESEARCH_LOG_FORMAT (from environment): text or json (got {fmt!r})")
+    configure_logging(level, fmt)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     from facesearch.cli.cluster_commands import add_cluster_commands  # cluster [ACTION]
 
     add_cluster_commands(sub, _home_args)
+
+    from facesearch.cli.service_commands import add_service_commands  # config show, backup, restore
+
+    add_service_commands(sub, _home_args)
 
     p = sub.add_parser("eval", help="accuracy protocols over real datasets")
     eval_sub = p.add_subparsers(metavar="PROTOCOL")
@@ -213,11 +236,13 @@ def _add_admin_commands(sub) -> None:
 
     p = sub.add_parser("serve", help="run the web app and REST API")
     _home_args(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (behind HTTPS)")
-    p.add_argument("--retention-hours", type=float, default=6.0,
-                   help="erase images past their collection's retention period at start and every N hours")
+    p.add_argument("--host", default=None, help="listen address (default: FACESEARCH_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default: FACESEARCH_PORT or 8000)")
+    p.add_argument("--secure-cookies", action="store_true", default=None,
+                   help="mark cookies Secure (behind HTTPS; FACESEARCH_SECURE_COOKIES)")
+    p.add_argument("--retention-hours", type=float, default=None,
+                   help="erase images past their collection's retention period at start and every N hours "
+                        "(default: FACESEARCH_RETENTION_HOURS or 6)")
     p.set_defaults(handler=ac.serve)
 
     p = sub.add_parser("retention", help="images past their collection's retention period: list, or --apply")
