@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import IO
 
 #: Attributes every LogRecord has: everything else on a record came from ``extra=`` and is a field.
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName",
+                                                                           "color_message"}  # uvicorn's ANSI copy
 _HANDLER_MARK = "_facesearch_handler"
 
 
@@ -60,7 +61,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text", stream: IO[str] | 
         logging.getLogger(name).handlers.clear()  # uvicorn's own handlers would print a second copy
         logging.getLogger(name).propagate = True
     # Chatty third-party loggers stay at warning unless debugging.
-    for name in ("multipart", "httpx", "PIL", "matplotlib", "sqlalchemy"):
+    for name in ("multipart", "httpx", "PIL", "matplotlib", "sqlalchemy", "alembic"):
         logging.getLogger(name).setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
 
 

@@ -40,7 +40,9 @@ def serve(args: Namespace) -> int:
     engine.analyzer  # noqa: B018 - load the models before the first request, not during it
     app = create_app(engine, secure_cookies=settings.secure_cookies,
                      retention_every_s=settings.retention_hours * 3600, settings=settings)
-    print(f"facesearch serving {engine.home} on http://{settings.host}:{settings.port} (OpenAPI: /docs)", flush=True)
+    if settings.log_format == "text":  # with JSON logs, every line of output is JSON (the log line below)
+        print(f"facesearch serving {engine.home} on http://{settings.host}:{settings.port} (OpenAPI: /docs)",
+              flush=True)
     log.info("serving", extra={"home": str(engine.home), "host": settings.host, "port": settings.port})
     # Our logging configuration, our access log (uvicorn's names raw paths); proxy headers only
     # from the proxies the operator named.
