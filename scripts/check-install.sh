@@ -53,5 +53,8 @@ echo "== backup + restore"
 "$bin/facesearch" audit verify --home "$work/restored"
 echo "== missing extras say which to install"
 "$bin/python" -c "import matplotlib" 2>/dev/null && { echo "matplotlib should not be installed"; exit 1; }
-"$bin/python" -c "import facesearch.eval.plots" 2>&1 | grep "pip install 'facesearch\[eval\]'"
+if "$bin/python" -c "import facesearch.eval.plots" 2> "$work/extra.err"; then
+  echo "importing the plots without matplotlib should fail"; exit 1
+fi
+grep "pip install 'facesearch\[eval\]'" "$work/extra.err"
 echo "check-install: OK"

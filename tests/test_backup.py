@@ -257,3 +257,19 @@ def test_postgresql_catalog_backup_and_restore(postgres_url, postgres_server_url
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_milvus_home_is_restored_into_its_own_milvus_lite(tmp_path, analyzer):
+    """The index is rebuilt from the restored catalog into the new home's milvus-lite file, never
+    into the Milvus the backed-up home used."""
+    opened = Engine.open(tmp_path / "live", backend="milvus")
+    engine = Engine(opened.home, opened.config, opened.catalog, analyzer_factory=lambda: analyzer)
+    engine.index([LFW / "Colin_Powell_0001.jpg", LFW / "Hugo_Chavez_0001.jpg"], "alpha", progress=False)
+    backup(engine, tmp_path / "b")
+    engine.close()
+    assert not (tmp_path / "b" / "index").exists()  # a live milvus-lite file is never copied
+    result = restore(tmp_path / "b", tmp_path / "n")
+    assert result.ok, result.problems
+    assert (tmp_path / "n" / "index" / "milvus.db").exists()
+    config = json.loads((tmp_path / "n" / "config.json").read_text())
+    assert config["backend"] == "milvus" and config["milvus_uri"] is None

@@ -335,6 +335,7 @@ def restore(source: str | os.PathLike, home: str | os.PathLike, *, database_url:
     # Named explicitly, so FACESEARCH_DATABASE_URL / _MILVUS_URI of a live deployment in the
     # environment can never point the restore (and its repairing doctor run) at the live home.
     catalog_url = database_url or sqlite_url(target / "catalog.db")
+    (target / "index").mkdir(exist_ok=True)  # milvus-lite's file goes there
     _move_uploads(catalog_url, target, Path(manifest["uploads_root"]))
     with Engine.open(target, database_url=catalog_url,
                      milvus_uri=milvus_uri or str(target / "index" / "milvus.db")) as engine:
