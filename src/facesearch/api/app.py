@@ -96,7 +96,6 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
     app.state.governance = gov
     app.state.jobs = jobs
     app.state.settings = settings
-    app.add_middleware(ObservabilityMiddleware)  # access log + latency of every request
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 
     # -- errors -> HTTP --------------------------------------------------------------------------
@@ -467,5 +466,7 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
 
     add_cluster_routes(app, gov, role)
     add_web_routes(app, gov)
+    # Last, so outermost: every answer is logged and timed, those of other middleware (413, 503) too.
+    app.add_middleware(ObservabilityMiddleware)
 
     return app
