@@ -253,6 +253,7 @@ def test_postgresql_catalog_backup_and_restore(postgres_url, postgres_server_url
         result = restore(tmp_path / "b", tmp_path / "n", database_url=url, pg_bin=pg_bin)
         assert result.ok, result.problems
         assert result.faces == 2 and result.audit_ok and result.consistent
+        assert json.loads((tmp_path / "n" / "config.json").read_text())["database_url"] == url  # no password here
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))

@@ -360,10 +360,12 @@ def restore(source: str | os.PathLike, home: str | os.PathLike, *, database_url:
 
 def _rewrite_config(home: Path, database_url: str | None, milvus_uri: str | None) -> None:
     """The new home's own catalog and index: never the live home's Milvus collections (a doctor
-    run there would remove the live faces the backup lacks)."""
+    run there would remove the live faces the backup lacks). No secret is written."""
     path = home / "config.json"
     config = json.loads(path.read_text()) if path.is_file() else {}
-    config["database_url"] = database_url
+    # Never the password: it comes from FACESEARCH_DATABASE_URL(_FILE), PGPASSWORD or ~/.pgpass.
+    config["database_url"] = make_url(database_url).set(password=None).render_as_string(hide_password=False) \
+        if database_url else None
     config["milvus_uri"] = milvus_uri
     path.write_text(json.dumps(config, indent=2) + "\n")
 
