@@ -76,7 +76,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text", stream: IO[str] | 
         logging.getLogger(name).handlers.clear()  # uvicorn's own handlers would print a second copy
         logging.getLogger(name).propagate = True
     # Chatty third-party loggers stay at warning unless debugging.
-    for name in ("multipart", "httpx", "PIL", "matplotlib", "sqlalchemy", "alembic"):
+    for name in ("multipart", "httpx", "PIL", "matplotlib", "sqlalchemy", "alembic", "milvus_lite", "pymilvus"):
         logging.getLogger(name).setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
 
 

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        _configure_logging()
+        _configure_logging(args)
         return args.handler(args) or 0
     except FacesearchError as exc:
         print(f"facesearch: error: {exc}", file=sys.stderr)
@@ -31,22 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _configure_logging() -> None:
-    """Logs to stderr: at FACESEARCH_LOG_LEVEL when set, else warnings only (commands print their results)."""
-    import os
+def _configure_logging(args: argparse.Namespace) -> None:
+    """Logs to stderr as the settings say (FACESEARCH_LOG_LEVEL / _FORMAT); a bad setting stops here."""
+    from facesearch.logs import configure_from_settings
+    from facesearch.settings import load_settings
 
-    from facesearch.logs import configure_logging
-    from facesearch.settings import Settings
-
-    level = os.environ.get("FACESEARCH_LOG_LEVEL", "WARNING").upper()
-    fmt = os.environ.get("FACESEARCH_LOG_FORMAT", "text").lower()
-    fields = Settings.model_fields
-    if level not in fields["log_level"].annotation.__args__ and level != "WARNING":
-        raise FacesearchError(f"FACESEARCH_LOG_LEVEL (from environment): one of "
-                              f"{', '.join(fields['log_level'].annotation.__args__)} (got {level!r})")
-    if fmt not in fields["log_format"].annotation.__args__:
-        raise FacesearchError(f"FACESEARCH_LOG_FORMAT (from environment): text or json (got {fmt!r})")
-    configure_logging(level, fmt)
+    configure_from_settings(load_settings(getattr(args, "home", None)))
 
 
 def build_parser() -> argparse.ArgumentParser:
