@@ -80,6 +80,7 @@ def test_backup_then_restore_gives_the_same_home(live_home, tmp_path, analyzer):
     before = {info.name: info.faces for info in live_home.collections()}
     assert report.collections == before and report.faces == sum(before.values()) >= 3
     assert (dest / MANIFEST).is_file() and (dest / "catalog.db").is_file()
+    assert dest.stat().st_mode & 0o777 == 0o700  # every face is in it: the owner's only
     assert (dest / "audit-checkpoints" / "0001.json").is_file()
     assert any((dest / "index" / "faiss").rglob("CURRENT"))
     new = tmp_path / "restored"

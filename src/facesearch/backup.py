@@ -219,6 +219,7 @@ def backup(engine, destination: str | os.PathLike, *, attempts: int = 3, pg_bin:
     if dest.is_relative_to(home):
         raise BackupError(f"{dest}: a backup must be outside the home it copies")
     dest.mkdir(parents=True, exist_ok=True)
+    dest.chmod(0o700)  # every face of the home is in it: its owner only
     # Who copied every face, and when, is recorded; the record is inside the backup too.
     AuditLog(engine.catalog).append(actor, "backup", {"destination": str(dest)})
     url = engine.config.database_url
@@ -314,6 +315,7 @@ def restore(source: str | os.PathLike, home: str | os.PathLike, *, database_url:
         if not path.is_file() or _sha256(path) != digest:
             raise BackupError(f"{path}: missing or changed since the backup was taken (SHA-256 differs)")
     target.mkdir(parents=True, exist_ok=True)
+    target.chmod(0o700)
     for name in manifest["files"]:
         if name in (SQLITE_SNAPSHOT, PG_SNAPSHOT):
             continue
