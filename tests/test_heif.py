@@ -54,3 +54,19 @@ def test_damaged_heic_is_a_typed_error(tmp_path):
     broken.write_bytes(data[: len(data) // 3])
     with pytest.raises((CorruptImageError, NotAnImageError)):
         load_image(broken)
+
+
+def test_a_folder_of_phone_photos_is_indexed_and_searchable(tmp_path, analyzer):
+    import shutil
+
+    from facesearch.engine import Engine
+
+    folder = tmp_path / "camera-roll"
+    shutil.copytree(HEIF_DIR, folder)
+    opened = Engine.open(tmp_path / "home")
+    engine = Engine(opened.home, opened.config, opened.catalog, analyzer_factory=lambda: analyzer)
+    summary = engine.index([folder], "phones", progress=False)
+    assert (summary.images_indexed, summary.faces_indexed) == (2, 2), summary
+    hit = engine.search(LFW / "Colin_Powell_0002.jpg", top_k=1).candidates[0]
+    assert hit.above_threshold and hit.image_source.endswith((".heic", ".avif"))
+    engine.close()
