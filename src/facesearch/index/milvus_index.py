@@ -19,7 +19,7 @@ class MilvusIndex:
         from facesearch.extras import require
 
         pymilvus = require("pymilvus", "milvus", "the Milvus index backend")
-        DataType, MilvusClient = pymilvus.DataType, pymilvus.MilvusClient  # noqa: N806 - pymilvus's names
+        DataType, MilvusClient = pymilvus.DataType, pymilvus.MilvusClient
 
         self.uri = uri
         self.name = name
