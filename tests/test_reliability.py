@@ -211,11 +211,16 @@ def test_invalid_server_limits_are_refused(overrides):
         ServerLimits(**overrides)
 
 
-def test_limits_from_environment():
-    limits = ServerLimits.from_env({"FACESEARCH_CPU_WORKERS": "3", "FACESEARCH_INGEST_ROOTS": "/srv/a:/srv/b"})
+def test_limits_come_from_the_settings(monkeypatch, tmp_path):
+    from facesearch.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("FACESEARCH_WORKERS", "3")
+    monkeypatch.setenv("FACESEARCH_INGEST_ROOTS", "/srv/a,/srv/b")
+    limits = ServerLimits.from_settings(load_settings(tmp_path / "home"))
     assert limits.cpu_workers == 3 and limits.ingest_roots == (Path("/srv/a"), Path("/srv/b"))
-    with pytest.raises(ValueError, match="not a number"):
-        ServerLimits.from_env({"FACESEARCH_CPU_QUEUE": "many"})
+    monkeypatch.setenv("FACESEARCH_WORKER_QUEUE", "many")
+    with pytest.raises(SettingsError, match="FACESEARCH_WORKER_QUEUE"):
+        load_settings(tmp_path / "home")
 
 
 def test_serve_refuses_a_bad_port(cli):

@@ -26,6 +26,7 @@ from facesearch.errors import FacesearchError
 from facesearch.home import HomeConfig, WriteLock, load_config, private_umask, resolve_home
 from facesearch.index import VectorIndex, open_index
 from facesearch.ingest import Ingestor, IngestSummary
+from facesearch.metrics import timed_search
 from facesearch.models.calibration import Calibration, load_calibration
 from facesearch.pipeline import Face, FaceAnalyzer, load_image
 from facesearch.pipeline.imageio import ImageSource
@@ -113,8 +114,12 @@ class Engine:
         if collection.id not in self._indexes:
             self._indexes[collection.id] = open_index(
                 self.config.backend, directory=self.home / "index", collection_id=collection.id,
-                milvus_uri=self.config.milvus_uri)
+                milvus_uri=self.config.milvus_uri, **self._milvus_options())
         return self._indexes[collection.id]
+
+    def _milvus_options(self) -> dict:
+        token = self.config.milvus_token
+        return {"token": token} if self.config.backend == "milvus" and token else {}
 
     def index_of(self, collection: CollectionInfo) -> VectorIndex:
         """The collection's index, brought in line with the catalog (the source of truth)."""
@@ -231,6 +236,7 @@ class Engine:
                                    "scores will be lower and misses more likely")
         return result
 
+    @timed_search
     def search_vector(self, vector: np.ndarray, *, collections: list[str] | None = None, top_k: int = 20,
                       threshold: float | None = None, exclude: set[int] | None = None) -> SearchResult:
         targets = self._targets(collections)
@@ -278,7 +284,8 @@ class Engine:
                 index = self._indexes.get(collection_id)
                 if index is None:
                     index = open_index(self.config.backend, directory=self.home / "index",
-                                       collection_id=collection_id, milvus_uri=self.config.milvus_uri)
+                                       collection_id=collection_id, milvus_uri=self.config.milvus_uri,
+                                       **self._milvus_options())
                 index.remove(removed.face_ids)
                 index.save()
                 self._synced.pop(collection_id, None)  # next use reconciles with the catalog in full

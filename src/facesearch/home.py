@@ -35,6 +35,7 @@ class HomeConfig:
     backend: str = "faiss"
     database_url: str | None = None  # None: SQLite file in the home
     milvus_uri: str | None = None  # None: milvus-lite file in the home
+    milvus_token: str | None = None  # FACESEARCH_MILVUS_TOKEN(_FILE) only: never written to config.json
     pack: str = "buffalo_s"
 
 
@@ -90,7 +91,12 @@ def resolve_home(home: str | os.PathLike | None) -> Path:
 
 
 def load_config(home: Path, overrides: dict | None = None) -> HomeConfig:
-    """Read ``config.json`` (writing it on first use), then apply non-None overrides."""
+    """Read ``config.json`` (writing it on first use), then ``FACESEARCH_*`` settings, then non-None overrides.
+
+    Settings from the environment (or ``*_FILE`` secret files) are never written to config.json:
+    a database password handed over by a secret file stays out of the home.
+    """
+    from facesearch.settings import environment_overrides
     if not home.exists():
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = home / "config.json"
@@ -99,10 +105,12 @@ def load_config(home: Path, overrides: dict | None = None) -> HomeConfig:
     if not path.is_file():
         fields.update({k: v for k, v in (overrides or {}).items() if v is not None})
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(fields, indent=2) + "\n")
+        written = {k: v for k, v in fields.items() if k != "milvus_token"}  # secrets: by env or file only
+        tmp.write_text(json.dumps(written, indent=2) + "\n")
         os.replace(tmp, path)
-    else:
-        fields.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    fields = {**asdict(HomeConfig()), **stored}
+    fields.update({k: v for k, v in environment_overrides(home).items() if k in fields})
+    fields.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return HomeConfig(**{k: fields[k] for k in asdict(HomeConfig())})
 
 

@@ -3,12 +3,15 @@
 Every route needs a user (session cookie + CSRF header, or an API key) except ``/health``
 and login. Roles are checked by dependencies, before the request body is looked at, so a
 caller without the right role gets 403 whatever it sends; a search without purpose or
-case reference gets 422.
+case reference gets 422. ``/ready`` is public too; ``/metrics`` answers loopback and the
+networks in FACESEARCH_METRICS_ALLOW only.
 
 Faces are looked at only under a view grant (see :mod:`facesearch.governance.views`): the
 search, subject or cluster view that shows faces issues one, and the URLs it returns carry it
 (``?view=...``); ``POST /api/views`` issues one for faces named by id with a purpose and a case.
 Security headers, the cross-site guard and the offline ``/docs`` are in :mod:`facesearch.api.security`.
+CPU work (decode, detect, embed, clustering) runs on a bounded pool (:mod:`facesearch.api.workers`);
+request bodies are limited in size and pace (:mod:`facesearch.api.limits`).
 """
 
 
@@ -26,9 +29,11 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request,
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
+from facesearch import readiness
 from facesearch.api import schemas
 from facesearch.api.jobs import JobRunner
 from facesearch.api.limits import RequestLimits, ServerLimits
+from facesearch.api.observability import ObservabilityMiddleware, metrics_peer_allowed
 from facesearch.api.proxies import TrustedProxies, request_client
 from facesearch.api.security import add_security
 from facesearch.api.workers import CpuPool, ServerBusy
@@ -40,11 +45,13 @@ from facesearch.governance.accounts import LoginThrottle
 from facesearch.governance.audit import bounded_text
 from facesearch.governance.lifecycle import AccountLifecycle, LifecycleDenied
 from facesearch.home import HomeBusyError
+from facesearch.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from facesearch.metrics import render as render_metrics
 from facesearch.pipeline import load_image
+from facesearch.readiness import ModelCheck
+from facesearch.settings import Settings, load_settings
 
 SESSION_COOKIE = "fs_session"
-MAX_UPLOAD_BYTES = 25 * 1024 * 1024
-MAX_UPLOAD_FILES = 200
 MAX_PROBE_BYTES = 25 * 1024 * 1024
 
 
@@ -134,15 +141,16 @@ async def _checkpoint_sweeps(gov: Governance, every_s: float, export: list[str] 
 
 
 def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: LoginThrottle | None = None,
-               retention_every_s: float | None = None, limits: ServerLimits | None = None,
-               trusted_proxies: TrustedProxies | None = None, checkpoint_every_s: float | None = None,
-               checkpoint_export: list[str] | None = None) -> FastAPI:
+               retention_every_s: float | None = None, settings: Settings | None = None,
+               limits: ServerLimits | None = None, trusted_proxies: TrustedProxies | None = None,
+               checkpoint_every_s: float | None = None, checkpoint_export: list[str] | None = None) -> FastAPI:
+    settings = settings or load_settings(engine.home)
     gov = Governance(engine)
     lifecycle = AccountLifecycle(gov.accounts, gov.audit, engine)
     throttle = login_throttle or LoginThrottle()
-    proxies = trusted_proxies or TrustedProxies()
+    proxies = trusted_proxies or TrustedProxies(settings.trusted_proxies)
     jobs = JobRunner()
-    limits = limits or ServerLimits()
+    limits = limits or ServerLimits.from_settings(settings)
     # Every look at pixels or a model runs here, bounded: the event loop only routes requests.
     cpu = CpuPool(limits.cpu_workers, limits.cpu_queue, limits.request_time_limit_s)
     @asynccontextmanager
@@ -164,8 +172,10 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
                               "reference and is written to a hash-chained audit log.")
     app.state.governance = gov
     app.state.jobs = jobs
+    app.state.settings = settings
     app.state.cpu = cpu
     app.state.limits = limits
+    set_queue_depth_source(lambda: cpu.depth)
     app.add_middleware(RequestLimits, max_body_bytes=limits.max_body_bytes, body_timeout_s=limits.body_timeout_s)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     add_security(app)
@@ -196,12 +206,14 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
             user = gov.accounts.user_for_api_key(key)
             if user is None:
                 raise HTTPException(401, "invalid or revoked API key")
+            request.state.user = user.username  # for the access log
             return Actor(user, "api_key")
         token = request.cookies.get(SESSION_COOKIE)
         found = gov.accounts.session_user(token) if token else None
         if found is None:
             raise HTTPException(401, "log in first (session cookie or API key required)")
         user, csrf = found
+        request.state.user = user.username  # for the access log
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             sent = request.headers.get("x-csrf-token", "")
             if not secrets.compare_digest(sent.encode(), csrf.encode()):
@@ -226,6 +238,20 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
     @app.get("/health", tags=["public"])
     def health() -> dict:
         return {"status": "ok"}
+
+    models_check = ModelCheck()
+
+    @app.get("/ready", tags=["public"], responses={503: {"description": "not ready: the reason is in the body"}})
+    def ready() -> JSONResponse:
+        state = readiness.check(engine, models=models_check, disk_floor_bytes=settings.disk_floor_mb * 1024 * 1024)
+        return JSONResponse(state.to_dict(), status_code=200 if state.ready else 503)
+
+    @app.get("/metrics", tags=["public"], response_class=Response,
+             responses={403: {"description": "only loopback and the FACESEARCH_METRICS_ALLOW networks"}})
+    def metrics(request: Request) -> Response:
+        if not metrics_peer_allowed(settings, request.scope):
+            raise HTTPException(403, "metrics are served to loopback and FACESEARCH_METRICS_ALLOW only")
+        return Response(render_metrics(engine), media_type=METRICS_CONTENT_TYPE)
 
     @app.post("/api/login", response_model=schemas.LoginResponse, tags=["auth"],
               responses={429: {"description": "too many failed attempts: wait Retry-After seconds"}})
@@ -376,17 +402,17 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
     @app.post("/api/collections/{name}/photos", response_model=schemas.JobOut, status_code=202,
               tags=["collections"])
     async def upload_photos(name: str, who: Admin, files: Annotated[list[UploadFile], File()]) -> schemas.JobOut:
-        if len(files) > MAX_UPLOAD_FILES:
-            raise HTTPException(413, f"at most {MAX_UPLOAD_FILES} files per upload")
+        if len(files) > settings.max_upload_files:
+            raise HTTPException(413, f"at most {settings.max_upload_files} files per upload")
         info = engine.collection(name)
         target = engine.uploads / f"c{info.id}"
         target.mkdir(parents=True, exist_ok=True)
         saved: list[Path] = []
         try:
             for upload in files:
-                data = await upload.read(MAX_UPLOAD_BYTES + 1)
-                if len(data) > MAX_UPLOAD_BYTES:
-                    raise HTTPException(413, f"{upload.filename}: larger than {MAX_UPLOAD_BYTES // 2**20} MB")
+                data = await upload.read(settings.max_upload_bytes + 1)
+                if len(data) > settings.max_upload_bytes:
+                    raise HTTPException(413, f"{upload.filename}: larger than {settings.max_upload_bytes:,} bytes")
                 saved.append(await asyncio.to_thread(_store_upload, target, data, upload.filename, engine))
             return start_ingest(who, name, saved, "upload")
         except BaseException:
@@ -595,5 +621,7 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
 
     add_cluster_routes(app, gov, role, cpu)
     add_web_routes(app, gov)
+    # Last, so outermost: every answer is logged and timed, those of other middleware (413, 503) too.
+    app.add_middleware(ObservabilityMiddleware)
 
     return app

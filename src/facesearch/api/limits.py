@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,24 +109,10 @@ class ServerLimits:
             raise ValueError("invalid server limits: " + ", ".join(problems))
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> ServerLimits:
-        """Limits from ``FACESEARCH_CPU_WORKERS``, ``..._CPU_QUEUE``, ``..._REQUEST_TIME_LIMIT_S``,
-        ``..._MAX_BODY_BYTES``, ``..._BODY_TIMEOUT_S`` and ``..._INGEST_ROOTS`` (os.pathsep-separated)."""
-        env = os.environ if environ is None else environ
-        values: dict = {}
-        for name, kind in (("cpu_workers", int), ("cpu_queue", int), ("request_time_limit_s", float),
-                           ("max_body_bytes", int), ("body_timeout_s", float)):
-            raw = env.get(f"FACESEARCH_{name.upper()}")
-            if raw:
-                try:
-                    values[name] = kind(raw)
-                except ValueError:
-                    raise ValueError(f"FACESEARCH_{name.upper()}={raw!r} is not a number") from None
-        roots = env.get("FACESEARCH_INGEST_ROOTS")
-        if roots:
-            values["ingest_roots"] = tuple(Path(r) for r in roots.split(os.pathsep) if r)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+    def from_settings(cls, settings) -> ServerLimits:
+        """The limits of a :class:`facesearch.settings.Settings` (where they are validated and documented)."""
+        return cls(cpu_workers=settings.workers, cpu_queue=settings.worker_queue,
+                   max_body_bytes=settings.max_request_bytes, ingest_roots=tuple(settings.ingest_roots))
 
     def allowed_ingest_folder(self, raw: str, home: Path) -> Path:
         """``raw`` resolved, if it is a folder under an allowed root and outside the home; else 400/403."""

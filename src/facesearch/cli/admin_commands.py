@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import sys
 from argparse import Namespace
 
 from facesearch.engine import Engine
 from facesearch.governance import AccountError, Governance, local_operator
+
+log = logging.getLogger(__name__)
 
 
 def _gov(args: Namespace) -> Governance:
@@ -22,36 +25,40 @@ def serve(args: Namespace) -> int:
     import uvicorn
 
     from facesearch.api.app import create_app
-    from facesearch.api.limits import ServerLimits
+    from facesearch.api.proxies import TrustedProxies
+    from facesearch.governance.checkpoints import key_id, load_signing_key
+    from facesearch.logs import configure_from_settings
+    from facesearch.settings import load_settings
 
-    engine = Engine.open(args.home, backend=args.backend, database_url=args.db, pack=args.pack)
+    settings = load_settings(args.home, {
+        "host": args.host, "port": args.port, "secure_cookies": args.secure_cookies,
+        "retention_hours": args.retention_hours, "workers": args.cpu_workers, "worker_queue": args.cpu_queue,
+        "ingest_roots": args.ingest_root, "trusted_proxies": args.trusted_proxy})
+    configure_from_settings(settings)
+    engine = Engine.open(settings.home, backend=args.backend, database_url=args.db, pack=args.pack)
     gov = Governance(engine)
     if gov.accounts.count_admins() == 0:
         print("facesearch: no admin yet: create one first with `facesearch user add NAME --role admin`",
               file=sys.stderr)
         return 2
-    try:
-        limits = ServerLimits.from_env(cpu_workers=args.cpu_workers, cpu_queue=args.cpu_queue,
-                                       ingest_roots=tuple(args.ingest_root) if args.ingest_root else None)
-    except ValueError as exc:
-        print(f"facesearch: {exc}", file=sys.stderr)
-        return 2
-    from facesearch.api.proxies import TrustedProxies
-    from facesearch.governance.checkpoints import key_id, load_signing_key
-
     key = load_signing_key(engine.home, create=args.checkpoint_minutes > 0)  # the key file, made 0600 if missing
     engine.analyzer  # noqa: B018 - load the models before the first request, not during it
-    proxies = TrustedProxies(args.trusted_proxy) if args.trusted_proxy else TrustedProxies.from_env()
-    app = create_app(engine, secure_cookies=args.secure_cookies, retention_every_s=args.retention_hours * 3600,
-                     limits=limits, trusted_proxies=proxies, checkpoint_every_s=args.checkpoint_minutes * 60 or None,
-                     checkpoint_export=args.audit_export)
-    print(f"facesearch serving {engine.home} on http://{args.host}:{args.port} (OpenAPI: /docs)")
-    if key is not None:
-        print(f"audit checkpoints every {args.checkpoint_minutes:g} min, signed by key {key_id(key.public_key())}")
-    # Idle connections are closed after 5 s; slow request bodies are cut by RequestLimits. uvicorn's own
-    # X-Forwarded-For handling trusts 127.0.0.1 by default: off; the app decides (--trusted-proxy).
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5,
-                proxy_headers=False)
+    app = create_app(engine, secure_cookies=settings.secure_cookies,
+                     retention_every_s=settings.retention_hours * 3600, settings=settings,
+                     trusted_proxies=TrustedProxies(settings.trusted_proxies),
+                     checkpoint_every_s=args.checkpoint_minutes * 60 or None, checkpoint_export=args.audit_export)
+    if settings.log_format == "text":  # with JSON logs, every line of output is JSON (the log line below)
+        print(f"facesearch serving {engine.home} on http://{settings.host}:{settings.port} (OpenAPI: /docs)",
+              flush=True)
+        if key is not None:
+            print(f"audit checkpoints every {args.checkpoint_minutes:g} min, signed by key "
+                  f"{key_id(key.public_key())}", flush=True)
+    log.info("serving", extra={"home": str(engine.home), "host": settings.host, "port": settings.port})
+    # Our logging configuration and access log (uvicorn's names raw paths). uvicorn's own X-Forwarded-For
+    # handling (it trusts 127.0.0.1 by default) is off: the app believes only the trusted proxies.
+    # Idle connections are closed after 5 s; slow request bodies are cut by RequestLimits.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                log_level=settings.log_level.lower(), proxy_headers=False, timeout_keep_alive=5)
     return 0
 
 

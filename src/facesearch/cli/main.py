@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
+        _configure_logging(args)
         return args.handler(args) or 0
     except FacesearchError as exc:
         print(f"facesearch: error: {exc}", file=sys.stderr)
@@ -34,6 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"facesearch: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    """Logs to stderr as the settings say (FACESEARCH_LOG_LEVEL / _FORMAT); a bad setting stops here."""
+    from facesearch.logs import configure_from_settings
+    from facesearch.settings import load_settings
+
+    configure_from_settings(load_settings(getattr(args, "home", None)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     from facesearch.cli.cluster_commands import add_cluster_commands  # cluster [ACTION]
 
     add_cluster_commands(sub, _home_args)
+
+    from facesearch.cli.service_commands import add_service_commands  # config show, backup, restore
+
+    add_service_commands(sub, _home_args)
 
     p = sub.add_parser("eval", help="accuracy protocols over real datasets")
     eval_sub = p.add_subparsers(metavar="PROTOCOL")
@@ -248,19 +261,20 @@ def _add_admin_commands(sub) -> None:
 
     p = sub.add_parser("serve", help="run the web app and REST API")
     _home_args(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_port, default=8000)
-    p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (behind HTTPS)")
-    p.add_argument("--retention-hours", type=float, default=6.0,
-                   help="erase images past their collection's retention period at start and every N hours")
+    p.add_argument("--host", default=None, help="listen address (default: FACESEARCH_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=None, help="port (default: FACESEARCH_PORT or 8000)")
+    p.add_argument("--secure-cookies", action="store_true", default=None,
+                   help="mark cookies Secure (behind HTTPS; FACESEARCH_SECURE_COOKIES)")
+    p.add_argument("--retention-hours", type=float, default=None,
+                   help="erase images past their collection's retention period at start and every N hours "
+                        "(default: FACESEARCH_RETENTION_HOURS or 6)")
     p.add_argument("--ingest-root", type=Path, action="append", metavar="DIR",
                    help="a folder under which admins may ingest server folders (repeatable; default: none, "
                         "or FACESEARCH_INGEST_ROOTS)")
     p.add_argument("--cpu-workers", type=int, default=None,
-                   help="photo/model jobs run at once (default 2, or FACESEARCH_CPU_WORKERS)")
+                   help="photo/model jobs run at once (default: FACESEARCH_WORKERS or 2)")
     p.add_argument("--cpu-queue", type=int, default=None,
-                   help="jobs that may wait beyond those before 503 (default 8, or FACESEARCH_CPU_QUEUE)")
-
+                   help="jobs that may wait beyond those before 503 (default: FACESEARCH_WORKER_QUEUE or 8)")
     p.add_argument("--trusted-proxy", action="append", default=None, metavar="ADDR",
                    help="a reverse proxy (address or network) whose X-Forwarded-For is believed; repeatable "
                    "(default: $FACESEARCH_TRUSTED_PROXIES, comma-separated; else none)")

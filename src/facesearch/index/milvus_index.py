@@ -16,7 +16,10 @@ _QUERY_PAGE = 10_000
 class MilvusIndex:
     def __init__(self, uri: str, name: str, dim: int = 512, index_type: str = "FLAT",
                  token: str | None = None) -> None:
-        from pymilvus import DataType, MilvusClient
+        from facesearch.extras import require
+
+        pymilvus = require("pymilvus", "milvus", "the Milvus index backend")
+        DataType, MilvusClient = pymilvus.DataType, pymilvus.MilvusClient
 
         self.uri = uri
         self.name = name

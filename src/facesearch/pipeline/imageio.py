@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 from facesearch.errors import (
     CorruptImageError,
@@ -35,7 +36,9 @@ from facesearch.errors import (
 )
 
 #: Formats we accept, by Pillow's detected format (the extension is never trusted).
-SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "PPM", "MPO"})
+#: HEIF (iPhone HEIC) through pillow-heif's opener; AVIF is Pillow's own (built with libavif).
+SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "PPM", "MPO", "HEIF", "AVIF"})
+register_heif_opener()
 
 #: Default pixel limit: 120 MP covers any camera; bombs declare far more.
 DEFAULT_MAX_PIXELS = 120_000_000
