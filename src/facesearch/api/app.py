@@ -47,6 +47,7 @@ from facesearch.governance.lifecycle import AccountLifecycle, LifecycleDenied
 from facesearch.home import HomeBusyError
 from facesearch.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from facesearch.metrics import render as render_metrics
+from facesearch.metrics import set_queue_depth_source
 from facesearch.pipeline import load_image
 from facesearch.readiness import ModelCheck
 from facesearch.settings import Settings, load_settings
