@@ -334,7 +334,7 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
     # -- faces and photos --------------------------------------------------------------------------
 
     @app.get("/api/faces/{face_id}", response_model=schemas.FaceOut, tags=["faces"])
-    def face(face_id: int, who: Searcher) -> schemas.FaceOut:
+    def face(face_id: schemas.RowIdPath, who: Searcher) -> schemas.FaceOut:
         info = gov.face(who.user, face_id)
         if info.is_video:  # its photo is the stored frame: one face, boxed in the frame's own pixels
             box = frame_box(info, gov.photo_path(info))
@@ -350,14 +350,14 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
                                timestamp_s=info.timestamp_s, track_id=info.track_id, track_span=info.track_span)
 
     @app.get("/api/faces/{face_id}/thumbnail", tags=["faces"], response_class=FileResponse)
-    def thumbnail(face_id: int, who: Searcher) -> FileResponse:
+    def thumbnail(face_id: schemas.RowIdPath, who: Searcher) -> FileResponse:
         path = gov.thumbnail(who.user, face_id)
         if not path.is_file():
             raise HTTPException(404, "thumbnail missing (run facesearch doctor)")
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
 
     @app.get("/api/faces/{face_id}/photo", tags=["faces"])
-    def photo(face_id: int, who: Searcher, purpose: str = "", case_ref: str = "") -> Response:
+    def photo(face_id: schemas.RowIdPath, who: Searcher, purpose: str = "", case_ref: str = "") -> Response:
         access = gov.photo(who.user, face_id, purpose=purpose, case_ref=case_ref)
         if not access.path.is_file():
             raise HTTPException(404, "the source photo is no longer at its recorded path")

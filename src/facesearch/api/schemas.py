@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import Path
 from pydantic import BaseModel, Field
+
+#: Catalog row ids are 64-bit signed integers (SQLite, PostgreSQL). An id outside that range names
+#: no row, and sent to the database it raised OverflowError: a 500 instead of a 422. One bound for
+#: every id a client sends, in a body (RowId) or in a path (RowIdPath).
+MIN_ROW_ID, MAX_ROW_ID = -(2**63), 2**63 - 1
+RowId = Annotated[int, Field(ge=MIN_ROW_ID, le=MAX_ROW_ID)]
+RowIdPath = Annotated[int, Path(ge=MIN_ROW_ID, le=MAX_ROW_ID)]
 
 
 class LoginRequest(BaseModel):
@@ -138,8 +148,8 @@ class VerifyOut(BaseModel):
 
 
 class EraseRequest(BaseModel):
-    faces: list[int] | None = None
-    images: list[int] | None = None
+    faces: list[RowId] | None = None
+    images: list[RowId] | None = None
     collection: str | None = None
     reason: str = ""
 
