@@ -74,7 +74,9 @@ class Recorder:
     def record(self, kind: str, seconds: float, status: int | str) -> None:
         with self.lock:
             self.statuses[kind][str(status)] += 1
-            if isinstance(status, int):
+            # A timeout counts in the percentiles at the time waited (a lower bound): leaving it
+            # out would report a frozen server as a fast one.
+            if isinstance(status, int) or status == "timeout":
                 self.latencies[kind].append(seconds)
 
     def timed(self, kind: str, call) -> httpx.Response | None:

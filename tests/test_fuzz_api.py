@@ -113,3 +113,15 @@ def test_schema_covers_the_api(api_schema):
                  "/api/subjects", "/api/collections/{name}/clusters/run"):
         assert path in paths, path
     assert not any(path.endswith("/ingest-folder") for path in paths)
+
+
+def test_ids_beyond_64_bits_are_422(api_fuzz_env):
+    """Found by the run above: such an id reached SQLite and raised OverflowError (a 500)."""
+    client, huge = api_fuzz_env.as_user("api_admin"), 2**63
+    for method, path, body in (("GET", f"/api/faces/{huge}", None), ("DELETE", f"/api/subjects/{huge}", None),
+                               ("DELETE", f"/api/subject-faces/{huge}", None), ("GET", f"/api/clusters/{huge}", None),
+                               ("POST", "/api/erase", {"faces": [huge]}),
+                               ("POST", "/api/clusters/merge", {"cluster_ids": [1, huge]})):
+        response = client.request(method, path, json=body)
+        assert response.status_code == 422, (method, path, response.status_code, response.text)
+    assert client.get(f"/api/faces/{huge - 1}").status_code in (403, 404)  # in range: an ordinary unknown id
