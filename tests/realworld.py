@@ -34,6 +34,11 @@ GB = 1024**3
 NOISE_SIGMA = 3.5
 
 
+def fuzz_examples(default: int) -> int:
+    """``default`` examples, times ``FACESEARCH_FUZZ_SCALE`` (e.g. 20 for a long run on demand)."""
+    return max(1, round(default * float(os.environ.get("FACESEARCH_FUZZ_SCALE", "1"))))
+
+
 # -- generated files --------------------------------------------------------------------------------
 
 

@@ -27,11 +27,12 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from tests.conftest import API_LAYOUT, api_build_env
+from tests.realworld import fuzz_examples
 
 #: Not fuzzed (see the module docstring).
 EXCLUDED_PATHS = r"/ingest-folder$"
-#: Per operation: 48 operations x this = the run's size (about a minute here).
-MAX_EXAMPLES = 12
+#: Per operation: 54 operations x this = the run's size (about a minute here; FACESEARCH_FUZZ_SCALE=N for more).
+MAX_EXAMPLES = fuzz_examples(12)
 
 
 @pytest.fixture(scope="module")

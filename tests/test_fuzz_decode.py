@@ -15,8 +15,10 @@ import sys
 import warnings
 from pathlib import Path
 
+from tests.realworld import fuzz_examples
+
 HARNESS = Path(__file__).resolve().parents[1] / "fuzz" / "fuzz_decode.py"
-RUNS, SECONDS = 2000, 20
+RUNS, SECONDS = fuzz_examples(2000), fuzz_examples(20)
 
 
 def test_decoder_fuzz_brief(tmp_path):

@@ -29,15 +29,15 @@ from PIL import Image
 from facesearch import load_image
 from facesearch.errors import ImageError
 from facesearch.pipeline import Face
-from tests.realworld import FIXTURES, GB, format_seeds
+from tests.realworld import FIXTURES, GB, format_seeds, fuzz_examples
 
 SEEDS = format_seeds()
 SEED_NAMES = sorted(SEEDS)
 
 #: Cheap tests (decode only): many examples. Costly ones (the real models): few, no shrinking
 #: (one analyzer call on a big image can take seconds; the failing example is printed anyway).
-LOADER = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-ANALYZER = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+LOADER = settings(max_examples=fuzz_examples(600), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+ANALYZER = settings(max_examples=fuzz_examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow],
                     phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 #: Memory an analyzer call may add to the test process (the issue's budget per image).
