@@ -116,8 +116,9 @@ def test_schema_covers_the_api(api_schema):
     assert not any(path.endswith("/ingest-folder") for path in paths)
 
 
-def test_ids_beyond_64_bits_are_422(api_fuzz_env):
-    """Found by the run above: such an id reached SQLite and raised OverflowError (a 500)."""
+def test_out_of_range_numbers_are_422(api_fuzz_env):
+    """Found by the run above: an id (or a retention period) beyond 64 bits reached SQLite and
+    raised OverflowError (a 500)."""
     client, huge = api_fuzz_env.as_user("api_admin"), 2**63
     for method, path, body in (("GET", f"/api/faces/{huge}", None), ("DELETE", f"/api/subjects/{huge}", None),
                                ("DELETE", f"/api/subject-faces/{huge}", None), ("GET", f"/api/clusters/{huge}", None),
@@ -126,3 +127,20 @@ def test_ids_beyond_64_bits_are_422(api_fuzz_env):
         response = client.request(method, path, json=body)
         assert response.status_code == 422, (method, path, response.status_code, response.text)
     assert client.get(f"/api/faces/{huge - 1}").status_code in (403, 404)  # in range: an ordinary unknown id
+
+    for days, expected in ((2**70, 422), (10**12, 422), (0, 422), (-5, 422), (36_500, 201)):
+        response = client.post("/api/collections", json={"name": f"kept {days % 997}", "legal_basis": "test",
+                                                          "retention_days": days})
+        assert response.status_code == expected, (days, response.status_code, response.text)
+
+
+def test_retention_range_is_the_engines_rule(cli, tmp_path):
+    """One home for the rule (Engine.create_collection): the CLI refuses what the API refuses."""
+    home = tmp_path / "home"
+    for days in ("0", "-1", "36501", str(10**12)):
+        code, _out, err = cli("collections", "--create", "c", "--legal-basis", "test", "--retention-days", days,
+                              "--home", home)
+        assert code == 2 and "retention" in err, (days, code, err)
+    code, out, _err = cli("collections", "--create", "c", "--legal-basis", "test", "--retention-days", "36500",
+                          "--home", home)
+    assert code == 0 and "created collection" in out

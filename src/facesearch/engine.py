@@ -30,6 +30,10 @@ from facesearch.pipeline import Face, FaceAnalyzer, load_image
 from facesearch.pipeline.imageio import ImageSource
 from facesearch.search import Candidate, ProbeFace, SearchResult, false_match, pick_face, search_threshold
 
+#: A collection's retention period, days: at least one, at most a century (a longer one overflowed
+#: the date arithmetic of the retention sweep; a non-positive one expired everything at once).
+RETENTION_DAYS = (1, 36_500)
+
 
 @dataclass
 class ErasureReport:
@@ -143,6 +147,9 @@ class Engine:
 
     def create_collection(self, name: str, legal_basis: str = "", retention_days: int | None = None,
                           keep_thumbnails: bool = True) -> CollectionInfo:
+        low, high = RETENTION_DAYS
+        if retention_days is not None and not low <= retention_days <= high:
+            raise FacesearchError(f"retention of {retention_days} days: must be between {low:,} and {high:,} days")
         return self.catalog.create_collection(name, self.config.pack, legal_basis, retention_days, keep_thumbnails)
 
     def collections(self) -> list[CollectionInfo]:

@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import Path
 from pydantic import BaseModel, Field
 
+from facesearch.engine import RETENTION_DAYS
+
 #: Catalog row ids are 64-bit signed integers (SQLite, PostgreSQL). An id outside that range names
 #: no row, and sent to the database it raised OverflowError: a 500 instead of a 422. One bound for
 #: every id a client sends, in a body (RowId) or in a path (RowIdPath).
@@ -53,7 +55,7 @@ class ApiKeyOut(BaseModel):
 class NewCollection(BaseModel):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[\w.\- ]+$")
     legal_basis: str = Field(min_length=1, description="why these photos may be processed")
-    retention_days: int | None = None
+    retention_days: int | None = Field(None, ge=RETENTION_DAYS[0], le=RETENTION_DAYS[1])
     keep_thumbnails: bool = True
 
 
