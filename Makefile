@@ -37,7 +37,7 @@ run: $(STAMP)
 	$(BIN)/facesearch doctor --home $(DEMO_HOME)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench fuzz
 
 test: lint
 	bash scripts/ensure-chromium.sh  # the browser tests drive Debian's chromium

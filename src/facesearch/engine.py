@@ -152,6 +152,7 @@ class Engine:
 
     def create_collection(self, name: str, legal_basis: str = "", retention_days: int | None = None,
                           keep_thumbnails: bool = True) -> CollectionInfo:
+        # The retention rule (1 day to a century) lives with the catalog, which also applies it when sweeping.
         return self.catalog.create_collection(name, self.config.pack, legal_basis, retention_days, keep_thumbnails)
 
     def collections(self) -> list[CollectionInfo]:

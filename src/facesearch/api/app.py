@@ -513,7 +513,7 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
         return schemas.ViewGrantOut(view_token=token, faces={f: view_urls(f, token) for f in body.face_ids})
 
     @app.get("/api/faces/{face_id}", response_model=schemas.FaceOut, tags=["faces"])
-    def face(face_id: int, who: Searcher, view: ViewToken = None) -> schemas.FaceOut:
+    def face(face_id: schemas.RowIdPath, who: Searcher, view: ViewToken = None) -> schemas.FaceOut:
         info = gov.face_details(who.user, face_id, view)
         if info.is_video:  # its photo is the stored frame: one face, boxed in the frame's own pixels
             box = frame_box(info, gov.photo_path(info))
@@ -529,14 +529,14 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
                                timestamp_s=info.timestamp_s, track_id=info.track_id, track_span=info.track_span)
 
     @app.get("/api/faces/{face_id}/thumbnail", tags=["faces"], response_class=FileResponse)
-    def thumbnail(face_id: int, who: Searcher, view: ViewToken = None) -> FileResponse:
+    def thumbnail(face_id: schemas.RowIdPath, who: Searcher, view: ViewToken = None) -> FileResponse:
         path = gov.thumbnail(who.user, face_id, view)
         if not path.is_file():
             raise HTTPException(404, "thumbnail missing (run facesearch doctor)")
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
 
     @app.get("/api/faces/{face_id}/photo", tags=["faces"])
-    async def photo(face_id: int, who: Searcher, view: ViewToken = None) -> Response:
+    async def photo(face_id: schemas.RowIdPath, who: Searcher, view: ViewToken = None) -> Response:
         access = await asyncio.to_thread(gov.photo, who.user, face_id, view)
         if not access.path.is_file():
             raise HTTPException(404, "the source photo is no longer at its recorded path")

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query
 from pydantic import BaseModel, Field
 
+from facesearch.api.schemas import RowId, RowIdPath
 from facesearch.api.workers import CpuPool
 from facesearch.clusters import ClusterDetail, ClusterInfo, ClusterRun
 from facesearch.governance import Governance
@@ -99,12 +100,12 @@ class OverviewOut(BaseModel):
 
 
 class FaceIds(BaseModel):
-    face_ids: list[int] = Field(min_length=1, max_length=MAX_FACES_PER_EDIT)
+    face_ids: list[RowId] = Field(min_length=1, max_length=MAX_FACES_PER_EDIT)
 
 
 class MergeRequest(BaseModel):
-    cluster_ids: list[int] = Field(min_length=2, max_length=1000)
-    into: int | None = Field(None, description="the cluster to keep (default: the largest)")
+    cluster_ids: list[RowId] = Field(min_length=2, max_length=1000)
+    into: RowId | None = Field(None, description="the cluster to keep (default: the largest)")
 
 
 class MergeOut(BaseModel):
@@ -200,7 +201,7 @@ def add_cluster_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
         return _detail_out(d, token)
 
     @app.get("/api/clusters/{cluster_id}", response_model=ClusterDetailOut, tags=tags)
-    def get_cluster(cluster_id: int, who: Member) -> ClusterDetailOut:
+    def get_cluster(cluster_id: RowIdPath, who: Member) -> ClusterDetailOut:
         return detail(who, cluster_id)
 
     @app.post("/api/clusters/merge", response_model=MergeOut, tags=tags)
@@ -208,27 +209,27 @@ def add_cluster_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
         return MergeOut(**clusters.merge(who.user, body.cluster_ids, into=body.into).__dict__)
 
     @app.post("/api/clusters/{cluster_id}/split", response_model=EditOut, status_code=201, tags=tags)
-    def split_cluster(cluster_id: int, body: FaceIds, who: Member) -> EditOut:
+    def split_cluster(cluster_id: RowIdPath, body: FaceIds, who: Member) -> EditOut:
         """These faces of the cluster become a new cluster."""
         return EditOut(**clusters.split(who.user, cluster_id, body.face_ids).__dict__)
 
     @app.post("/api/clusters/{cluster_id}/faces", response_model=EditOut, tags=tags)
-    def move_faces(cluster_id: int, body: FaceIds, who: Member) -> EditOut:
+    def move_faces(cluster_id: RowIdPath, body: FaceIds, who: Member) -> EditOut:
         """Move faces (from any cluster of the collection, or none) into this cluster."""
         return EditOut(**clusters.move(who.user, body.face_ids, cluster_id).__dict__)
 
     @app.post("/api/clusters/{cluster_id}/unassign", response_model=EditOut, tags=tags)
-    def unassign_faces(cluster_id: int, body: FaceIds, who: Member) -> EditOut:
+    def unassign_faces(cluster_id: RowIdPath, body: FaceIds, who: Member) -> EditOut:
         """Take faces out of this cluster; automatic runs leave them out from then on."""
         return EditOut(**clusters.unassign(who.user, body.face_ids, cluster_id=cluster_id).__dict__)
 
     @app.put("/api/clusters/{cluster_id}/name", response_model=ClusterDetailOut, tags=tags)
-    def name_cluster(cluster_id: int, body: NameRequest, who: Member) -> ClusterDetailOut:
+    def name_cluster(cluster_id: RowIdPath, body: NameRequest, who: Member) -> ClusterDetailOut:
         clusters.name(who.user, cluster_id, body.name)
         return detail(who, cluster_id)
 
     @app.post("/api/clusters/{cluster_id}/subject", response_model=ToSubjectOut, status_code=201, tags=tags)
-    def cluster_to_subject(cluster_id: int, body: ToSubjectRequest, who: Member) -> ToSubjectOut:
+    def cluster_to_subject(cluster_id: RowIdPath, body: ToSubjectRequest, who: Member) -> ToSubjectOut:
         """The cluster becomes a subject of the gallery (created if missing), enrolled from its best faces."""
         subject, report = clusters.to_subject(who.user, cluster_id, body.gallery, label=body.label,
                                               attributes=body.attributes)

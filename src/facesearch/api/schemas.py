@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import Path
 from pydantic import BaseModel, Field
+
+from facesearch.catalog.store import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
 
 #: Usernames are at most 100 characters (the users table); passwords at most this many.
 MAX_USERNAME_CHARS = 100
 MAX_PASSWORD_CHARS = 1024
+
+#: Catalog row ids are 64-bit signed integers (SQLite, PostgreSQL). An id outside that range names
+#: no row, and sent to the database it raised OverflowError: a 500 instead of a 422. One bound for
+#: every id a client sends, in a body (RowId) or in a path (RowIdPath).
+MIN_ROW_ID, MAX_ROW_ID = -(2**63), 2**63 - 1
+RowId = Annotated[int, Field(ge=MIN_ROW_ID, le=MAX_ROW_ID)]
+RowIdPath = Annotated[int, Path(ge=MIN_ROW_ID, le=MAX_ROW_ID)]
 
 
 class LoginRequest(BaseModel):
@@ -74,7 +86,7 @@ class RoleChange(BaseModel):
 class NewCollection(BaseModel):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[\w.\- ]+$")
     legal_basis: str = Field(min_length=1, description="why these photos may be processed")
-    retention_days: int | None = Field(default=None, ge=1, le=36_500,
+    retention_days: int | None = Field(default=None, ge=MIN_RETENTION_DAYS, le=MAX_RETENTION_DAYS,
                                        description="days a photo is kept (1..36500); none: until erased")
     keep_thumbnails: bool = True
 
@@ -175,8 +187,8 @@ class VerifyOut(BaseModel):
 
 
 class EraseRequest(BaseModel):
-    faces: list[int] | None = None
-    images: list[int] | None = None
+    faces: list[RowId] | None = None
+    images: list[RowId] | None = None
     collection: str | None = None
     reason: str = ""
 

@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, UploadFi
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from facesearch.api.schemas import RowId, RowIdPath
 from facesearch.api.workers import CpuPool
 from facesearch.catalog.subjects import DecisionInfo, GalleryInfo, SubjectFaceInfo, SubjectInfo
 from facesearch.governance import Governance, PermissionDenied
@@ -100,7 +101,7 @@ class SubjectOut(BaseModel):
 
 
 class FaceIds(BaseModel):
-    face_ids: list[int] = Field(min_length=1, max_length=200)
+    face_ids: list[RowId] = Field(min_length=1, max_length=200)
 
 
 class EnrolOut(BaseModel):
@@ -137,8 +138,8 @@ class MatchRequest(BaseModel):
 
 class DecisionRequest(BaseModel):
     decision: str = Field(pattern="^(confirm|reject)$")
-    face_id: int | None = None
-    other_subject_id: int | None = None
+    face_id: RowId | None = None
+    other_subject_id: RowId | None = None
     score: float | None = None
     note: str = Field("", max_length=2000, description="why: recorded in the audit log")
     purpose: str = ""
@@ -356,15 +357,15 @@ def add_subject_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
         return subject_out(subjects.add_subject(who.user, body.gallery, body.label, body.attributes), who)
 
     @app.get("/api/subjects/{subject_id}", response_model=SubjectOut, tags=tags)
-    def get_subject(subject_id: int, who: Member) -> SubjectOut:
+    def get_subject(subject_id: RowIdPath, who: Member) -> SubjectOut:
         return subject_out(subjects.subject(who.user, subject_id), who)
 
     @app.put("/api/subjects/{subject_id}/attributes", response_model=SubjectOut, tags=tags)
-    def update_attributes(subject_id: int, body: AttributesUpdate, who: Member) -> SubjectOut:
+    def update_attributes(subject_id: RowIdPath, body: AttributesUpdate, who: Member) -> SubjectOut:
         return subject_out(subjects.update_attributes(who.user, subject_id, body.attributes), who)
 
     @app.delete("/api/subjects/{subject_id}", response_model=RemovalOut, tags=tags)
-    def remove_subject(subject_id: int, who: Member, reason: str = "") -> RemovalOut:
+    def remove_subject(subject_id: RowIdPath, who: Member, reason: str = "") -> RemovalOut:
         return RemovalOut(**subjects.remove(who.user, subject_id, reason).__dict__)
 
     def enrol_out(report, who) -> EnrolOut:
@@ -373,7 +374,7 @@ def add_subject_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
                         failed=report.failed, suppressed=report.suppressed, warnings=report.warnings)
 
     @app.post("/api/subjects/{subject_id}/faces", response_model=EnrolOut, tags=tags)
-    async def enrol_photos(subject_id: int, who: Member, files: Annotated[list[UploadFile], File()],
+    async def enrol_photos(subject_id: RowIdPath, who: Member, files: Annotated[list[UploadFile], File()],
                            face: Annotated[int | None, Form()] = None) -> EnrolOut:
         if len(files) > MAX_ENROL_FILES:
             raise HTTPException(413, f"at most {MAX_ENROL_FILES} photos per enrolment")
@@ -386,15 +387,15 @@ def add_subject_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
         return enrol_out(await cpu.run(subjects.enroll, who.user, subject_id, photos, face_index=face), who)
 
     @app.post("/api/subjects/{subject_id}/faces/from-index", response_model=EnrolOut, tags=tags)
-    def enrol_faces(subject_id: int, body: FaceIds, who: Member) -> EnrolOut:
+    def enrol_faces(subject_id: RowIdPath, body: FaceIds, who: Member) -> EnrolOut:
         return enrol_out(subjects.enroll_faces(who.user, subject_id, body.face_ids), who)
 
     @app.delete("/api/subject-faces/{subject_face_id}", response_model=RemovalOut, tags=tags)
-    def remove_subject_face(subject_face_id: int, who: Member, reason: str = "") -> RemovalOut:
+    def remove_subject_face(subject_face_id: RowIdPath, who: Member, reason: str = "") -> RemovalOut:
         return RemovalOut(**subjects.remove_face(who.user, subject_face_id, reason).__dict__)
 
     @app.get("/api/subject-faces/{subject_face_id}/thumbnail", response_class=FileResponse, tags=tags)
-    def subject_face_thumbnail(subject_face_id: int, who: Member,
+    def subject_face_thumbnail(subject_face_id: RowIdPath, who: Member,
                                view: Annotated[str | None, Query(max_length=100)] = None) -> FileResponse:
         path = subjects.thumbnail(who.user, subject_face_id, view)
         if not path.is_file():
@@ -404,7 +405,7 @@ def add_subject_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
     # -- searching -----------------------------------------------------------------------------------
 
     @app.post("/api/subjects/{subject_id}/search", response_model=SubjectSearchOut, tags=tags)
-    def search_subject(subject_id: int, body: SubjectSearchRequest, who: Member) -> SubjectSearchOut:
+    def search_subject(subject_id: RowIdPath, body: SubjectSearchRequest, who: Member) -> SubjectSearchOut:
         result = subjects.search(who.user, subject_id, purpose=body.purpose, case_ref=body.case_ref,
                                  collections=body.collections or None, top_k=body.top_k, fusion=body.fusion,
                                  include_weaker=body.include_weaker)
@@ -457,13 +458,13 @@ def add_subject_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
     # -- decisions -----------------------------------------------------------------------------------
 
     @app.post("/api/subjects/{subject_id}/decisions", response_model=DecisionOut, status_code=201, tags=tags)
-    def decide(subject_id: int, body: DecisionRequest, who: Member) -> DecisionOut:
+    def decide(subject_id: RowIdPath, body: DecisionRequest, who: Member) -> DecisionOut:
         return _decision_out(subjects.decide(who.user, subject_id, body.decision, face_id=body.face_id,
                                              other_subject_id=body.other_subject_id, score=body.score,
                                              note=body.note, purpose=body.purpose, case_ref=body.case_ref))
 
     @app.get("/api/subjects/{subject_id}/decisions", response_model=list[DecisionOut], tags=tags)
-    def list_decisions(subject_id: int, who: Member) -> list[DecisionOut]:
+    def list_decisions(subject_id: RowIdPath, who: Member) -> list[DecisionOut]:
         return [_decision_out(d) for d in subjects.decisions(who.user, subject_id)]
 
     return subjects
