@@ -403,7 +403,7 @@ class Catalog:
         SQLite: every connection has ``secure_delete`` on (deleted content is zeroed); a
         TRUNCATE checkpoint then copies the zeroed pages into the database file and empties
         the WAL, which would otherwise keep older copies of the pages. PostgreSQL: ``VACUUM``
-        of the touched tables (dead tuples become free space; see docs/accountability-erasure.md
+        of the touched tables (dead tuples become free space; see docs/accountability.md, "Erasure"
         for what that does and does not overwrite)."""
         if self.engine.dialect.name == "sqlite":
             with self.engine.connect() as conn:
