@@ -26,65 +26,39 @@ import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the shared generators live with the tests
 
-
-def make_camera_folder(folder: Path, count: int, source: Path, bad: bool) -> None:
-    sources = sorted(p for p in source.rglob("*.jpg"))[: max(count, 1) * 3 : 3] or sorted(source.rglob("*.jpg"))
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        image = Image.open(sources[i % len(sources)]).convert("RGB")
-        size = (4000, 6000) if i % 3 == 0 else (6000, 4000)
-        big = image.resize(size, Image.BICUBIC)
-        big.putpixel((i % 6000 % size[0], 0), (i % 256, (i // 256) % 256, 7))  # distinct content per copy
-        big.save(folder / f"IMG_{i:05d}.jpg", quality=92)
-    if bad:
-        data = (folder / "IMG_00000.jpg").read_bytes()
-        (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
-        with open(os.path.join(os.fsencode(folder), b"caf\xe9.jpg"), "wb") as fh:
-            fh.write(data)
-        os.mkfifo(folder / "pipe.jpg")
+from tests.realworld import camera_folder, rss_bytes  # noqa: E402
 
 
 def rss_kb(pid: int) -> int:
     """Resident memory of ``pid`` and its children, in kB."""
-    total = 0
-    pids = [pid]
     try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
-        pass
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+        children = []
+    return sum(rss_bytes(p) for p in [pid, *children]) // 1024
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=Path, help="a folder to index as it is")
     parser.add_argument("--camera", type=int, default=0, help="make N camera-sized photos instead")
-    parser.add_argument("--source", type=Path, help="photos to upscale for --camera")
     parser.add_argument("--bad", action="store_true", help="add a truncated JPEG, a non-UTF-8 name and a FIFO")
     parser.add_argument("--workdir", type=Path, help="where the folder and home go (default: a temp dir)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fs-ingest-mem-"))
     if args.camera:
-        if not args.source:
-            parser.error("--camera needs --source")
         folder = work / "camera"
         if not folder.exists():
-            make_camera_folder(folder, args.camera, args.source, args.bad)
+            folder.mkdir(parents=True)
+            camera_folder(folder, args.camera, bad_files=args.bad)
     elif args.photos:
         folder = args.photos
     else:
-        parser.error("give --photos DIR or --camera N --source DIR")
+        parser.error("give --photos DIR or --camera N")
     home = work / "home"
     shutil.rmtree(home, ignore_errors=True)
     cli = Path(sys.executable).with_name("facesearch")

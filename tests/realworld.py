@@ -187,7 +187,7 @@ def facesearch_argv(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "facesearch.cli.main", *(os.fspath(a) for a in args)]
 
 
-def _rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status", "rb") as status:
             for line in status:
@@ -224,7 +224,7 @@ def run_measured(argv: list[str], *, timeout_s: float, kill_above_bytes: int | N
                 while not done.wait(0.05):
                     if time.monotonic() - started > timeout_s:
                         killed.append("time")
-                    elif kill_above_bytes is not None and _rss_bytes(proc.pid) > kill_above_bytes:
+                    elif kill_above_bytes is not None and rss_bytes(proc.pid) > kill_above_bytes:
                         killed.append("memory")
                     if killed:
                         proc.kill()
