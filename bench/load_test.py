@@ -53,7 +53,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the shared generators live with the tests
 
-from tests.realworld import LFW, camera_folder, camera_photo, facesearch_argv  # noqa: E402
+from tests.realworld import LFW, camera_folder, camera_photo, facesearch_argv, rss_bytes  # noqa: E402
 
 USERS = {"ada": ("admin", "ada-admin-pass-1"), "ivan": ("investigator", "ivan-investigates-2"),
          "audrey": ("auditor", "audrey-audits-3")}
@@ -122,17 +122,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def rss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 class Server:
