@@ -16,11 +16,14 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-_LIBRARIES = ("facesearch", "onnxruntime", "numpy", "faiss-cpu", "opencv-python-headless", "dlib-bin")
+_LIBRARIES = ("facesearch", "onnxruntime", "openvino", "numpy", "faiss-cpu", "opencv-python-headless", "dlib-bin")
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "platform": platform.platform()}
+    from facesearch.models.runtime import runtime_label
+
+    # Which runtime (and precision) computed the embeddings: scores differ slightly between them.
+    out = {"python": platform.python_version(), "platform": platform.platform(), "runtime": runtime_label()}
     for name in _LIBRARIES:
         try:
             out[name] = metadata.version(name)
