@@ -45,6 +45,20 @@ def assert_result_or_typed_error(run, image: Path) -> None:
         assert lines and lines[-1].startswith("facesearch: error:") and str(image) in lines[-1], run.describe()
 
 
+def detect_within(image: Path, budget_bytes: int, size: tuple[int, int]) -> dict | None:
+    """``facesearch detect`` on ``image`` gives a result of that size (returned) or a typed error
+    (None), within the memory budget."""
+    run = run_measured(facesearch_argv("detect", image, "--json"), timeout_s=300,
+                       kill_above_bytes=int(budget_bytes * 1.2))
+    assert_result_or_typed_error(run, image)
+    assert run.peak_rss_bytes <= budget_bytes, run.describe()
+    if run.returncode == 0:
+        result = json.loads(run.stdout)
+        assert (result["width"], result["height"]) == size
+        return result
+    return None
+
+
 @pytest.mark.parametrize("size", [(1, 24_000), (24_000, 1), (1, 65_000), (65_000, 1)],
                          ids=lambda s: f"{s[0]}x{s[1]}")
 def test_thin_png_detect_bounded(tmp_path, size):
@@ -52,13 +66,7 @@ def test_thin_png_detect_bounded(tmp_path, size):
     image = tmp_path / f"thin_{width}x{height}.png"
     image.write_bytes(png_of_size(width, height))
     assert image.stat().st_size < 1000  # the point: a tiny file, a huge pipeline cost
-    run = run_measured(facesearch_argv("detect", image, "--json"), timeout_s=300,
-                       kill_above_bytes=int(DETECT_BUDGET_BYTES * 1.2))
-    assert_result_or_typed_error(run, image)
-    assert run.peak_rss_bytes <= DETECT_BUDGET_BYTES, run.describe()
-    if run.returncode == 0:
-        result = json.loads(run.stdout)
-        assert (result["width"], result["height"]) == (width, height)
+    detect_within(image, DETECT_BUDGET_BYTES, (width, height))
 
 
 def test_huge_png_detect_bounded(tmp_path):
@@ -66,13 +74,8 @@ def test_huge_png_detect_bounded(tmp_path):
     356 MB, so 2 GB is the budget (the camera-folder budget for a whole run is 2.5 GB)."""
     image = tmp_path / "huge_10900.png"
     image.write_bytes(big_face_png(10_900))
-    run = run_measured(facesearch_argv("detect", image, "--json"), timeout_s=300,
-                       kill_above_bytes=int(BIG_PNG_BUDGET_BYTES * 1.2))
-    assert_result_or_typed_error(run, image)
-    assert run.peak_rss_bytes <= BIG_PNG_BUDGET_BYTES, run.describe()
-    if run.returncode == 0:
-        result = json.loads(run.stdout)
-        assert (result["width"], result["height"]) == (10_900, 10_900)
+    result = detect_within(image, BIG_PNG_BUDGET_BYTES, (10_900, 10_900))
+    if result is not None:
         assert len(result["faces"]) >= 1, "the face in the middle must be found"
 
 
