@@ -22,8 +22,9 @@ PHOTOS = ["Colin_Powell_0001.jpg", "George_W_Bush_0001.jpg", "Hugo_Chavez_0001.j
 
 
 @pytest.fixture(scope="module")
-def reference(analyzer):
+def reference():
     """ONNX Runtime's faces of a few real photos."""
+    analyzer = FaceAnalyzer(runtime="onnxruntime")
     assert analyzer.detector.session.get_providers()[0].endswith("ExecutionProvider")
     return {name: analyzer.analyze(LFW / name)[0] for name in PHOTOS}
 
@@ -66,8 +67,9 @@ def test_openvino_batches_of_any_size_and_threads_agree():
 
 def test_runtime_choice(monkeypatch):
     monkeypatch.delenv("FACESEARCH_RUNTIME", raising=False)
-    assert runtime.resolve_runtime() == "onnxruntime"  # the portable default
-    assert runtime.resolve_runtime("auto") == ("openvino" if openvino_runtime.available() else "onnxruntime")
+    # auto by default: OpenVINO on a CPU when installed, else ONNX Runtime (the portable one)
+    assert runtime.resolve_runtime() == ("openvino" if openvino_runtime.available() else "onnxruntime")
+    assert runtime.resolve_runtime("onnxruntime") == "onnxruntime"
     monkeypatch.setenv("FACESEARCH_RUNTIME", "openvino")
     assert runtime.resolve_runtime() == "openvino"
     assert runtime.runtime_label(precision="fp32") == "openvino-fp32"

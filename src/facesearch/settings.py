@@ -73,7 +73,11 @@ class Settings(BaseSettings):
     milvus_uri: str | None = Field(None, description="Milvus server URI (default: milvus-lite file in the home)")
     milvus_token: SecretStr | None = Field(None, description="Milvus token (user:password or API key)")
     pack: str = Field("buffalo_s", min_length=1, description="model pack name or pinned pack directory")
-    threads: int | None = Field(None, ge=1, le=1024, description="ONNX Runtime threads (default: all cores)")
+    threads: int | None = Field(None, ge=1, le=1024, description="inference threads (default: all cores)")
+    runtime: Literal["auto", "onnxruntime", "openvino"] = Field(
+        "auto", description="inference runtime: auto = OpenVINO on a CPU when installed, else ONNX Runtime")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="OpenVINO precision: auto = bf16 where the CPU has it")
     pg_bin: str | None = Field(None, description="folder with pg_dump/pg_restore for backups (default: PATH)")
 
     # -- the server ----------------------------------------------------------------------------------

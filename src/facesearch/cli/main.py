@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: buffalo_s)")
     parser.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
     parser.add_argument("--runtime", choices=("onnxruntime", "openvino", "auto"), default=None,
-                        help="inference runtime (default: $FACESEARCH_RUNTIME or onnxruntime; auto: OpenVINO on "
-                             "a CPU when installed)")
+                        help="inference runtime (default: $FACESEARCH_RUNTIME or auto: OpenVINO on a CPU when "
+                             "installed, else ONNX Runtime)")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     p = sub.add_parser("detect", help="find faces in an image: boxes, landmarks, quality")

@@ -2,8 +2,10 @@
 
 Two runtimes run the same ONNX files: ONNX Runtime (the portable default; CUDA when the
 installed onnxruntime offers it, the CPU otherwise) and OpenVINO (CPU, bf16 where the CPU
-has matrix units for it; :mod:`facesearch.models.openvino_runtime`). ``runtime="auto"``
-takes ONNX Runtime on a GPU and OpenVINO on a CPU when it is installed. The runtime comes
+has matrix units for it; :mod:`facesearch.models.openvino_runtime`). ``runtime="auto"`` (the
+default) takes ONNX Runtime on a GPU and OpenVINO on a CPU when it is installed (the
+``[openvino]`` extra): bf16 there scores LFW like ONNX Runtime's fp32 (docs/accuracy.md) at
+2-4x the speed. The runtime comes
 from the caller or ``FACESEARCH_RUNTIME``, the OpenVINO precision from
 ``FACESEARCH_PRECISION``, the thread count from the caller or ``FACESEARCH_THREADS``.
 """
@@ -38,10 +40,10 @@ def default_threads() -> int:
 
 
 def resolve_runtime(runtime: str | None = None, providers: list[str] | None = None) -> str:
-    """Which runtime ``runtime`` (or ``FACESEARCH_RUNTIME``, default ``onnxruntime``) means here."""
+    """Which runtime ``runtime`` (or ``FACESEARCH_RUNTIME``, default ``auto``) means here."""
     from facesearch.models import openvino_runtime
 
-    chosen = (runtime or os.environ.get("FACESEARCH_RUNTIME") or "onnxruntime").lower()
+    chosen = (runtime or os.environ.get("FACESEARCH_RUNTIME") or "auto").lower()
     if chosen not in RUNTIMES:
         raise ModelError(f"unknown runtime {chosen!r}: choose one of {', '.join(RUNTIMES)}")
     if chosen == "auto":
