@@ -68,8 +68,10 @@ def live_home(tmp_path, analyzer):
     from facesearch.governance import local_operator
 
     gov.search(local_operator(), (LFW / "Colin_Powell_0002.jpg").read_bytes(), purpose="test", case_ref="T-1")
-    (home / "audit-checkpoints").mkdir()
-    (home / "audit-checkpoints" / "0001.json").write_text('{"last_id": 1}')  # whatever the audit module keeps
+    from facesearch.governance.checkpoints import AuditAnchor
+
+    # a real signed checkpoint (and its key and public key) must come through backup and restore
+    assert AuditAnchor(gov.audit, home).checkpoint("test").checkpoint is not None
     yield engine
     engine.close()
 
@@ -81,7 +83,8 @@ def test_backup_then_restore_gives_the_same_home(live_home, tmp_path, analyzer):
     assert report.collections == before and report.faces == sum(before.values()) >= 3
     assert (dest / MANIFEST).is_file() and (dest / "catalog.db").is_file()
     assert dest.stat().st_mode & 0o777 == 0o700  # every face is in it: the owner's only
-    assert (dest / "audit-checkpoints" / "0001.json").is_file()
+    assert len(list((dest / "audit-checkpoints").glob("*.json"))) == 1
+    assert (dest / "audit-checkpoints" / "public-key.pem").is_file()
     assert any((dest / "index" / "faiss").rglob("CURRENT"))
     new = tmp_path / "restored"
     result = restore(dest, new)

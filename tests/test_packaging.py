@@ -41,7 +41,7 @@ def test_extras_are_declared_and_out_of_the_core():
     assert any(d.startswith("onnxruntime-gpu") for d in extras["gpu"])
     for name in ("pydantic-settings", "prometheus-client", "pillow-heif"):
         assert name in core
-    assert ".[dev,dlib,milvus,eval]" in (ROOT / "Makefile").read_text()  # make test installs what tests use
+    assert ".[dev,dlib,milvus,eval,openvino]" in (ROOT / "Makefile").read_text()  # make test installs what tests use
 
 
 def test_everything_but_the_extras_works_without_them(tmp_path):

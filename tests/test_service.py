@@ -50,7 +50,7 @@ def test_precedence_flag_env_file_config_default(tmp_path, clean_env):
     settings = load_settings(overrides={"host": "127.0.0.3"})  # the flag beats the environment
     assert settings.home == home.resolve()
     assert (settings.port, settings.workers, settings.log_level, settings.host) == (8100, 5, "WARNING", "127.0.0.3")
-    assert settings.worker_queue == 64  # default
+    assert settings.worker_queue == 8  # default
     origins = {v.name: v.origin for v in describe(settings, overrides={"host": "127.0.0.3"})}
     assert origins["port"] == "config.json"
     assert origins["workers"] == f"file FACESEARCH_WORKERS_FILE={secret}"
@@ -185,8 +185,9 @@ def test_one_access_line_per_request_with_no_personal_data(api_env, access_lines
                         headers={"X-Request-ID": "trace-42"})
     assert response.status_code == 200, response.text
     assert response.headers["x-request-id"] == "trace-42"
-    face_id = response.json()["candidates"][0]["face_id"]
-    assert ivy.get(f"/api/faces/{face_id}/thumbnail?purpose=Jane").status_code == 200
+    candidate = response.json()["candidates"][0]
+    face_id = candidate["face_id"]
+    assert ivy.get(candidate["thumbnail_url"]).status_code == 200  # under the search's view grant
     assert api_env.anon.get("/api/me").status_code == 401
     lines = access_lines()
     assert [line["route"] for line in lines] == ["/api/search", "/api/faces/{face_id}/thumbnail", "/api/me"]
