@@ -9,6 +9,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
+from facesearch.api.workers import run_in_background_priority
+
 
 @dataclass
 class Job:
@@ -33,7 +35,9 @@ class Job:
 
 class JobRunner:
     def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="facesearch-ingest")
+        # An ingest is background work: it yields the CPU to requests (see api.workers).
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="facesearch-ingest",
+                                        initializer=run_in_background_priority)
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
 

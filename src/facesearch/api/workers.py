@@ -9,6 +9,11 @@ answered at once with 503 and ``Retry-After`` (:class:`ServerBusy`), so that log
 A job that runs longer than ``time_limit_s`` is answered with 503 too; its thread
 finishes the work in the background (Python threads cannot be killed) and still holds
 its slot until then, so an overloaded server sheds load instead of piling it up.
+
+Priorities: the pool's threads, the ingest job's thread and the inference runtimes' own
+threads run at a lower CPU priority (nice +10) than the event loop and the threads that
+answer logins, so that on a machine whose cores are all busy with faces, ``/health`` and
+a login still get the CPU when they need it (:func:`deprioritize_background_threads`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,12 +54,43 @@ def _malloc_trim() -> Callable[[], None]:
     return (lambda: trim(0)) if trim is not None else (lambda: None)
 
 
+#: How much lower the threads that crunch photos run than the ones that answer requests.
+BACKGROUND_NICE = 10
+
+
+def run_in_background_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux: per thread); a no-op where unsupported."""
+    _renice(threading.get_native_id())
+
+
+def deprioritize_background_threads() -> int:
+    """Lower every thread of this process but the main one (the event loop): the inference
+    runtimes' worker threads, created when the models were loaded. Returns how many."""
+    main = threading.main_thread().native_id
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return 0
+    return sum(_renice(tid) for tid in tids if tid != main)
+
+
+def _renice(tid: int) -> bool:
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        if current < BACKGROUND_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, BACKGROUND_NICE)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
 class CpuPool:
     def __init__(self, workers: int = 2, queue: int = 8, time_limit_s: float = 120.0) -> None:
         if workers < 1 or queue < 0 or time_limit_s <= 0:
             raise ValueError("workers >= 1, queue >= 0 and time_limit_s > 0 are required")
         self.workers, self.queue, self.time_limit_s = workers, queue, time_limit_s
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="facesearch-cpu")
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="facesearch-cpu",
+                                            initializer=run_in_background_priority)
         self._slots = threading.BoundedSemaphore(workers + queue)
         self._lock = threading.Lock()
         self._in_flight = 0

@@ -26,6 +26,7 @@ def serve(args: Namespace) -> int:
 
     from facesearch.api.app import create_app
     from facesearch.api.proxies import TrustedProxies
+    from facesearch.api.workers import deprioritize_background_threads
     from facesearch.governance.checkpoints import key_id, load_signing_key
     from facesearch.logs import configure_from_settings
     from facesearch.settings import load_settings
@@ -43,6 +44,10 @@ def serve(args: Namespace) -> int:
         return 2
     key = load_signing_key(engine.home, create=args.checkpoint_minutes > 0)  # the key file, made 0600 if missing
     engine.analyzer  # noqa: B018 - load the models before the first request, not during it
+    # The runtimes' threads now exist: they yield to the event loop and logins under load.
+    deprioritize_background_threads()
+    # The event loop waits at most 1 ms (not 5) for the GIL behind the photo-crunching threads.
+    sys.setswitchinterval(0.001)
     app = create_app(engine, secure_cookies=settings.secure_cookies,
                      retention_every_s=settings.retention_hours * 3600, settings=settings,
                      trusted_proxies=TrustedProxies(settings.trusted_proxies),

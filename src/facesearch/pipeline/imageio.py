@@ -24,7 +24,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 from facesearch.errors import (
@@ -207,12 +207,19 @@ def _decode(stream: io.BytesIO, name: str, max_pixels: int, *, work_pixels: int 
                     img.load()
                     return _pil_to_rgb(img, name)
                 factor = _reduction(width, height, work_pixels)
+                orientation = _orientation(img)
                 if factor > 1 and fmt in ("JPEG", "MPO"):
                     # libjpeg decodes at 1/2, 1/4 or 1/8 directly: a fraction of the memory and time.
                     img.draft("RGB", (max(1, width // factor), max(1, height // factor)))
                 img.load()
-                pixels = _pil_to_rgb(img, name)
-                full_size = _upright_size(img, width, height)
+                if factor > 1 and fmt not in ("JPEG", "MPO"):
+                    # Box-reduce inside Pillow: no full-size array (or transposed copy) is ever made.
+                    try:
+                        img = img.reduce(factor)
+                    except (ValueError, NotImplementedError):
+                        pass  # a mode reduce() does not take (palette, ...): shrunk after conversion
+                pixels = _pil_to_rgb(img, name, orientation)
+                full_size = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
                 rest = _reduction(pixels.shape[1], pixels.shape[0], work_pixels)
                 if rest > 1:
                     pixels = _shrink(pixels, rest)
@@ -234,13 +241,19 @@ def _decode(stream: io.BytesIO, name: str, max_pixels: int, *, work_pixels: int 
             raise CorruptImageError(name, f"damaged image data ({type(exc).__name__}: {exc})") from exc
 
 
-def _upright_size(img: Image.Image, width: int, height: int) -> tuple[int, int]:
-    """The original's size after EXIF orientation (rotations by 90/270 swap the sides)."""
+#: EXIF orientation -> the transpose that makes the picture upright (as ImageOps.exif_transpose).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1: upright); a broken EXIF block counts as upright, never as a lost photo."""
     try:
-        orientation = img.getexif().get(0x0112, 1)
-    except Exception:  # noqa: BLE001 - a broken EXIF block is ignored when decoding too
-        orientation = 1
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+        value = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - Pillow raises many kinds on damaged EXIF
+        return 1
+    return value if value in _UPRIGHT else 1
 
 
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
@@ -254,11 +267,10 @@ def _has_image_signature(data: bytes) -> bool:
     return any(data.startswith(sig) for sig in _SIGNATURES)
 
 
-def _pil_to_rgb(img: Image.Image, name: str) -> np.ndarray:
-    try:
-        img = ImageOps.exif_transpose(img)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the photo
-        pass
+def _pil_to_rgb(img: Image.Image, name: str, orientation: int | None = None) -> np.ndarray:
+    orientation = _orientation(img) if orientation is None else orientation
+    if orientation in _UPRIGHT:  # transposed only when needed: an upright photo is never copied
+        img = img.transpose(_UPRIGHT[orientation])
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         return _array_to_rgb(np.asarray(img), name)
