@@ -198,45 +198,71 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+#: Runs argv[2:] as its child, then writes that child's peak RSS (kB) to the file argv[1]. The
+#: measured command must not be forked from the test process itself: until exec, a forked (or
+#: vforked) child shares its parent's pages and its peak RSS counts them, so a child of a test
+#: process holding 1.5 GB of models "peaks" at 1.5 GB whatever it does. This small launcher is
+#: the measured command's parent instead.
+_LAUNCHER = (
+    "import os, resource, subprocess, sys\n"
+    "code = subprocess.call(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "sys.exit(code)\n"
+)
+
+
 def run_measured(argv: list[str], *, timeout_s: float, kill_above_bytes: int | None = None,
                  cwd: Path | None = None, env: dict[str, str] | None = None, stdin: bytes | None = None) -> Measured:
-    """Run ``argv`` to completion and return its exit status, output and peak RSS (from ``wait4``:
-    the kernel's high-water mark of that child, not a sample).
+    """Run ``argv`` to completion and return its exit status, output and peak RSS (the kernel's
+    high-water mark of that process, ``ru_maxrss``, reported by a small launcher: see ``_LAUNCHER``).
 
-    A watchdog kills the child if it runs past ``timeout_s`` or its RSS passes ``kill_above_bytes``
+    A watchdog kills it if it runs past ``timeout_s`` or its RSS passes ``kill_above_bytes``
     (it has already failed its budget then, and on a shared machine it must not take the rest)."""
-    started = time.monotonic()
-    out_path = err_path = None
+    import signal
     import tempfile
 
+    started = time.monotonic()
     with tempfile.TemporaryDirectory() as scratch:
-        out_path, err_path = Path(scratch) / "out", Path(scratch) / "err"
+        out_path, err_path, peak_path = (Path(scratch) / n for n in ("out", "err", "peak"))
         with out_path.open("wb") as out, err_path.open("wb") as err:
-            proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=cwd, env=env,
+            proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(peak_path), *argv], stdout=out,
+                                    stderr=err, cwd=cwd, env=env, start_new_session=True,
                                     stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
             if stdin is not None:
                 proc.stdin.write(stdin)
                 proc.stdin.close()
             killed: list[str] = []
+            sampled = [0]  # the watchdog's highest sample: the figure when the launcher is killed
             done = threading.Event()
 
             def watchdog() -> None:
                 while not done.wait(0.05):
+                    sampled[0] = max(sampled[0], _group_rss_bytes(proc.pid))
                     if time.monotonic() - started > timeout_s:
                         killed.append("time")
-                    elif kill_above_bytes is not None and rss_bytes(proc.pid) > kill_above_bytes:
+                    elif kill_above_bytes is not None and sampled[0] > kill_above_bytes:
                         killed.append("memory")
                     if killed:
-                        proc.kill()
+                        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the measured command
                         return
 
             guard = threading.Thread(target=watchdog, daemon=True)
             guard.start()
-            _pid, status, usage = os.wait4(proc.pid, 0)
+            proc.wait()
             done.set()
             guard.join()
-            proc.returncode = os.waitstatus_to_exitcode(status)
+        peak_kb = int(peak_path.read_text()) if peak_path.is_file() else 0
         return Measured(argv=[str(a) for a in argv], returncode=proc.returncode,
                         stdout=out_path.read_text(errors="replace"), stderr=err_path.read_text(errors="replace"),
-                        peak_rss_bytes=usage.ru_maxrss * 1024, seconds=time.monotonic() - started,
+                        peak_rss_bytes=max(peak_kb * 1024, sampled[0] if killed else 0),
+                        seconds=time.monotonic() - started,
                         killed_for=killed[0] if killed else None)
+
+
+def _group_rss_bytes(pid: int) -> int:
+    """RSS of ``pid`` and its children (the launcher and the command it runs)."""
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        children = []
+    return sum(rss_bytes(p) for p in [pid, *children])

@@ -299,8 +299,9 @@ def test_erasure_takes_faces_out_of_their_clusters(engine):
         assert s.query(ClusterRunState).count() == 0
 
 
-def test_incremental_run_is_much_faster_than_a_full_one(engine):
-    """A few thousand faces: placing 20 new ones reads only their neighbourhoods (times printed)."""
+def test_incremental_run_places_only_the_new_faces(engine):
+    """A few thousand faces: an incremental run processes only the 20 new ones (times printed; the
+    speed itself is measured by bench/cluster_incremental.py, not asserted in a unit test)."""
     rng = np.random.default_rng(7)
     centres = unit_vectors(rng, 300)
     insert(engine, "syn", unit(np.repeat(centres, 8, axis=0) + NOISE * rng.standard_normal((2400, 512))))
@@ -313,7 +314,6 @@ def test_incremental_run_is_much_faster_than_a_full_one(engine):
     print(f"2,400 faces: full {full.timings['total']:.3f} s; 20 new faces, incremental {inc.timings['total']:.3f} s")
     assert full.mode == "full" and inc.mode == "incremental" and inc.faces_processed == 20
     assert len(inc.grown) == 20 and inc.new_clusters == []
-    assert inc.timings["total"] < full.timings["total"] / 3
 
 
 # -- real faces, through the governance layer -------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 from facesearch.cli.main import main
 from facesearch.engine import Engine
-from facesearch.eval.datasets import open_dataset
+from facesearch.eval.datasets import cache_key, open_dataset
 from tests.conftest import FIXTURES
 
 
@@ -118,9 +118,10 @@ def test_calibrate_attaches_to_a_home_and_checks_on_held_out_people(tmp_path, ca
     assert dataset.rel_paths == sorted(paths)
     order = [paths.index(p) for p in dataset.rel_paths]
     cache = tmp_path / "cache.npz"
-    np.savez(cache, **{"buffalo_s/paths": np.array(dataset.rel_paths), "buffalo_s/plain": vectors[order],
-                       "buffalo_s/how": np.array(["detected"] * len(paths)),
-                       "buffalo_s/hash": np.array(dataset.content_hash())})
+    key = cache_key("buffalo_s")  # the cache of the runtime this run uses
+    np.savez(cache, **{f"{key}paths": np.array(dataset.rel_paths), f"{key}plain": vectors[order],
+                       f"{key}how": np.array(["detected"] * len(paths)),
+                       f"{key}hash": np.array(dataset.content_hash())})
     names = sorted({p.split("/")[0] for p in paths})
     held = tmp_path / "held.txt"
     held.write_text("\n".join(names[: len(names) // 3]) + "\n")

@@ -107,6 +107,15 @@ def write_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, cache)  # atomic: a killed run never leaves a half-written cache
 
 
+def cache_key(pack: str) -> str:
+    """Where ``pack``'s embeddings sit in a cache file: apart for each runtime and precision
+    (``buffalo_s/`` for ONNX Runtime, ``buffalo_s@openvino-bf16/`` ...), since scores differ slightly."""
+    from facesearch.models.runtime import runtime_label
+
+    label = runtime_label()
+    return f"{pack}/" if label == "onnxruntime" else f"{pack}@{label}/"
+
+
 def embed_dataset(dataset: Dataset, pack: str = "buffalo_s", *, cache: Path | None = None,
                   use_cache: bool = True, progress: bool = True, embedder=None) -> DatasetEmbeddings:
     """Primary-face embedding of every image, from the cache when pack, paths and content hash agree.
@@ -118,12 +127,7 @@ def embed_dataset(dataset: Dataset, pack: str = "buffalo_s", *, cache: Path | No
     """
     digest = dataset.content_hash()
     cache = cache or default_cache_dir() / f"{dataset.name}-{digest[:12]}.npz"
-    key = f"{pack}/"
-    if embedder is None:  # embeddings of another runtime or precision are kept apart
-        from facesearch.models.runtime import runtime_label
-
-        label = runtime_label()
-        key = key if label == "onnxruntime" else f"{pack}@{label}/"
+    key = cache_key(pack) if embedder is None else f"{pack}/"
     stored = _read(cache) if use_cache else {}
     if key + "paths" in stored and list(stored[key + "paths"]) == dataset.rel_paths and (
             key + "hash" not in stored or str(stored[key + "hash"]) == digest):
