@@ -58,12 +58,13 @@ class FaceRows:
     ids: np.ndarray  # (n,) int64
     embeddings: np.ndarray  # (n, d) float32
     quality: np.ndarray  # (n,) float32
+    image_ids: np.ndarray  # (n,) int64: faces of one image never share a cluster
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def take(self, mask: np.ndarray) -> FaceRows:
-        return FaceRows(self.ids[mask], self.embeddings[mask], self.quality[mask])
+        return FaceRows(self.ids[mask], self.embeddings[mask], self.quality[mask], self.image_ids[mask])
 
 
 @dataclass(frozen=True)
@@ -126,26 +127,28 @@ class ClusterStore:
     def face_rows(self, collection_id: int, *, after_id: int = 0, ids: Iterable[int] | None = None,
                   chunk: int = 20_000) -> FaceRows:
         """Embeddings and quality of a collection's faces with id > ``after_id`` (or of ``ids``), by id."""
-        query = (select(FaceRecord.id, FaceRecord.embedding, FaceRecord.quality)
+        query = (select(FaceRecord.id, FaceRecord.embedding, FaceRecord.quality, FaceRecord.image_id)
                  .where(FaceRecord.collection_id == collection_id))
         queries = []
         if ids is not None:
             queries = [query.where(FaceRecord.id.in_(part)) for part in _chunks(sorted(set(ids)))]
         else:
             queries = [query.where(FaceRecord.id > after_id)]
-        out_ids, vectors, quality = [], [], []
+        out_ids, vectors, quality, images = [], [], [], []
         with self.session() as s:
             for q in queries:
                 for part in s.execute(q.order_by(FaceRecord.id)).yield_per(chunk).partitions(chunk):
                     out_ids.append(np.fromiter((r[0] for r in part), np.int64, len(part)))
                     vectors.append(np.frombuffer(b"".join(r[1] for r in part), "<f4").reshape(len(part), -1))
                     quality.append(np.fromiter((r[2] for r in part), np.float32, len(part)))
+                    images.append(np.fromiter((r[3] for r in part), np.int64, len(part)))
         if not out_ids:
-            return FaceRows(np.zeros(0, np.int64), np.zeros((0, 512), np.float32), np.zeros(0, np.float32))
+            return FaceRows(np.zeros(0, np.int64), np.zeros((0, 512), np.float32), np.zeros(0, np.float32),
+                            np.zeros(0, np.int64))
         ids_all = np.concatenate(out_ids)
         order = np.argsort(ids_all, kind="stable")
         return FaceRows(ids_all[order], np.ascontiguousarray(np.concatenate(vectors)[order], np.float32),
-                        np.concatenate(quality)[order])
+                        np.concatenate(quality)[order], np.concatenate(images)[order])
 
     def max_face_id(self, collection_id: int) -> int:
         with self.session() as s:
