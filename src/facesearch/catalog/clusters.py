@@ -21,7 +21,15 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from facesearch.catalog.schema import Cluster, ClusterFace, ClusterRunState, Collection, FaceRecord, utcnow
+from facesearch.catalog.schema import (
+    Cluster,
+    ClusterFace,
+    ClusterRunState,
+    ClusterSuggestionDecision,
+    Collection,
+    FaceRecord,
+    utcnow,
+)
 from facesearch.catalog.store import Catalog, CatalogError
 
 _IN_CHUNK = 5_000  # ids per IN (...) list: SQLite's variable limit is 32,766
@@ -381,6 +389,31 @@ class ClusterStore:
             row.mode, row.ran_by, row.ran_at = run.mode, run.ran_by, utcnow()
             s.commit()
         return created
+
+    # -- answers to suggestions ------------------------------------------------------------------------
+
+    def record_decision(self, collection_id: int, kind: str, *, cluster_b: int, cluster_a: int | None = None,
+                        face_id: int | None = None, decision: str, score: float, by: str) -> None:
+        with self.session() as s, s.begin():
+            s.add(ClusterSuggestionDecision(collection_id=collection_id, kind=kind, face_id=face_id,
+                                            cluster_a=cluster_a, cluster_b=cluster_b, decision=decision,
+                                            score=float(score), decided_by=by))
+
+    def rejected(self, collection_id: int) -> tuple[set[tuple[int, int]], set[tuple[int, int]]]:
+        """``(merges, attaches)`` a person rejected: {(cluster a, cluster b)} with a < b, {(face, cluster)}."""
+        merges: set[tuple[int, int]] = set()
+        attaches: set[tuple[int, int]] = set()
+        with self.session() as s:
+            rows = s.execute(select(ClusterSuggestionDecision.kind, ClusterSuggestionDecision.face_id,
+                                    ClusterSuggestionDecision.cluster_a, ClusterSuggestionDecision.cluster_b)
+                             .where(ClusterSuggestionDecision.collection_id == collection_id,
+                                    ClusterSuggestionDecision.decision == "rejected"))
+            for kind, face_id, a, b in rows:
+                if kind == "merge" and a is not None:
+                    merges.add((min(a, b), max(a, b)))
+                elif kind == "attach" and face_id is not None:
+                    attaches.add((face_id, b))
+        return merges, attaches
 
     def counts(self, collection_id: int) -> tuple[int, int]:
         """(clusters with a face, faces in a cluster) of a collection."""
