@@ -9,7 +9,10 @@ keep the grouping up to date as faces arrive, and let a person correct and name 
   (``engine.index_of(info).search``), by the same rules as the batch algorithm -- an edge at
   or above the edge threshold is only a candidate; two groups join when their *average*
   cosine passes the link threshold; a face below ``min_quality`` is a leaf that may join one
-  group but never bridges two; groups smaller than ``min_size`` stay unassigned. Existing
+  group but never bridges two; faces of one image never share a group; groups smaller than
+  ``min_size`` stay unassigned, and a new face left out may then *attach* to a cluster its
+  neighbours support (:func:`facesearch.cluster.attach.attach_faces`). The rules are the
+  ones of :class:`facesearch.cluster.core.Linker`, called from here, not copied. Existing
   clusters keep their ids; only the clusters the new faces touch are read. A full re-run
   (``full=True``, changed parameters, or more new faces than clustered ones) maps its groups
   back onto the existing clusters by overlap, so names and subject links survive it.

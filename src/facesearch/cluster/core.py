@@ -20,6 +20,14 @@ face into an empty :class:`ClusterState`):
    So a blurred face that resembles two people can sit in one of them but cannot bridge them.
 4. **Unassigned.** Groups smaller than ``min_size`` keep label ``-1`` (they stay in the
    state: a later face can complete them).
+5. **Cannot-link.** Faces of one image (photo or video frame; ``image_ids``) never share a
+   group: a merge that would put two of them together is refused.
+6. **Attachment (stage 2).** Steps 2-4 form tight *cores*. A face left out of every core then
+   joins one when at least ``attach_support`` of its k nearest neighbours are members of that
+   one core at or above the cosine of ``attach_fmr`` (and no other core has that support);
+   the rule and its reasons are :mod:`facesearch.cluster.attach`. Attached faces are
+   satellites: they never enter a core's sums or vote, so :meth:`ClusterState.labels` is a
+   function of the cores and the k-NN lists, whatever order the faces came in.
 
 Thresholds are false-match rates of the shipped calibration (``models/calibrations``), not
 magic cosines; see :data:`DEFAULT_EDGE_FMR` for the measurement that chose them.
