@@ -2,16 +2,16 @@
 
 Two kinds, each with its calibrated evidence in numbers and in words:
 
-- **merge** -- "clusters A and B may be one person": at least one of their faces are k-nearest
-  neighbours of each other at or above the attach threshold (the per-pair false-match rate of
-  :attr:`ClusterParams.attach_fmr`), yet the two did not join automatically (their *average*
+- **merge** -- "clusters A and B may be one person": some of their faces are k-nearest
+  neighbours of each other at or above the suggestion threshold (:data:`SUGGEST_FMR` per pair,
+  looser than any automatic decision), yet the two did not join automatically (their *average*
   cosine stays below the link threshold, or a person's edits lock them). Ranked by that
   average cosine; the evidence gives it, the best cross pair, how many cross neighbours, and
   what each score means: how often two *different* people score that high (the pack's
   calibration), and how many such look-alikes a face meets in a collection of this size.
 - **attach** -- "this unassigned face may belong to cluster N": a face in no cluster (and not
   kept out by a person) whose nearest neighbours include members of a cluster at or above
-  the attach threshold, without the support stage 2 needs (:mod:`facesearch.cluster.attach`),
+  the suggestion threshold, without the evidence stage 2 needs (:mod:`facesearch.cluster.attach`),
   or with support for two clusters.
 
 Never suggested: faces or clusters hidden by an opt-out, a face into a cluster that already
@@ -27,10 +27,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from facesearch.cluster.attach import neighbour_votes
+from facesearch.cluster.core import threshold_for_fmr
 from facesearch.clusters import ClusterError, Clusters, EditResult, Hide, MergeResult
 
 #: members of each cluster whose neighbours are searched for merge evidence (the best by quality)
 MERGE_PROBES = 20
+#: per-pair false-match rate from which a neighbour counts as evidence for a person to judge: the
+#: edge floor of the clustering (cos 0.280 for buffalo_s), well below the automatic decisions
+SUGGEST_FMR = 1e-4
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ class AttachSuggestion:
 class SuggestionList:
     collection: str
     faces: int
-    threshold: float  # the attach threshold (cosine) evidence must reach
+    threshold: float  # the cosine evidence must reach (SUGGEST_FMR per pair)
     threshold_fmr: float
     merges: list[MergeSuggestion]
     attaches: list[AttachSuggestion]
@@ -113,9 +117,11 @@ class ClusterSuggestions:
         """The strongest merge and attach suggestions of the collection (each list at most ``limit``)."""
         info = self.engine.collection(collection)
         params = self.clusters.params()
-        threshold = float(params.attach_threshold)
+        calibration = self.engine.calibration
+        threshold = (threshold_for_fmr(SUGGEST_FMR, calibration) if calibration is not None
+                     else float(params.edge_threshold))
         rows = self.store.face_rows(info.id)
-        out = SuggestionList(info.name, len(rows), threshold, params.attach_fmr, [], [])
+        out = SuggestionList(info.name, len(rows), threshold, SUGGEST_FMR, [], [])
         if not len(rows):
             return out
         visible = ~self.clusters._hidden(rows, hide)
