@@ -142,3 +142,41 @@ def test_band_scores_split_by_identity_size():
     assert big.bcubed.precision == pytest.approx(1.0)
     assert big.bcubed.recall == pytest.approx((3 * 3 / 4 + 1 / 4) / 4)
     assert big.pairwise.recall == pytest.approx(6 / 12) and big.unassigned == pytest.approx(0.25)
+
+
+def test_catalog_runs_attach_like_the_batch_algorithm(tmp_path):
+    """The catalog service calls the same stage 2: an incremental run attaches a far face, a full run agrees."""
+    from facesearch.clusters import Clusters
+    from facesearch.engine import Engine
+    from tests.test_clusters import faces_of as catalog_faces
+    from tests.test_clusters import insert
+
+    engine = Engine.open(tmp_path / "home", backend="faiss")
+    try:
+        rng = np.random.default_rng(23)
+        centre = unit(rng.standard_normal((1, DIM)))[0]
+        members = catalog_faces(rng, centre, 10)
+        ids = insert(engine, "cases", members)
+        clusters = Clusters(engine)
+        clusters.run("cases")
+        (cluster,) = {clusters.cluster_of(f) for f in ids}
+        # a far photo: cos ~0.40 to two members (above the attach threshold, 0.365), ~0.30 to the rest,
+        # so its average over the cluster (~0.32) stays below the link threshold (0.336)
+        basis, _ = np.linalg.qr(members.T.astype(np.float64))
+        r = rng.standard_normal(DIM)
+        r -= basis @ (basis.T @ r)
+        pair = members[0] + members[1]
+        far = unit(0.447 * pair / np.linalg.norm(pair) + np.sqrt(1 - 0.447 ** 2) * r / np.linalg.norm(r))[0]
+        sims = members @ far
+        assert (sims >= 0.365).sum() == 2 and sims.mean() < 0.336  # the construction holds
+        (far_id,) = insert(engine, "cases", far[None])
+        run = clusters.run("cases")
+        assert run.mode == "incremental" and run.stats["attached"] == 1 and run.stats["merges"] == 0
+        assert clusters.cluster_of(far_id) == cluster
+        full = clusters.run("cases", full=True)
+        assert full.mode == "full" and clusters.cluster_of(far_id) == cluster
+        stage1 = clusters.params(attach_support=0)
+        clusters.run("cases", params=stage1)  # without stage 2 the far face stays out
+        assert clusters.cluster_of(far_id) is None
+    finally:
+        engine.close()
