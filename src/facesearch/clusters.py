@@ -12,7 +12,10 @@ keep the grouping up to date as faces arrive, and let a person correct and name 
   group but never bridges two; faces of one image never share a group; groups smaller than
   ``min_size`` stay unassigned, and a new face left out may then *attach* to a cluster its
   neighbours support (:func:`facesearch.cluster.attach.attach_faces`). The rules are the
-  ones of :class:`facesearch.cluster.core.Linker`, called from here, not copied. Existing
+  ones of :class:`facesearch.cluster.core.Linker`, called from here, not copied. (One
+  difference from the array version: the catalog does not mark a face as attached, so in
+  later incremental runs an attached face counts as a member of its cluster; a full run
+  recomputes cores and attachments.) Existing
   clusters keep their ids; only the clusters the new faces touch are read. A full re-run
   (``full=True``, changed parameters, or more new faces than clustered ones) maps its groups
   back onto the existing clusters by overlap, so names and subject links survive it.
