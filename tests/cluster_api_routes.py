@@ -90,7 +90,25 @@ def cluster_routes(Call, Route) -> dict:  # noqa: N803 - the classes of test_api
         return Call(f"/api/clusters/{cluster}/subject", {"json": body},
                     lambda: _clusters(env).store.clusters(ids=[cluster])[cluster].subject_id is not None)
 
+    def suggestions(env, _tmp):
+        return Call(f"/api/collections/{COLLECTION}/clusters/suggestions?limit=5")
+
+    def answer_merge(env, _tmp):
+        powell, bush = _faces(env)
+        a, b = _group(env, powell), _group(env, bush)
+        return Call("/api/clusters/suggestions/merge", {"json": {"cluster_a": a, "cluster_b": b, "accept": False}},
+                    _audited(env, "cluster_suggestion"))
+
+    def answer_attach(env, _tmp):
+        powell, bush = _faces(env)
+        a = _group(env, powell)
+        return Call("/api/clusters/suggestions/attach", {"json": {"face_id": bush, "cluster_id": a, "accept": False}},
+                    _audited(env, "cluster_suggestion"))
+
     return {
+        ("GET", "/api/collections/{name}/clusters/suggestions"): Route(SEARCHERS, suggestions),
+        ("POST", "/api/clusters/suggestions/merge"): Route(SEARCHERS, answer_merge),
+        ("POST", "/api/clusters/suggestions/attach"): Route(SEARCHERS, answer_attach),
         ("POST", "/api/collections/{name}/clusters/run"): Route(SEARCHERS, run),
         ("GET", "/api/collections/{name}/clusters"): Route(SEARCHERS, overview),
         ("GET", "/api/clusters/{cluster_id}"): Route(SEARCHERS, show),

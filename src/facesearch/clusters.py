@@ -9,7 +9,13 @@ keep the grouping up to date as faces arrive, and let a person correct and name 
   (``engine.index_of(info).search``), by the same rules as the batch algorithm -- an edge at
   or above the edge threshold is only a candidate; two groups join when their *average*
   cosine passes the link threshold; a face below ``min_quality`` is a leaf that may join one
-  group but never bridges two; groups smaller than ``min_size`` stay unassigned. Existing
+  group but never bridges two; faces of one image never share a group; groups smaller than
+  ``min_size`` stay unassigned, and a new face left out may then *attach* to a cluster its
+  neighbours support (:func:`facesearch.cluster.attach.attach_faces`). The rules are the
+  ones of :class:`facesearch.cluster.core.Linker`, called from here, not copied. (One
+  difference from the array version: the catalog does not mark a face as attached, so in
+  later incremental runs an attached face counts as a member of its cluster; a full run
+  recomputes cores and attachments.) Existing
   clusters keep their ids; only the clusters the new faces touch are read. A full re-run
   (``full=True``, changed parameters, or more new faces than clustered ones) maps its groups
   back onto the existing clusters by overlap, so names and subject links survive it.
@@ -37,6 +43,8 @@ import numpy as np
 from facesearch.catalog import CatalogError, CollectionInfo
 from facesearch.catalog.clusters import ClusterRow, ClusterStateInfo, ClusterStore, FaceRows, RunWrite
 from facesearch.cluster import ClusterParams, cluster_faces
+from facesearch.cluster.attach import attach_faces
+from facesearch.cluster.core import Linker
 from facesearch.engine import Engine
 from facesearch.errors import FacesearchError
 
@@ -141,28 +149,42 @@ def params_key(params: ClusterParams) -> dict:
     return data
 
 
-class _Groups:
-    """Union-find over the groups one incremental run touches: existing clusters and single faces."""
+class _Groups(Linker):
+    """Union-find over the groups one incremental run touches: existing clusters and single faces.
 
-    def __init__(self) -> None:
+    The linking rules themselves are :class:`facesearch.cluster.core.Linker`'s (one home for
+    batch, incremental and this service); this class only says where a face's group is."""
+
+    def __init__(self, params: ClusterParams, vector: dict[int, np.ndarray], good: dict[int, bool],
+                 image: dict[int, int]) -> None:
+        self.params = params
+        self.stats = {"edges": 0, "merges": 0, "leaf_joins": 0, "refused_link": 0, "blocked_poor": 0,
+                      "refused_locked": 0, "cannot_link": 0, "attached": 0}
+        self.vector, self.good, self.image = vector, good, image
+        self.node: dict[int, int] = {}  # face id -> its node
         self.parent: list[int] = []
         self.size: list[int] = []
         self.ngood: list[int] = []
         self.sums: list[np.ndarray | None] = []  # sum of good members' embeddings (float64)
+        self.images: list[set[int]] = []  # image ids of the members (cannot-link)
         self.clusters: list[set[int]] = []  # existing clusters in the group (at roots)
         self.locked: list[bool] = []  # holds a cluster a person named, linked or edited: never auto-merged
         self.faces: list[list[int]] = []  # faces not yet in a cluster (new or unassigned), at roots
 
-    def add(self, size: int, ngood: int, total: np.ndarray | None, cluster: int | None = None,
-            locked: bool = False, face: int | None = None) -> int:
+    def add(self, faces: list[int], cluster: int | None = None, locked: bool = False) -> int:
+        """A node for an existing cluster's faces (``cluster`` given) or for one face not in a cluster."""
         node = len(self.parent)
+        good = [f for f in faces if self.good[f]]
         self.parent.append(node)
-        self.size.append(size)
-        self.ngood.append(ngood)
-        self.sums.append(total)
+        self.size.append(len(faces))
+        self.ngood.append(len(good))
+        self.sums.append(np.sum([self.vector[f] for f in good], axis=0, dtype=np.float64) if good else None)
+        self.images.append({self.image[f] for f in faces})
         self.clusters.append({cluster} if cluster is not None else set())
         self.locked.append(locked)
-        self.faces.append([face] if face is not None else [])
+        self.faces.append([] if cluster is not None else list(faces))
+        for f in faces:
+            self.node[f] = node
         return node
 
     def find(self, i: int) -> int:
@@ -171,7 +193,37 @@ class _Groups:
             i = self.parent[i]
         return i
 
-    def union(self, a: int, b: int) -> None:
+    # -- what the linking rules read (Linker) -----------------------------------------------------------
+
+    def _node(self, face: int) -> int:
+        return self.node[face]
+
+    def _find(self, node: int) -> int:
+        return self.find(node)
+
+    def _face_good(self, face: int) -> bool:
+        return self.good[face]
+
+    def _face_vector(self, face: int) -> np.ndarray:
+        return self.vector[face]
+
+    def _alone(self, face: int) -> bool:
+        node = self.node[face]
+        return self.size[node] == 1 and self.parent[node] == node
+
+    def _sum(self, root: int) -> np.ndarray | None:
+        return self.sums[root]
+
+    def _good_count(self, root: int) -> int:
+        return self.ngood[root]
+
+    def _images_of(self, root: int) -> set[int]:
+        return self.images[root]
+
+    def _locked(self, ra: int, rb: int) -> bool:
+        return bool(self.clusters[ra] and self.clusters[rb] and (self.locked[ra] or self.locked[rb]))
+
+    def _union(self, a: int, b: int, absorbed: list[tuple[int, int]] | None = None) -> None:
         if (self.size[a], -a) < (self.size[b], -b):
             a, b = b, a
         self.parent[b] = a
@@ -180,6 +232,8 @@ class _Groups:
         sa, sb = self.sums[a], self.sums[b]
         self.sums[a] = sb.copy() if sa is None and sb is not None else (sa if sb is None else sa + sb)
         self.sums[b] = None
+        self.images[a] |= self.images[b]
+        self.images[b] = set()
         self.clusters[a] |= self.clusters[b]
         self.locked[a] = self.locked[a] or self.locked[b]
         self.faces[a].extend(self.faces[b])
@@ -269,7 +323,7 @@ class Clusters:
         run = ClusterRun(info.name, "full", reason, 0, len(use), int(hidden.sum()), 0, 0, 0)
         groups: list[tuple[int | None, list[int]]] = []
         if len(use):
-            result = cluster_faces(use.embeddings, use.quality, params)
+            result = cluster_faces(use.embeddings, use.quality, params, image_ids=use.image_ids)
             run.graph, run.stats = result.graph_mode, dict(result.stats)
             timings["knn"], timings["cluster"] = result.timings.get("knn", 0.0), result.timings.get("cluster", 0.0)
             labels = result.labels
@@ -313,7 +367,7 @@ class Clusters:
         run = ClusterRun(info.name, "incremental", f"{len(new):,} face(s) added since the last run", 0, len(fresh),
                          int(hidden.sum()), 0, 0, 0)
         stats = {"edges": 0, "merges": 0, "leaf_joins": 0, "refused_link": 0, "blocked_poor": 0,
-                 "refused_locked": 0}
+                 "refused_locked": 0, "cannot_link": 0, "attached": 0}
         if not len(fresh):
             self.store.write_run(RunWrite(info.id, by, "incremental", key, last_id, state.faces_processed))
             run.mode = "none" if not len(new) else "incremental"
@@ -331,7 +385,7 @@ class Clusters:
         timings["knn"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        edge, link = params.edge_threshold, params.link_threshold
+        edge = params.edge_threshold
         fresh_ids = set(fresh.ids.tolist())
         candidates: list[tuple[float, int, int]] = []
         for row, face_id in enumerate(fresh.ids.tolist()):
@@ -355,59 +409,31 @@ class Clusters:
         shown = everyone.take(~self._hidden(everyone, hide))
         vector = dict(zip(shown.ids.tolist(), shown.embeddings))
         quality = dict(zip(shown.ids.tolist(), shown.quality.tolist()))
-        for face_id, x, q in zip(fresh.ids.tolist(), fresh.embeddings, fresh.quality.tolist()):
-            vector[face_id], quality[face_id] = x, q
+        image = dict(zip(shown.ids.tolist(), shown.image_ids.tolist()))
+        for face_id, x, q, img in zip(fresh.ids.tolist(), fresh.embeddings, fresh.quality.tolist(),
+                                      fresh.image_ids.tolist()):
+            vector[face_id], quality[face_id], image[face_id] = x, q, img
 
-        groups = _Groups()
-        node: dict[int, int] = {}
         good = {f: q >= params.min_quality for f, q in quality.items()}
+        groups = _Groups(params, vector, good, image)
         for cluster_id in sorted(touched):
             faces = [f for f in cluster_faces_.get(cluster_id, []) if f in vector]
-            if not faces:
-                continue
-            good_faces = [f for f in faces if good[f]]
-            total = np.sum([vector[f] for f in good_faces], axis=0, dtype=np.float64) if good_faces else None
-            n = groups.add(len(faces), len(good_faces), total, cluster_id, cluster_id in locked)
-            for f in faces:
-                node[f] = n
+            if faces:
+                groups.add(faces, cluster_id, cluster_id in locked)
         for face_id in sorted(set(loose) & set(vector)) + fresh.ids.tolist():
-            node[face_id] = groups.add(1, int(good[face_id]),
-                                       vector[face_id].astype(np.float64) if good[face_id] else None, face=face_id)
+            groups.add([face_id])
+        node = groups.node
 
         best: dict[tuple[int, int], float] = {}
         for score, a, b in candidates:
             if a in node and b in node and score > best.get((a, b), -np.inf):
                 best[(a, b)] = score
         edges = sorted(best.items(), key=lambda e: (-e[1], e[0][0], e[0][1]))
-        stats["edges"] = len(edges)
-        for (a, b), _score in edges:
-            ra, rb = groups.find(node[a]), groups.find(node[b])
-            if ra == rb:
-                continue
-            if not good[a] and not good[b]:
-                stats["blocked_poor"] += 1
-                continue
-            if not (good[a] and good[b]):
-                leaf, group = (a, rb) if not good[a] else (b, ra)
-                leaf_node = node[leaf]
-                if groups.size[leaf_node] != 1 or groups.parent[leaf_node] != leaf_node:
-                    stats["blocked_poor"] += 1  # a poor face joins once and never bridges
-                    continue
-                if groups.ngood[group] == 0 or float(vector[leaf] @ groups.sums[group]) / groups.ngood[group] < link:
-                    stats["refused_link"] += 1
-                    continue
-                groups.union(group, leaf_node)
-                stats["leaf_joins"] += 1
-                continue
-            if groups.clusters[ra] and groups.clusters[rb] and (groups.locked[ra] or groups.locked[rb]):
-                stats["refused_locked"] += 1  # a person's clusters are merged by a person only
-                continue
-            average = float(groups.sums[ra] @ groups.sums[rb]) / float(groups.ngood[ra] * groups.ngood[rb])
-            if average < link:
-                stats["refused_link"] += 1
-                continue
-            groups.union(ra, rb)
-            stats["merges"] += 1
+        groups.stats["edges"] = len(edges)
+        for (a, b), score in edges:
+            groups._consider(a, b, score, [])
+        self._attach(groups, params, fresh, hits)
+        stats = groups.stats
 
         write = RunWrite(info.id, by, "incremental", key, last_id, state.faces_processed + len(fresh))
         grown: set[int] = set()
@@ -434,6 +460,56 @@ class Clusters:
         run.stats = stats
         run.timings = {k: round(v, 6) for k, v in timings.items()}
         return run
+
+    def _attach(self, groups: _Groups, params: ClusterParams, fresh: FaceRows, hits) -> None:
+        """Stage 2 for the new faces left out of every group: :func:`facesearch.cluster.attach.attach_faces`
+        against the clusters their neighbours are in after stage 1 (existing ids, or groups just formed)."""
+        if not params.attach_support:
+            return
+        rows = [r for r, f in enumerate(fresh.ids.tolist())
+                if not groups.clusters[groups.find(groups.node[f])]
+                and groups.size[groups.find(groups.node[f])] < params.min_size]
+        if not rows:
+            return
+        root_label: dict[int, int] = {}  # a group that is (or becomes) a cluster -> a local label
+        for node in groups.node.values():
+            root = groups.find(node)
+            if groups.clusters[root] or groups.size[root] >= params.min_size:
+                root_label.setdefault(root, len(root_label))
+        local: dict[int, int] = {}  # face id -> local index
+        core: list[int] = []
+
+        def index_of(face: int) -> int:
+            if face not in local:
+                local[face] = len(core)
+                node = groups.node.get(face)
+                core.append(root_label.get(groups.find(node), -1) if node is not None else -1)
+            return local[face]
+        faces = np.array([index_of(int(fresh.ids[r])) for r in rows], np.int64)
+        nbr_ids = np.full((len(rows), params.k), -1, np.int64)
+        nbr_sims = np.full((len(rows), params.k), -np.inf, np.float32)
+        for out, r in enumerate(rows):
+            face_id, kept = int(fresh.ids[r]), 0
+            for other, score in zip(hits.ids[r].tolist(), hits.scores[r].tolist()):
+                if other < 0 or other == face_id or other not in groups.node:
+                    continue
+                if kept == params.k:
+                    break
+                nbr_ids[out, kept], nbr_sims[out, kept] = index_of(other), score
+                kept += 1
+        ids = np.array(list(local), np.int64)
+        attached, labels = attach_faces(
+            np.array(core, np.int64), faces, nbr_ids, nbr_sims, threshold=params.attach_threshold,
+            support=params.attach_support, good=np.array([groups.good[f] for f in ids.tolist()], bool),
+            image_ids=np.array([groups.image[f] for f in ids.tolist()], np.int64))
+        target = {label: root for root, label in root_label.items()}
+        for position, label in zip(attached.tolist(), labels.tolist()):
+            root, face = groups.find(target[label]), int(ids[position])
+            if groups.image[face] in groups.images[root]:
+                groups.stats["cannot_link"] += 1  # a member outside the face's neighbours is of its image
+                continue
+            groups._union(root, groups.find(groups.node[face]))
+            groups.stats["attached"] += 1
 
     # -- reading --------------------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """REST routes for clusters of unknown faces: run clustering, list and show clusters, merge, split,
-move and unassign faces, name a cluster, and turn it into a subject.
+move and unassign faces, name a cluster, and turn it into a subject; suggestions ("these two
+clusters may be one person", "this face may belong to cluster N") and a person's answer to one.
 
 Showing a cluster listing or a cluster's faces is a look at faces: it is recorded
 (``cluster_view``, the face ids shown) and the thumbnail and photo URLs carry the view grant
@@ -141,6 +142,63 @@ class ToSubjectOut(BaseModel):
     failed: list[tuple[str, str]]
 
 
+class EvidenceOut(BaseModel):
+    score: float
+    fmr: float | None
+    look_alikes: float | None
+    words: str
+
+
+class MergeSuggestionOut(BaseModel):
+    cluster_a: int
+    cluster_b: int
+    size_a: int
+    size_b: int
+    average: EvidenceOut
+    best: EvidenceOut
+    cross_neighbours: int
+    sample_thumbnails_a: list[str]
+    sample_thumbnails_b: list[str]
+
+
+class AttachSuggestionOut(BaseModel):
+    face_id: int
+    cluster_id: int
+    cluster_size: int
+    best: EvidenceOut
+    support: int
+    other_clusters: list[int]
+    thumbnail_url: str
+    sample_thumbnails: list[str]
+
+
+class SuggestionsOut(BaseModel):
+    collection: str
+    faces: int
+    threshold: float
+    threshold_fmr: float
+    merges: list[MergeSuggestionOut]
+    attaches: list[AttachSuggestionOut]
+
+
+class MergeAnswer(BaseModel):
+    cluster_a: int
+    cluster_b: int
+    accept: bool = Field(description="true: merge the two (a person's edit, pinned); false: never suggest again")
+
+
+class AttachAnswer(BaseModel):
+    face_id: int
+    cluster_id: int
+    accept: bool = Field(description="true: move the face in (pinned); false: never suggest it for this cluster")
+
+
+class AnswerOut(BaseModel):
+    accepted: bool
+    cluster_id: int | None  # where the faces are after an accepted answer
+    faces_moved: int
+
+
 # -- conversions --------------------------------------------------------------------------------------------
 
 
@@ -236,5 +294,49 @@ def add_cluster_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
         return ToSubjectOut(cluster_id=cluster_id, subject_id=subject.id, gallery=subject.gallery, label=subject.label,
                             enrolled=[f.id for f in report.added], from_faces=report.from_faces,
                             suppressed=report.suppressed, failed=report.failed)
+
+    def _evidence(e) -> EvidenceOut:
+        def finite(v: float) -> float | None:
+            return None if v != v else v  # NaN (no calibration) -> null
+
+        return EvidenceOut(score=e.score, fmr=finite(e.fmr), look_alikes=finite(e.look_alikes), words=e.words)
+
+    @app.get("/api/collections/{name}/clusters/suggestions", response_model=SuggestionsOut, tags=tags)
+    async def cluster_suggestions(name: str, who: Member,
+                                  limit: Annotated[int, Query(ge=1, le=500)] = 50) -> SuggestionsOut:
+        """Clusters that may be one person, and unassigned faces that may belong to a cluster, strongest first,
+        each with the calibrated evidence (cosine, false-match rate, expected look-alikes in the collection)."""
+        found = await cpu.run(clusters.suggestions, who.user, name, limit=limit)
+        ids = {m.cluster_a for m in found.merges} | {m.cluster_b for m in found.merges} | {
+            a.cluster_id for a in found.attaches}
+        samples = {c: list(clusters.clusters.cluster(c, hide=clusters._hide()).cluster.samples[:4]) for c in ids}
+        return SuggestionsOut(
+            collection=found.collection, faces=found.faces, threshold=found.threshold,
+            threshold_fmr=found.threshold_fmr,
+            merges=[MergeSuggestionOut(cluster_a=m.cluster_a, cluster_b=m.cluster_b, size_a=m.size_a, size_b=m.size_b,
+                                       average=_evidence(m.average), best=_evidence(m.best),
+                                       cross_neighbours=m.cross_neighbours,
+                                       sample_thumbnails_a=[_thumb(f) for f in samples[m.cluster_a]],
+                                       sample_thumbnails_b=[_thumb(f) for f in samples[m.cluster_b]])
+                    for m in found.merges],
+            attaches=[AttachSuggestionOut(face_id=a.face_id, cluster_id=a.cluster_id, cluster_size=a.cluster_size,
+                                          best=_evidence(a.best), support=a.support, other_clusters=a.other_clusters,
+                                          thumbnail_url=_thumb(a.face_id),
+                                          sample_thumbnails=[_thumb(f) for f in samples[a.cluster_id]])
+                      for a in found.attaches])
+
+    @app.post("/api/clusters/suggestions/merge", response_model=AnswerOut, tags=tags)
+    def answer_merge_suggestion(body: MergeAnswer, who: Member) -> AnswerOut:
+        """Answer "these two clusters may be one person" (audited)."""
+        result = clusters.answer_merge(who.user, body.cluster_a, body.cluster_b, body.accept)
+        return AnswerOut(accepted=body.accept, cluster_id=result.cluster_id if result else None,
+                         faces_moved=result.faces_moved if result else 0)
+
+    @app.post("/api/clusters/suggestions/attach", response_model=AnswerOut, tags=tags)
+    def answer_attach_suggestion(body: AttachAnswer, who: Member) -> AnswerOut:
+        """Answer "this unassigned face may belong to cluster N" (audited)."""
+        result = clusters.answer_attach(who.user, body.face_id, body.cluster_id, body.accept)
+        return AnswerOut(accepted=body.accept, cluster_id=result.cluster_id if result else None,
+                         faces_moved=len(result.faces) if result else 0)
 
     return clusters

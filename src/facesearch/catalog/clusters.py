@@ -21,7 +21,15 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from facesearch.catalog.schema import Cluster, ClusterFace, ClusterRunState, Collection, FaceRecord, utcnow
+from facesearch.catalog.schema import (
+    Cluster,
+    ClusterFace,
+    ClusterRunState,
+    ClusterSuggestionDecision,
+    Collection,
+    FaceRecord,
+    utcnow,
+)
 from facesearch.catalog.store import Catalog, CatalogError
 
 _IN_CHUNK = 5_000  # ids per IN (...) list: SQLite's variable limit is 32,766
@@ -58,12 +66,13 @@ class FaceRows:
     ids: np.ndarray  # (n,) int64
     embeddings: np.ndarray  # (n, d) float32
     quality: np.ndarray  # (n,) float32
+    image_ids: np.ndarray  # (n,) int64: faces of one image never share a cluster
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def take(self, mask: np.ndarray) -> FaceRows:
-        return FaceRows(self.ids[mask], self.embeddings[mask], self.quality[mask])
+        return FaceRows(self.ids[mask], self.embeddings[mask], self.quality[mask], self.image_ids[mask])
 
 
 @dataclass(frozen=True)
@@ -126,26 +135,28 @@ class ClusterStore:
     def face_rows(self, collection_id: int, *, after_id: int = 0, ids: Iterable[int] | None = None,
                   chunk: int = 20_000) -> FaceRows:
         """Embeddings and quality of a collection's faces with id > ``after_id`` (or of ``ids``), by id."""
-        query = (select(FaceRecord.id, FaceRecord.embedding, FaceRecord.quality)
+        query = (select(FaceRecord.id, FaceRecord.embedding, FaceRecord.quality, FaceRecord.image_id)
                  .where(FaceRecord.collection_id == collection_id))
         queries = []
         if ids is not None:
             queries = [query.where(FaceRecord.id.in_(part)) for part in _chunks(sorted(set(ids)))]
         else:
             queries = [query.where(FaceRecord.id > after_id)]
-        out_ids, vectors, quality = [], [], []
+        out_ids, vectors, quality, images = [], [], [], []
         with self.session() as s:
             for q in queries:
                 for part in s.execute(q.order_by(FaceRecord.id)).yield_per(chunk).partitions(chunk):
                     out_ids.append(np.fromiter((r[0] for r in part), np.int64, len(part)))
                     vectors.append(np.frombuffer(b"".join(r[1] for r in part), "<f4").reshape(len(part), -1))
                     quality.append(np.fromiter((r[2] for r in part), np.float32, len(part)))
+                    images.append(np.fromiter((r[3] for r in part), np.int64, len(part)))
         if not out_ids:
-            return FaceRows(np.zeros(0, np.int64), np.zeros((0, 512), np.float32), np.zeros(0, np.float32))
+            return FaceRows(np.zeros(0, np.int64), np.zeros((0, 512), np.float32), np.zeros(0, np.float32),
+                            np.zeros(0, np.int64))
         ids_all = np.concatenate(out_ids)
         order = np.argsort(ids_all, kind="stable")
         return FaceRows(ids_all[order], np.ascontiguousarray(np.concatenate(vectors)[order], np.float32),
-                        np.concatenate(quality)[order])
+                        np.concatenate(quality)[order], np.concatenate(images)[order])
 
     def max_face_id(self, collection_id: int) -> int:
         with self.session() as s:
@@ -378,6 +389,31 @@ class ClusterStore:
             row.mode, row.ran_by, row.ran_at = run.mode, run.ran_by, utcnow()
             s.commit()
         return created
+
+    # -- answers to suggestions ------------------------------------------------------------------------
+
+    def record_decision(self, collection_id: int, kind: str, *, cluster_b: int, cluster_a: int | None = None,
+                        face_id: int | None = None, decision: str, score: float, by: str) -> None:
+        with self.session() as s, s.begin():
+            s.add(ClusterSuggestionDecision(collection_id=collection_id, kind=kind, face_id=face_id,
+                                            cluster_a=cluster_a, cluster_b=cluster_b, decision=decision,
+                                            score=float(score), decided_by=by))
+
+    def rejected(self, collection_id: int) -> tuple[set[tuple[int, int]], set[tuple[int, int]]]:
+        """``(merges, attaches)`` a person rejected: {(cluster a, cluster b)} with a < b, {(face, cluster)}."""
+        merges: set[tuple[int, int]] = set()
+        attaches: set[tuple[int, int]] = set()
+        with self.session() as s:
+            rows = s.execute(select(ClusterSuggestionDecision.kind, ClusterSuggestionDecision.face_id,
+                                    ClusterSuggestionDecision.cluster_a, ClusterSuggestionDecision.cluster_b)
+                             .where(ClusterSuggestionDecision.collection_id == collection_id,
+                                    ClusterSuggestionDecision.decision == "rejected"))
+            for kind, face_id, a, b in rows:
+                if kind == "merge" and a is not None:
+                    merges.add((min(a, b), max(a, b)))
+                elif kind == "attach" and face_id is not None:
+                    attaches.add((face_id, b))
+        return merges, attaches
 
     def counts(self, collection_id: int) -> tuple[int, int]:
         """(clusters with a face, faces in a cluster) of a collection."""

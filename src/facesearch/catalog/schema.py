@@ -231,3 +231,21 @@ class ClusterRunState(Base):
     mode: Mapped[str] = mapped_column(String(20), default="")  # full | incremental: of the last run
     ran_by: Mapped[str] = mapped_column(String(100), default="")
     ran_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ClusterSuggestionDecision(Base):
+    """A person's answer to a clustering suggestion (migration 0006_cluster_suggestions): a rejected
+    one is not offered again. Merge: ``cluster_a`` < ``cluster_b``; attach: ``face_id`` -> ``cluster_b``."""
+
+    __tablename__ = "cluster_suggestion_decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    face_id: Mapped[int | None] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), nullable=True, index=True)
+    cluster_a: Mapped[int | None] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), nullable=True)
+    cluster_b: Mapped[int] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"))
+    decision: Mapped[str] = mapped_column(String(10))
+    score: Mapped[float] = mapped_column(Float)
+    decided_by: Mapped[str] = mapped_column(String(100), default="")
+    decided_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

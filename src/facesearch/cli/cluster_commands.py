@@ -2,7 +2,10 @@
 
 ``facesearch cluster --collection NAME [--full]`` runs the clustering: the first run clusters
 every face, later runs place only the faces added since (``--full`` re-clusters all). The
-actions list, show, merge, split, move, unassign, name and turn a cluster into a subject.
+actions list, show, merge, split, move, unassign, name and turn a cluster into a subject;
+``suggestions`` lists what the clustering would not decide alone ("clusters A and B may be one
+person", "face F may belong to cluster N", with the calibrated evidence) and ``accept`` /
+``reject`` answer one (``accept merge A B``, ``reject attach FACE CLUSTER``).
 
 The CLI acts as the local operator (whoever can read the home's files), as an admin named
 ``local:<login>``; it goes through the governance layer all the same, so every run and edit
@@ -24,7 +27,7 @@ from facesearch.governance.clusters import ClusterGovernance
 def add_cluster_commands(sub, home_args) -> None:
     """Register ``cluster`` (a run, or one of its actions) on the top-level subparsers."""
     p = sub.add_parser("cluster", help="group a collection's faces into unknown identities (incremental); "
-                       "list, show, merge, split, move, unassign, name, to-subject",
+                       "list, show, merge, split, move, unassign, name, to-subject, suggestions, accept, reject",
                        description="Without an action: cluster --collection NAME. Options of an action go after it.")
     home_args(p)
     p.add_argument("--collection", default=None, help="the collection to cluster")
@@ -72,6 +75,17 @@ def add_cluster_commands(sub, home_args) -> None:
     a.add_argument("--label", default=None, help="the subject's name (default: the cluster's)")
     a.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE",
                    help="free-form attribute of the subject; kept in the catalog, never logged")
+
+    a = action("suggestions", "clusters that may be one person and unassigned faces that may belong to a "
+               "cluster, with the calibrated evidence", cluster_suggestions)
+    a.add_argument("--collection", required=True)
+    a.add_argument("--limit", type=int, default=20, help="at most this many of each kind (default 20)")
+    for verb, handler, what in (("accept", cluster_accept, "merge the two clusters / move the face in (pinned)"),
+                                ("reject", cluster_reject, "never suggest it again")):
+        a = action(verb, f"{verb} a suggestion: {what} (audited)", handler)
+        a.add_argument("kind", choices=("merge", "attach"))
+        a.add_argument("first", type=int, metavar="A_OR_FACE", help="merge: a cluster id; attach: the face id")
+        a.add_argument("second", type=int, metavar="B_OR_CLUSTER", help="merge: the other cluster; attach: the cluster")
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -227,6 +241,57 @@ def cluster_to_subject(args: Namespace, cg: ClusterGovernance, actor: UserInfo) 
     for name, why in report.failed:
         print(f"  ! {name}: {why}")
     return 0
+
+
+@_run
+def cluster_suggestions(args: Namespace, cg: ClusterGovernance, actor: UserInfo) -> int:
+    found = cg.suggestions(actor, args.collection, limit=args.limit)
+    if args.json:
+        _json(found.to_dict())
+        return 0
+    print(f"{found.collection}: {found.faces:,} faces; evidence counted from cosine {found.threshold:.3f} "
+          f"(false-match rate {found.threshold_fmr:g} per pair)")
+    print(f"\nclusters that may be one person ({len(found.merges)}); "
+          "answer: facesearch cluster accept|reject merge A B")
+    for m in found.merges:
+        print(f"  clusters {m.cluster_a} ({m.size_a} faces) and {m.cluster_b} ({m.size_b} faces): "
+              f"{m.cross_neighbours} neighbour pair(s)")
+        print(f"    average: {m.average.words}")
+        print(f"    best pair: {m.best.words}")
+    print(f"\nunassigned faces that may belong to a cluster ({len(found.attaches)}); "
+          "answer: facesearch cluster accept|reject attach FACE CLUSTER")
+    for a in found.attaches:
+        also = f"; also near cluster(s) {', '.join(map(str, a.other_clusters))}" if a.other_clusters else ""
+        print(f"  face {a.face_id} -> cluster {a.cluster_id} ({a.cluster_size} faces), {a.support} neighbour(s) "
+              f"there{also}")
+        print(f"    best: {a.best.words}")
+    return 0
+
+
+def _answer(args: Namespace, cg: ClusterGovernance, actor: UserInfo, accept: bool) -> int:
+    if args.kind == "merge":
+        result = cg.answer_merge(actor, args.first, args.second, accept)
+        message = (f"merged clusters {args.first} and {args.second} into cluster {result.cluster_id} (audited)"
+                   if result else f"clusters {args.first} and {args.second} will not be suggested again (audited)")
+    else:
+        result = cg.answer_attach(actor, args.first, args.second, accept)
+        message = (f"face {args.first} moved into cluster {args.second}, pinned (audited)" if result
+                   else f"face {args.first} will not be suggested for cluster {args.second} again (audited)")
+    if args.json:
+        _json({"accepted": accept, "kind": args.kind, "result": asdict(result) if result else None})
+    else:
+        print(message)
+    return 0
+
+
+@_run
+def cluster_accept(args: Namespace, cg: ClusterGovernance, actor: UserInfo) -> int:
+    return _answer(args, cg, actor, True)
+
+
+@_run
+def cluster_reject(args: Namespace, cg: ClusterGovernance, actor: UserInfo) -> int:
+    return _answer(args, cg, actor, False)
 
 
 __all__ = ["add_cluster_commands"]

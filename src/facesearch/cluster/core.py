@@ -20,6 +20,14 @@ face into an empty :class:`ClusterState`):
    So a blurred face that resembles two people can sit in one of them but cannot bridge them.
 4. **Unassigned.** Groups smaller than ``min_size`` keep label ``-1`` (they stay in the
    state: a later face can complete them).
+5. **Cannot-link.** Faces of one image (photo or video frame; ``image_ids``) never share a
+   group: a merge that would put two of them together is refused.
+6. **Attachment (stage 2).** Steps 2-4 form tight *cores*. A face left out of every core then
+   joins one when at least ``attach_support`` of its k nearest neighbours are members of that
+   one core at or above the cosine of ``attach_fmr`` (and no other core has that support);
+   the rule and its reasons are :mod:`facesearch.cluster.attach`. Attached faces are
+   satellites: they never enter a core's sums or vote, so :meth:`ClusterState.labels` is a
+   function of the cores and the k-NN lists, whatever order the faces came in.
 
 Thresholds are false-match rates of the shipped calibration (``models/calibrations``), not
 magic cosines; see :data:`DEFAULT_EDGE_FMR` for the measurement that chose them.
@@ -40,11 +48,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Set
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from facesearch.cluster.attach import attach_faces
 from facesearch.cluster.knn import DEFAULT_ASSIGN, DEFAULT_EXACT_LIMIT, KnnGraph, NeighbourIndex, drop_self
 from facesearch.models.calibration import Calibration, load_calibration
 from facesearch.pipeline.quality import USABLE_QUALITY
@@ -62,6 +72,18 @@ from facesearch.pipeline.quality import USABLE_QUALITY
 #: 1e-5 and 0.976 at 1e-7; for collections far larger than LFW pass a stricter ``link_fmr``.
 DEFAULT_EDGE_FMR = 1e-4
 DEFAULT_LINK_FMR = 1e-5
+#: Attachment (stage 2, :mod:`facesearch.cluster.attach`): an unassigned face joins a cluster when at
+#: least ``attach_support`` of its k nearest neighbours are core members of that one cluster, each at
+#: or above the cosine of ``attach_fmr``, and no other cluster has that support. Swept on LFW and on
+#: the harder LFW set of ``bench/cluster_hard.py`` (BCubed P / F; docs/accuracy.md): support 2 at
+#: attach FMR 3e-6 (cos 0.365) raised F on both (LFW 0.9925 -> 0.9928, hard 0.9900 -> 0.9905) at the
+#: same precision and left fewer faces out; FMR 1e-4 (cos 0.280, the edge floor) with support 2
+#: dropped precision to 0.94 (a big cluster -- Bush's 530 photos -- always has two members that look
+#: like any face at that rate); 1e-5 cost 0.001-0.003 of precision. With ``link_fmr=3e-6`` the cores
+#: are tighter: BCubed P >= 0.99 on the hard set (0.9925) and F 0.9915 / LFW 0.9936, but 1.3 % of the
+#: faces of people with 2+ photos stay unassigned there instead of 0.7 %.
+DEFAULT_ATTACH_FMR = 3e-6
+DEFAULT_ATTACH_SUPPORT = 2
 DEFAULT_K = 10
 DEFAULT_MIN_SIZE = 2
 DEFAULT_PACK = "buffalo_s"
@@ -104,6 +126,9 @@ class ClusterParams:
     link_fmr: float = DEFAULT_LINK_FMR
     edge_threshold: float | None = None
     link_threshold: float | None = None
+    attach_fmr: float = DEFAULT_ATTACH_FMR
+    attach_threshold: float | None = None
+    attach_support: int = DEFAULT_ATTACH_SUPPORT  # 0 turns attachment off
     min_size: int = DEFAULT_MIN_SIZE
     min_quality: float = USABLE_QUALITY
     mutual: bool = False
@@ -114,7 +139,7 @@ class ClusterParams:
 
     def resolved(self, calibration: Calibration | None = None) -> ClusterParams:
         """A copy with both cosine thresholds filled in from the calibration where not given."""
-        if self.edge_threshold is not None and self.link_threshold is not None:
+        if self.edge_threshold is not None and self.link_threshold is not None and self.attach_threshold is not None:
             return self
         calibration = calibration or load_calibration(self.pack)
         if calibration is None:
@@ -125,14 +150,18 @@ class ClusterParams:
             else threshold_for_fmr(self.edge_fmr, calibration),
             link_threshold=self.link_threshold if self.link_threshold is not None
             else threshold_for_fmr(self.link_fmr, calibration),
+            attach_threshold=self.attach_threshold if self.attach_threshold is not None
+            else threshold_for_fmr(self.attach_fmr, calibration),
             threshold_source=f"the {calibration.pack} calibration ({calibration.impostor_pairs:,} impostor pairs)")
 
     def describe(self) -> str:
         p = self.resolved()
         fmr = (f"FMR {p.edge_fmr:g} / {p.link_fmr:g} of {p.threshold_source}: " if p.threshold_source else "")
+        attach = (f"; attach with {p.attach_support} neighbours in one cluster at cos >= {p.attach_threshold:.3f} "
+                  f"(FMR {p.attach_fmr:g})" if p.attach_support else "")
         return (f"k {p.k}{' mutual' if p.mutual else ''}; {fmr}edge cos >= {p.edge_threshold:.3f}, "
                 f"average link >= {p.link_threshold:.3f}; min size {p.min_size}; "
-                f"faces below quality {p.min_quality:g} are leaves")
+                f"faces below quality {p.min_quality:g} are leaves{attach}; faces of one image never share a cluster")
 
 
 @dataclass
@@ -173,7 +202,99 @@ class IncrementalUpdate:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class ClusterState:
+class Linker:
+    """The stage-1 linking rules (module docstring, points 2 and 3, and cannot-link), in one place.
+
+    Subclasses hold the union-find: :class:`ClusterState` over the positions of an array of
+    faces, :class:`facesearch.clusters` over the clusters and faces one catalog run touches.
+    ``_consider`` takes two *faces* (whatever the subclass keys them by) and a candidate edge.
+    """
+
+    params: ClusterParams
+    stats: dict[str, int]
+
+    # -- what a subclass provides --------------------------------------------------------------
+
+    def _node(self, face: int) -> int:
+        return face
+
+    def _find(self, node: int) -> int:
+        raise NotImplementedError
+
+    def _face_good(self, face: int) -> bool:
+        raise NotImplementedError
+
+    def _face_vector(self, face: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _alone(self, face: int) -> bool:
+        """The face is a group by itself (a poor face joins once, then never moves groups)."""
+        raise NotImplementedError
+
+    def _sum(self, root: int) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def _good_count(self, root: int) -> int:
+        raise NotImplementedError
+
+    def _images_of(self, root: int) -> Set[int]:
+        """Image ids of the group's faces (empty when unknown)."""
+        return frozenset()
+
+    def _locked(self, ra: int, rb: int) -> bool:
+        """Two groups a person's edits keep apart (only the catalog service has such groups)."""
+        return False
+
+    def _union(self, ra: int, rb: int, absorbed: list[tuple[int, int]]) -> None:
+        raise NotImplementedError
+
+    # -- the rules -----------------------------------------------------------------------------
+
+    def _count(self, what: str) -> None:
+        self.stats[what] = self.stats.get(what, 0) + 1
+
+    def _clash(self, ra: int, rb: int) -> bool:
+        a, b = self._images_of(ra), self._images_of(rb)
+        if not a or not b:
+            return False
+        small, large = (a, b) if len(a) <= len(b) else (b, a)
+        return any(image in large for image in small)
+
+    def _consider(self, i: int, j: int, s: float, absorbed: list[tuple[int, int]]) -> None:
+        ri, rj = self._find(self._node(i)), self._find(self._node(j))
+        if ri == rj:
+            return
+        gi, gj = self._face_good(i), self._face_good(j)
+        if not gi and not gj:
+            self._count("blocked_poor")
+            return
+        if self._clash(ri, rj):
+            self._count("cannot_link")  # faces of one photo or frame are never one person
+            return
+        link = self.params.link_threshold
+        if not (gi and gj):
+            leaf, group = (i, rj) if not gi else (j, ri)
+            if not self._alone(leaf):
+                self._count("blocked_poor")  # a poor face joins once and never bridges
+                return
+            ngood = self._good_count(group)
+            if ngood == 0 or float(self._face_vector(leaf) @ self._sum(group)) / ngood < link:
+                self._count("refused_link")
+                return
+            self._union(group, self._find(self._node(leaf)), absorbed)
+            self._count("leaf_joins")
+            return
+        if self._locked(ri, rj):
+            self._count("refused_locked")  # a person's clusters are merged by a person only
+            return
+        if float(self._sum(ri) @ self._sum(rj)) / float(self._good_count(ri) * self._good_count(rj)) < link:
+            self._count("refused_link")
+            return
+        self._union(ri, rj, absorbed)
+        self._count("merges")
+
+
+class ClusterState(Linker):
     """Clusters of a growing set of faces (positions 0..n-1 in the order added)."""
 
     def __init__(self, params: ClusterParams | None = None, dim: int = 512) -> None:
@@ -181,6 +302,8 @@ class ClusterState:
         self.dim = dim
         self._n = 0
         self._good = np.zeros(0, bool)
+        self._image = np.zeros(0, np.int64)  # image id of each face (-1 = unknown): cannot-link
+        self._images: dict[int, set[int]] = {}  # root -> image ids of a group of 2+ faces with any known
         self._parent = np.zeros(0, np.int64)
         self._size = np.zeros(0, np.int64)  # all members, valid at roots
         self._ngood = np.zeros(0, np.int64)  # good members, valid at roots
@@ -190,7 +313,8 @@ class ClusterState:
         self._nbr_ids = np.zeros((0, self.params.k), np.int64)
         self._nbr_sims = np.zeros((0, self.params.k), np.float32)
         self._index = NeighbourIndex(dim, exact_limit=self.params.exact_limit, assign=self.params.assign)
-        self.stats = {"edges": 0, "merges": 0, "refused_link": 0, "leaf_joins": 0, "blocked_poor": 0}
+        self.stats = {"edges": 0, "merges": 0, "refused_link": 0, "leaf_joins": 0, "blocked_poor": 0,
+                      "cannot_link": 0}
 
     def __len__(self) -> int:
         return self._n
@@ -198,11 +322,13 @@ class ClusterState:
     # -- public -------------------------------------------------------------------------------
 
     def add(self, embeddings: np.ndarray, quality: np.ndarray | None = None, *,
-            graph: KnnGraph | None = None, _adopt: bool = False) -> IncrementalUpdate:
+            graph: KnnGraph | None = None, image_ids: np.ndarray | None = None,
+            _adopt: bool = False) -> IncrementalUpdate:
         """Add faces and cluster them against everything so far (module docstring).
 
         ``graph`` may be given on the first add only: a k-NN graph of exactly ``embeddings``
         (at least ``params.k`` wide), e.g. to share one graph across parameter settings.
+        ``image_ids`` (one per face, -1 = unknown): faces of one image never share a cluster.
         """
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -221,7 +347,10 @@ class ClusterState:
         before = self.labels() if old_n else np.zeros(0, np.int64)
         if graph is not None and (old_n or len(graph.ids) != m or graph.k < self.params.k):
             raise ValueError("a precomputed graph must cover exactly the first add, at least k wide")
-        self._grow(q >= self.params.min_quality)
+        images = np.full(m, -1, np.int64) if image_ids is None else np.asarray(image_ids, np.int64).reshape(-1)
+        if len(images) != m:
+            raise ValueError("image_ids and embeddings differ in length")
+        self._grow(q >= self.params.min_quality, images)
         self._index.add(x)
         new = np.arange(old_n, old_n + m)
         k = self.params.k
@@ -253,7 +382,19 @@ class ClusterState:
         return IncrementalUpdate(new, after[new], new_labels, grown, absorbed, changed_old, timings)
 
     def labels(self) -> np.ndarray:
-        """Current label of every face (``-1`` = unassigned)."""
+        """Current label of every face (``-1`` = unassigned): the cores, then attachment (stage 2)."""
+        core = self.core_labels()
+        if not self.params.attach_support or not self._n:
+            return core
+        faces = np.flatnonzero(core < 0)
+        attached, labels = attach_faces(
+            core, faces, self._nbr_ids[faces], self._nbr_sims[faces], threshold=self.params.attach_threshold,
+            support=self.params.attach_support, good=self._good[:self._n], image_ids=self._image[:self._n])
+        core[attached] = labels
+        return core
+
+    def core_labels(self) -> np.ndarray:
+        """Label of every face from stage 1 only (the cores: ``-1`` = not in a core)."""
         roots = self._roots(np.arange(self._n))
         out = np.full(self._n, -1, np.int64)
         if not self._label:
@@ -272,7 +413,8 @@ class ClusterState:
         a small ingest then costs a search of the new faces, not a re-run.
         """
         n = self._n
-        arrays = {"parent": self._roots(np.arange(n)), "good": self._good[:n], "nbr_ids": self._nbr_ids[:n],
+        arrays = {"parent": self._roots(np.arange(n)), "good": self._good[:n], "image": self._image[:n],
+                  "nbr_ids": self._nbr_ids[:n],
                   "nbr_sims": self._nbr_sims[:n],
                   "label_roots": np.fromiter(self._label.keys(), np.int64, len(self._label)),
                   "label_values": np.fromiter(self._label.values(), np.int64, len(self._label)),
@@ -292,7 +434,7 @@ class ClusterState:
             parent = data["parent"]
             if len(parent) != len(embeddings):
                 raise ValueError(f"{path}: state of {len(parent):,} faces, {len(embeddings):,} embeddings given")
-            state._grow(data["good"].astype(bool))
+            state._grow(data["good"].astype(bool), data["image"] if "image" in data.files else None)
             state._parent[:len(parent)] = parent
             state._nbr_ids[:len(parent)], state._nbr_sims[:len(parent)] = data["nbr_ids"], data["nbr_sims"]
             state._index.restore(embeddings, {k[6:]: data[k] for k in data.files if k.startswith("index_")})
@@ -304,6 +446,8 @@ class ClusterState:
         np.add.at(state._size, roots, 1)
         state._ngood[:state._n] = 0
         np.add.at(state._ngood, roots, state._good[:state._n].astype(np.int64))
+        for face in np.flatnonzero((state._image[:state._n] >= 0) & (state._size[roots] > 1)).tolist():
+            state._images.setdefault(int(roots[face]), set()).add(int(state._image[face]))
         members = np.flatnonzero(state._good[:state._n] & (state._size[roots] > 1))
         if len(members):  # every group of 2+ faces keeps the sum of its good members' embeddings
             order = members[np.argsort(roots[members], kind="stable")]
@@ -322,11 +466,11 @@ class ClusterState:
     def _x(self) -> np.ndarray:
         return self._index.vectors
 
-    def _grow(self, good: np.ndarray) -> None:
+    def _grow(self, good: np.ndarray, images: np.ndarray | None = None) -> None:
         n, m = self._n, len(good)
         if n + m > len(self._good):
             cap = max(n + m, int(len(self._good) * 1.5) + 1024)
-            for name, fill in (("_good", False), ("_parent", 0), ("_size", 0), ("_ngood", 0),
+            for name, fill in (("_good", False), ("_image", -1), ("_parent", 0), ("_size", 0), ("_ngood", 0),
                                ("_nbr_ids", -1), ("_nbr_sims", -np.inf)):
                 old = getattr(self, name)
                 grown = np.full((cap,) + old.shape[1:], fill, old.dtype)
@@ -334,6 +478,7 @@ class ClusterState:
                 setattr(self, name, grown)
         sl = slice(n, n + m)
         self._good[sl] = good
+        self._image[sl] = -1 if images is None else images
         self._parent[sl] = np.arange(n, n + m)
         self._size[sl] = 1
         self._ngood[sl] = good.astype(np.int64)
@@ -406,35 +551,27 @@ class ClusterState:
             return self._x[root].astype(np.float64)
         raise AssertionError("group without a stored sum")  # every multi-face group stores one
 
-    def _link(self, ra: int, rb: int) -> float:
-        sa, sb = self._sum(ra), self._sum(rb)
-        return float(sa @ sb) / float(self._ngood[ra] * self._ngood[rb])
+    # -- what the linking rules read (Linker) ---------------------------------------------------
 
-    def _consider(self, i: int, j: int, s: float, absorbed: list[tuple[int, int]]) -> None:
-        ri, rj = self._find(i), self._find(j)
-        if ri == rj:
-            return
-        gi, gj = self._good[i], self._good[j]
-        if not gi and not gj:
-            self.stats["blocked_poor"] += 1
-            return
-        if not (gi and gj):
-            leaf, group = (i, rj) if not gi else (j, ri)
-            if self._size[leaf] != 1 or self._parent[leaf] != leaf:
-                self.stats["blocked_poor"] += 1  # a poor face joins once and never bridges
-                return
-            link = float(self._x[leaf] @ self._sum(group)) / float(self._ngood[group])
-            if link < self.params.link_threshold:
-                self.stats["refused_link"] += 1
-                return
-            self._union(group, leaf, absorbed)
-            self.stats["leaf_joins"] += 1
-            return
-        if self._link(ri, rj) < self.params.link_threshold:
-            self.stats["refused_link"] += 1
-            return
-        self._union(ri, rj, absorbed)
-        self.stats["merges"] += 1
+    def _face_good(self, face: int) -> bool:
+        return bool(self._good[face])
+
+    def _face_vector(self, face: int) -> np.ndarray:
+        return self._x[face]
+
+    def _alone(self, face: int) -> bool:
+        return self._size[face] == 1 and self._parent[face] == face
+
+    def _good_count(self, root: int) -> int:
+        return int(self._ngood[root])
+
+    def _images_of(self, root: int) -> Set[int]:
+        found = self._images.get(root)
+        if found is not None:
+            return found
+        if self._size[root] == 1 and self._image[root] >= 0:
+            return {int(self._image[root])}
+        return frozenset()
 
     def _union(self, ra: int, rb: int, absorbed: list[tuple[int, int]]) -> None:
         if (self._size[ra], -ra) < (self._size[rb], -rb):
@@ -449,6 +586,12 @@ class ClusterState:
         self._sums.pop(rb, None)
         if total is not None:
             self._sums[ra] = total
+        ia, ib = self._images_of(ra), self._images_of(rb)
+        self._images.pop(rb, None)
+        if ia or ib:
+            merged = ia if isinstance(ia, set) and ra in self._images else set(ia)
+            merged |= ib
+            self._images[ra] = merged
         self._parent[rb] = ra
         self._size[ra] += self._size[rb]
         self._ngood[ra] += self._ngood[rb]
@@ -474,12 +617,13 @@ class ClusterState:
 
 
 def cluster_faces(embeddings: np.ndarray, quality: np.ndarray | None = None, params: ClusterParams | None = None,
-                  *, graph: KnnGraph | None = None) -> ClusterResult:
-    """Cluster ``embeddings`` (unit-length rows) from scratch; ``quality`` per face in 0..1 (None = all good)."""
+                  *, graph: KnnGraph | None = None, image_ids: np.ndarray | None = None) -> ClusterResult:
+    """Cluster ``embeddings`` (unit-length rows) from scratch; ``quality`` per face in 0..1 (None = all good);
+    ``image_ids`` per face (faces of one image never share a cluster; None = all different)."""
     start = time.perf_counter()
     x = np.ascontiguousarray(np.atleast_2d(embeddings), np.float32)
     state = ClusterState(params, dim=x.shape[1])
-    update = state.add(x, quality, graph=graph, _adopt=True)  # the state dies here: no copy needed
+    update = state.add(x, quality, graph=graph, image_ids=image_ids, _adopt=True)  # the state dies here: no copy needed
     timings = dict(update.timings)
     timings["total"] = time.perf_counter() - start
     mode = graph.mode if graph is not None else state._index.describe()

@@ -92,3 +92,50 @@ def bcubed_scores(truth, labels) -> Scores:
     precision = float((sq / pred_sizes[p_of]).sum() / n)
     recall = float((sq / true_sizes[t_of]).sum() / n)
     return Scores(precision, recall)
+
+
+@dataclass(frozen=True)
+class BandScores:
+    """Scores of the faces whose person has ``low``..``high`` faces in the set (``high`` None = no limit)."""
+
+    low: int
+    high: int | None
+    faces: int
+    people: int
+    bcubed: Scores
+    pairwise: Scores  # over the pairs that start at a face of the band (each face's cluster- and person-mates)
+    unassigned: float  # share of the band's faces in no cluster
+
+    @property
+    def name(self) -> str:
+        return f"{self.low}" if self.high == self.low else f"{self.low}+" if self.high is None else \
+            f"{self.low}-{self.high}"
+
+
+def band_scores(truth, labels, bands: list[tuple[int, int | None]]) -> list[BandScores]:
+    """BCubed and pairwise precision / recall per band of true identity size (``-1`` labels are singletons).
+
+    BCubed is averaged over the band's faces; pairwise counts, for each face of the band, the
+    other faces of its cluster (predicted pairs) and of its person (true pairs).
+    """
+    t = _dense(truth)
+    p = _predicted(labels)
+    width = int(p.max(initial=0)) + 1
+    cell = t * width + p
+    cells, inverse, counts = np.unique(cell, return_inverse=True, return_counts=True)
+    n_ct = counts[inverse].astype(np.float64)  # each face: faces of its cell
+    true_size = np.bincount(t)[t].astype(np.float64)
+    pred_size = np.bincount(p)[p].astype(np.float64)
+    free = np.asarray(labels) < 0
+    out = []
+    for low, high in bands:
+        band = (true_size >= low) & ((true_size <= high) if high is not None else True)
+        if not band.any():
+            continue
+        b3 = Scores(float(np.mean(n_ct[band] / pred_size[band])), float(np.mean(n_ct[band] / true_size[band])))
+        tp, predicted, actual = (float(np.sum(n_ct[band] - 1)), float(np.sum(pred_size[band] - 1)),
+                                 float(np.sum(true_size[band] - 1)))
+        pw = Scores(tp / predicted if predicted else 1.0, tp / actual if actual else 1.0)
+        out.append(BandScores(low, high, int(band.sum()), len(np.unique(t[band])), b3, pw,
+                              float(np.mean(free[band]))))
+    return out

@@ -9,7 +9,11 @@
   ``cluster_move``, ``cluster_unassign``, ``cluster_name``, ``cluster_to_subject``) is written
   to the audit log with ids and counts only: a cluster's name is typed by a person and stays
   in the catalog, as subjects' labels do;
-- faces matching an opt-out request are never clustered, shown, moved or enrolled.
+- faces matching an opt-out request are never clustered, shown, moved or enrolled;
+- suggestions ("these two clusters may be one person", "this face may belong to cluster N") are
+  read like clusters, and a person's answer is an edit: accepting merges or moves (pinned),
+  rejecting stops the suggestion; both are audited (``cluster_suggestion``) with the ids, the
+  decision and the evidence the server recomputed (score and false-match rate), never a name.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 from facesearch.catalog import CatalogError
 from facesearch.catalog.clusters import ClusterRow
 from facesearch.catalog.subjects import SubjectInfo
+from facesearch.cluster_suggestions import ClusterSuggestions, SuggestionList
 from facesearch.clusters import (
     ClusterDetail,
     ClusterError,
@@ -41,6 +46,7 @@ class ClusterGovernance:
         self.gov = gov
         self.clusters = clusters or Clusters(gov.engine)
         self.audit = gov.audit
+        self.suggestions_service = ClusterSuggestions(self.clusters)
 
     # -- checks ------------------------------------------------------------------------------------------
 
@@ -181,3 +187,47 @@ class ClusterGovernance:
             "cluster_id": cluster_id, "subject_id": subject.id, "gallery": subject.gallery,
             "gallery_created": created_gallery, "from_faces": report.from_faces, "suppressed": report.suppressed})
         return service.subject(subject.id), report
+
+    # -- suggestions ---------------------------------------------------------------------------------------
+
+    def suggestions(self, actor: UserInfo, collection: str, *, limit: int = 50) -> SuggestionList:
+        self._collection(actor, collection)
+        return self.suggestions_service.suggest(collection, hide=self._hide(), limit=limit)
+
+    def _suggestion_record(self, kind: str, decision: str, ids: dict, score: float) -> dict:
+        fmr = self.suggestions_service.evidence(score, 0).fmr
+        return {"kind": kind, "decision": decision, **ids, "score": round(score, 4),
+                "fmr": None if fmr != fmr else float(f"{fmr:.3g}")}  # NaN (no calibration) -> null
+
+    def answer_merge(self, actor: UserInfo, cluster_a: int, cluster_b: int, accept: bool) -> MergeResult | None:
+        """Accept (merge them, pinned) or reject (never suggest the pair again) "A and B may be one person"."""
+        self._cluster(actor, cluster_a)
+        self._cluster(actor, cluster_b)
+        service = self.suggestions_service
+        if accept:
+            result, score = service.accept_merge(cluster_a, cluster_b, by=actor.username)
+            self.audit.append(actor.username, "cluster_suggestion", self._suggestion_record(
+                "merge", "accepted", {"clusters": sorted([cluster_a, cluster_b]), "cluster_id": result.cluster_id,
+                                      "faces_moved": result.faces_moved}, score))
+            return result
+        score = service.reject_merge(cluster_a, cluster_b, by=actor.username)
+        self.audit.append(actor.username, "cluster_suggestion", self._suggestion_record(
+            "merge", "rejected", {"clusters": sorted([cluster_a, cluster_b])}, score))
+        return None
+
+    def answer_attach(self, actor: UserInfo, face_id: int, cluster_id: int, accept: bool) -> EditResult | None:
+        """Accept (move the face in, pinned) or reject "this face may belong to cluster N"."""
+        self._cluster(actor, cluster_id)
+        face_id = self._faces(actor, [face_id])[0]
+        service = self.suggestions_service
+        if accept:
+            before = self.clusters.cluster_of(face_id)
+            result, score = service.accept_attach(face_id, cluster_id, by=actor.username)
+            self.audit.append(actor.username, "cluster_suggestion", self._suggestion_record(
+                "attach", "accepted", {"face_id": face_id, "cluster_id": cluster_id, "from": before,
+                                       "emptied": result.emptied}, score))
+            return result
+        score = service.reject_attach(face_id, cluster_id, by=actor.username)
+        self.audit.append(actor.username, "cluster_suggestion", self._suggestion_record(
+            "attach", "rejected", {"face_id": face_id, "cluster_id": cluster_id}, score))
+        return None

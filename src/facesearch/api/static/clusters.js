@@ -65,9 +65,11 @@ async function initClustersPage() {
         <div class="samples">${c.sample_thumbnails.map((u, i) => `<a href="/clusters/${c.id}"><img src="${u}" alt="face ${c.samples[i]}" loading="lazy"></a>`).join("")}</div>
       </div>`).join("");
     refreshSelection();
+    loadSuggestions(name);  // not awaited: the cluster list (and its buttons) never wait for it
   };
   await load();
   select.addEventListener("change", load);
+  initSuggestions(load);
 
   $("#clusters").addEventListener("change", (e) => {
     const id = Number(e.target.dataset?.select);
@@ -97,6 +99,64 @@ async function initClustersPage() {
       const r = await api("POST", "/api/clusters/merge", {cluster_ids: [...selected]});
       showStatus(out, true, `Merged cluster(s) ${r.merged.join(", ")} into cluster ${r.cluster_id} (${r.faces_moved} face(s) moved).`);
       await load();
+    } catch (err) { showStatus(out, false, err.message); }
+  });
+}
+
+// ---- suggestions: "these two clusters may be one person", "this face may belong to cluster N" -----------
+function thumbs(urls) {
+  return urls.map((u) => `<img src="${u}" alt="" loading="lazy">`).join("");
+}
+
+async function loadSuggestions(collection) {
+  const list = $("#suggestion-list");
+  if (!list) return;
+  let s;
+  try { s = await api("GET", `/api/collections/${encodeURIComponent(collection)}/clusters/suggestions?limit=20`); }
+  catch (err) { showStatus($("#suggestion-result"), false, err.message); return; }
+  const merges = s.merges.map((m) => `
+    <div class="suggestion" data-kind="merge" data-a="${m.cluster_a}" data-b="${m.cluster_b}">
+      <header><strong>Clusters <a href="/clusters/${m.cluster_a}">${m.cluster_a}</a> (${m.size_a} faces) and
+        <a href="/clusters/${m.cluster_b}">${m.cluster_b}</a> (${m.size_b} faces) may be one person</strong></header>
+      <div class="pair"><div class="samples">${thumbs(m.sample_thumbnails_a)}</div><div class="samples">${thumbs(m.sample_thumbnails_b)}</div></div>
+      <p class="meta evidence">Average over all their faces: ${esc(m.average.words)}. Best pair: ${esc(m.best.words)}.</p>
+      <button type="button" data-answer="accept">Accept: merge</button> <button type="button" data-answer="reject">Reject</button>
+    </div>`);
+  const attaches = s.attaches.map((a) => `
+    <div class="suggestion" data-kind="attach" data-face="${a.face_id}" data-cluster="${a.cluster_id}">
+      <header><strong>Unassigned face ${a.face_id} may belong to cluster <a href="/clusters/${a.cluster_id}">${a.cluster_id}</a>
+        (${a.cluster_size} faces)</strong></header>
+      <div class="pair"><div class="samples"><img src="${a.thumbnail_url}" alt="face ${a.face_id}" loading="lazy"></div>
+        <div class="samples">${thumbs(a.sample_thumbnails)}</div></div>
+      <p class="meta evidence">${a.support} of its nearest neighbours are in that cluster. Best: ${esc(a.best.words)}.</p>
+      <button type="button" data-answer="accept">Accept: move it in</button> <button type="button" data-answer="reject">Reject</button>
+    </div>`);
+  list.innerHTML = [...merges, ...attaches].join("");
+  $("#suggestions-empty").hidden = merges.length + attaches.length > 0;
+}
+
+function initSuggestions(reload) {
+  const list = $("#suggestion-list");
+  if (!list) return;
+  list.addEventListener("click", async (e) => {
+    const answer = e.target.dataset?.answer;
+    const card = e.target.closest(".suggestion");
+    if (!answer || !card) return;
+    const accept = answer === "accept";
+    const out = $("#suggestion-result");
+    try {
+      if (card.dataset.kind === "merge") {
+        const a = Number(card.dataset.a), b = Number(card.dataset.b);
+        const r = await api("POST", "/api/clusters/suggestions/merge", {cluster_a: a, cluster_b: b, accept});
+        showStatus(out, true, accept ? `Merged clusters ${a} and ${b} into cluster ${r.cluster_id}.`
+          : `Clusters ${a} and ${b} will not be suggested together again.`);
+      } else {
+        const f = Number(card.dataset.face), c = Number(card.dataset.cluster);
+        await api("POST", "/api/clusters/suggestions/attach", {face_id: f, cluster_id: c, accept});
+        showStatus(out, true, accept ? `Face ${f} moved into cluster ${c}.`
+          : `Face ${f} will not be suggested for cluster ${c} again.`);
+      }
+      await reload();
     } catch (err) { showStatus(out, false, err.message); }
   });
 }
