@@ -234,7 +234,7 @@ class ClusterRunState(Base):
 
 
 class ClusterSuggestionDecision(Base):
-    """A person's answer to a clustering suggestion (migration 0006_cluster_suggestions): a rejected
+    """A person's answer to a clustering suggestion (migration 0008_cluster_suggestions): a rejected
     one is not offered again. Merge: ``cluster_a`` < ``cluster_b``; attach: ``face_id`` -> ``cluster_b``."""
 
     __tablename__ = "cluster_suggestion_decisions"
