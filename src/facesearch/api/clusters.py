@@ -310,19 +310,22 @@ def add_cluster_routes(app: FastAPI, gov: Governance, role: Callable[..., Callab
         ids = {m.cluster_a for m in found.merges} | {m.cluster_b for m in found.merges} | {
             a.cluster_id for a in found.attaches}
         samples = {c: list(clusters.clusters.cluster(c, hide=clusters._hide()).cluster.samples[:4]) for c in ids}
+        # the faces these suggestions show may be looked at, under an audited cluster view
+        shown = [f for faces in samples.values() for f in faces] + [a.face_id for a in found.attaches]
+        token = clusters.shown(who.user, {"collection": name, "suggestions": True}, shown)
         return SuggestionsOut(
             collection=found.collection, faces=found.faces, threshold=found.threshold,
             threshold_fmr=found.threshold_fmr,
             merges=[MergeSuggestionOut(cluster_a=m.cluster_a, cluster_b=m.cluster_b, size_a=m.size_a, size_b=m.size_b,
                                        average=_evidence(m.average), best=_evidence(m.best),
                                        cross_neighbours=m.cross_neighbours,
-                                       sample_thumbnails_a=[_thumb(f) for f in samples[m.cluster_a]],
-                                       sample_thumbnails_b=[_thumb(f) for f in samples[m.cluster_b]])
+                                       sample_thumbnails_a=[_thumb(f, token) for f in samples[m.cluster_a]],
+                                       sample_thumbnails_b=[_thumb(f, token) for f in samples[m.cluster_b]])
                     for m in found.merges],
             attaches=[AttachSuggestionOut(face_id=a.face_id, cluster_id=a.cluster_id, cluster_size=a.cluster_size,
                                           best=_evidence(a.best), support=a.support, other_clusters=a.other_clusters,
-                                          thumbnail_url=_thumb(a.face_id),
-                                          sample_thumbnails=[_thumb(f) for f in samples[a.cluster_id]])
+                                          thumbnail_url=_thumb(a.face_id, token),
+                                          sample_thumbnails=[_thumb(f, token) for f in samples[a.cluster_id]])
                       for a in found.attaches])
 
     @app.post("/api/clusters/suggestions/merge", response_model=AnswerOut, tags=tags)
