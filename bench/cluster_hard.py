@@ -50,7 +50,8 @@ from facesearch.cluster.metrics import band_scores
 from facesearch.eval.synthetic import GaussianFaces
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lfw_embeddings import DEFAULT_CACHE, DEFAULT_PACK, image_paths, labels_of  # noqa: E402
+from cluster_lfw import load_cache  # noqa: E402
+from lfw_embeddings import DEFAULT_CACHE, DEFAULT_PACK  # noqa: E402
 
 BANDS = [(1, 1), (2, 4), (5, 19), (20, 99), (100, None)]
 
@@ -58,18 +59,6 @@ BANDS = [(1, 1), (2, 4), (5, 19), (20, 99), (100, None)]
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024 ** 2
-
-
-def load_cache(lfw: Path, cache: Path, pack: str) -> tuple[np.ndarray, np.ndarray]:
-    paths = image_paths(lfw)
-    if not cache.is_file():
-        sys.exit(f"{cache}: no embedding cache; fill it first: python bench/lfw_embeddings.py --lfw {lfw}")
-    with np.load(cache, allow_pickle=False) as data:
-        key = f"{pack}/"
-        if key + "paths" not in data.files or list(data[key + "paths"]) != paths:
-            sys.exit(f"{cache}: no {pack} entry for the images under {lfw}; run bench/lfw_embeddings.py")
-        x = np.ascontiguousarray(data[key + "plain"], np.float32)
-    return labels_of(paths), x
 
 
 def hard_subset(truth: np.ndarray, x: np.ndarray, min_photos: int, keep: int) -> np.ndarray:
@@ -161,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=17)
     args = parser.parse_args(argv)
 
-    truth, x = load_cache(args.lfw, args.cache, args.pack)
+    truth, x, _how = load_cache(args.lfw, args.cache, args.pack)
     ok = np.linalg.norm(x, axis=1) > 0
     truth, x = truth[ok], x[ok]
     base = ClusterParams(pack=args.pack).resolved()
