@@ -36,7 +36,10 @@ class ArcFaceEmbedder:
         out = np.empty((len(crops), self.dim), np.float32)
         for start in range(0, len(crops), self.batch_size):
             batch = crops[start:start + self.batch_size]
-            blob = (batch.astype(np.float32) - self.mean) / self.std
-            blob = np.ascontiguousarray(blob.transpose(0, 3, 1, 2))
+            # (crop - mean) / std as (N, 3, 112, 112) float32, written once (no float, transposed
+            # and contiguous copies of each batch)
+            blob = np.empty((len(batch), 3, *batch.shape[1:3]), np.float32)
+            np.subtract(batch.transpose(0, 3, 1, 2), self.mean, out=blob, casting="unsafe")
+            np.divide(blob, self.std, out=blob)
             out[start:start + len(batch)] = self.session.run(None, {self.input_name: blob})[0]
         return out
