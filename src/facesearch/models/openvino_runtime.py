@@ -77,7 +77,9 @@ class OpenVinoSession:
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self._compiled.create_infer_request()
-        result = request.infer({name: np.ascontiguousarray(value) for name, value in feed.items()})
+        # Inputs and outputs shared, not copied by OpenVINO: the outputs are copied once below.
+        result = request.infer({name: np.ascontiguousarray(value) for name, value in feed.items()},
+                               share_inputs=True, share_outputs=True)
         outputs = [result[port] for port in self._compiled.outputs]
         if output_names is not None:
             index = {p.name: i for i, p in enumerate(self._outputs)}
