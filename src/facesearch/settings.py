@@ -83,11 +83,12 @@ class Settings(BaseSettings):
     # -- the server ----------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", min_length=1, description="address serve listens on")
     port: int = Field(8000, ge=1, le=65535, description="port serve listens on")
-    workers: int = Field(2, ge=1, le=256, description="threads doing CPU work (decode, detect, embed) for the API")
-    worker_queue: int = Field(8, ge=1, le=100_000,
+    # The same bounds as api.limits.ServerLimits, which the server builds from these.
+    workers: int = Field(2, ge=1, le=64, description="threads doing CPU work (decode, detect, embed) for the API")
+    worker_queue: int = Field(8, ge=1, le=10_000,
                               description="requests waiting for a worker before the API answers 503")
     max_upload_bytes: int = Field(25 * MIB, ge=1, description="largest photo or video accepted in one upload")
-    max_request_bytes: int = Field(256 * MIB, ge=1, description="largest request body accepted")
+    max_request_bytes: int = Field(256 * MIB, ge=MIB, description="largest request body accepted")
     max_upload_files: int = Field(200, ge=1, le=100_000, description="most files in one upload request")
     secure_cookies: bool = Field(False, description="mark session cookies Secure (behind HTTPS)")
     retention_hours: float = Field(6.0, gt=0, le=36500 * 24,
@@ -166,8 +167,13 @@ class Settings(BaseSettings):
 
     def ingest_allowed(self, path: str | os.PathLike) -> bool:
         """Is this path (links resolved) inside one of the allowed ingest roots?"""
-        resolved = Path(path).resolve()
-        return any(resolved.is_relative_to(root) for root in self.ingest_roots)
+        return under_any_root(path, self.ingest_roots)
+
+
+def under_any_root(path: str | os.PathLike, roots) -> bool:
+    """The one rule for server-side ingest folders: ``path``, links resolved, lies under a root."""
+    resolved = Path(path).resolve()
+    return any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
 
 
 class FileSettingsSource(PydanticBaseSettingsSource):

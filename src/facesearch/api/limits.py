@@ -16,6 +16,8 @@ from pathlib import Path
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from facesearch.settings import under_any_root
+
 
 class BodyTooLarge(HTTPException):
     """Raised inside the app (FastAPI lets HTTPExceptions from body reading through as they are)."""
@@ -94,7 +96,7 @@ class ServerLimits:
     cpu_workers: int = 2  # photo/model jobs running at once
     cpu_queue: int = 8  # jobs waiting beyond those; more is answered 503 + Retry-After
     request_time_limit_s: float = 120.0
-    max_body_bytes: int = 210 * 1024 * 1024  # a full upload batch, with multipart overhead
+    max_body_bytes: int = 256 * 1024 * 1024  # as settings.max_request_bytes: a full upload batch and more
     body_timeout_s: float = 30.0  # longest pause between two chunks of a request body
     ingest_roots: tuple[Path, ...] = ()  # folders an admin may ingest from (none: folder ingest is off)
 
@@ -123,7 +125,7 @@ class ServerLimits:
         if not self.ingest_roots:
             raise HTTPException(403, "folder ingest is off: the operator allows folders with "
                                      "FACESEARCH_INGEST_ROOTS (or serve --ingest-root DIR)")
-        if not any(real.is_relative_to(root.resolve()) for root in self.ingest_roots):
+        if not under_any_root(real, self.ingest_roots):
             raise HTTPException(403, f"{folder} is not under an allowed ingest root")
         home_real = Path(home).resolve()
         if real.is_relative_to(home_real) or home_real.is_relative_to(real):

@@ -11,8 +11,8 @@ transaction and add the vectors to the index. The index is saved every
 ``save_every_s`` and at the end; after a crash the catalog is the truth and the index is
 reconciled from it, so a rerun resumes where the last committed image left off.
 
-Streaming with bounded memory: decoding runs at most ``prefetch`` files ahead of the
-detector (a bounded window, not one task per file), photos are held at working
+Streaming with bounded memory: decoding runs at most a batch (plus one file per decoding
+thread) ahead of the detector, a bounded window rather than one task per file, photos are held at working
 resolution (:func:`open_photo`) and dropped as soon as their faces are committed, so
 memory does not depend on how many files a folder holds.
 
@@ -126,7 +126,7 @@ def _walk(paths: Iterable[str | Path]) -> Iterator[Path | _Refused]:
         for folder, dirs, files in os.walk(root, followlinks=False, onerror=None):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             here = Path(folder)
-            for name in sorted(files + [d for d in list(dirs) if (here / d).is_symlink()]):
+            for name in sorted(files + [d for d in dirs if (here / d).is_symlink()]):
                 if name.startswith("."):
                     continue
                 child = here / name
@@ -146,8 +146,8 @@ def _load(path: Path | _Refused) -> _Loaded:
         return _Loaded(path.path, error=NotAnImageError(display_name(path.path), path.reason))
     try:
         return _read(path)
-    except ImageError as exc:
-        return _Loaded(path, error=type(exc)(display_name(path), exc.reason))
+    except ImageError as exc:  # already named by its display name (see _read)
+        return _Loaded(path, error=exc)
     except MemoryError:
         return _Loaded(path, error=ImageError(display_name(path), "out of memory while decoding"))
     except Exception as exc:  # noqa: BLE001 - one bad file must never end the run
@@ -282,10 +282,7 @@ class Ingestor:
                                  "same content as another file of this run", loaded.sha256)
             return False
         if loaded.error is not None:
-            outcome = "skipped" if isinstance(loaded.error, NotAnImageError) else "failed"
-            (summary.skipped if outcome == "skipped" else summary.failed).append((source, loaded.error.reason))
-            self.catalog.journal(summary.run_id, self.collection.id, source, outcome, loaded.error.reason,
-                                 loaded.sha256)
+            self._reject(loaded, loaded.error, summary)
             return False
         seen.add(loaded.sha256)
         return True
@@ -300,15 +297,20 @@ class Ingestor:
                 for item in batch:
                     self._process([item], summary)
                 return
-            self._fail(batch[0], _analysis_failure(exc), summary)
+            self._reject(batch[0], _analysis_failure(exc), summary)
             return
         for item, faces in zip(batch, all_faces):
             self._commit(item, self._keep(faces, faces, summary), summary)
             item.photo = None  # free memory early
 
-    def _fail(self, item: _Loaded, reason: str, summary: IngestSummary) -> None:
-        summary.failed.append((item.name, reason))
-        self.catalog.journal(summary.run_id, self.collection.id, item.name, "failed", reason, item.sha256)
+    def _reject(self, item: _Loaded, problem: ImageError | str, summary: IngestSummary) -> None:
+        """Journal a file that is not indexed: "skipped" when it is not a photo or video at all,
+        "failed" when it is one that could not be processed; listed in the summary either way."""
+        skipped = isinstance(problem, (NotAnImageError, NotAVideoError))
+        reason = problem if isinstance(problem, str) else problem.reason
+        (summary.skipped if skipped else summary.failed).append((item.name, reason))
+        self.catalog.journal(summary.run_id, self.collection.id, item.name, "skipped" if skipped else "failed",
+                             reason, item.sha256)
         item.photo = None
 
     def _keep(self, faces: list[Face], items: list, summary: IngestSummary) -> list:
@@ -326,12 +328,10 @@ class Ingestor:
         try:
             video = faces_from_video(self.analyzer, item.path, fps=self.video_fps)
         except ImageError as exc:  # VideoError is one: a bad input file, journalled and skipped
-            outcome = "skipped" if isinstance(exc, NotAVideoError) else "failed"
-            (summary.skipped if outcome == "skipped" else summary.failed).append((source, exc.reason))
-            self.catalog.journal(summary.run_id, self.collection.id, source, outcome, exc.reason, item.sha256)
+            self._reject(item, exc, summary)
             return
         except Exception as exc:  # noqa: BLE001 - one bad video must never end the run
-            self._fail(item, _analysis_failure(exc), summary)
+            self._reject(item, _analysis_failure(exc), summary)
             return
         tracked = [(track, tf) for track in video.tracks for tf in track.faces]
         kept = self._keep([tf.face for _, tf in tracked], tracked, summary)
