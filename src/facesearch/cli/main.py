@@ -283,6 +283,9 @@ def _add_admin_commands(sub) -> None:
     p.add_argument("--audit-export", action="append", default=None, metavar="DIR",
                    help="copy scheduled audit checkpoints there (write-once); repeatable "
                    "(default: $FACESEARCH_AUDIT_EXPORT)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="API processes sharing the port (default 1); with more than one, use a PostgreSQL "
+                        "catalog (--db) for real concurrency (docs/scale.md)")
     p.set_defaults(handler=ac.serve)
 
     p = sub.add_parser("retention", help="images past their collection's retention period: list, or --apply")
