@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from facesearch.engine import Engine
@@ -102,17 +103,22 @@ def test_ray_ingest_on_two_nodes_matches_a_local_run(ray_cluster_address, sample
 
     # the same faces, found at the same places with the same embeddings (up to float noise)
     with Engine.open(local_home) as a, Engine.open(ray_home) as b:
-        def placed(engine: Engine) -> list[tuple]:
-            faces = engine.catalog.faces([int(i) for i in engine.catalog.face_ids(engine.collection("r").id)])
-            return sorted((f.image_sha256, tuple(round(v) for v in f.box)) for f in faces.values())
+        def placed(engine: Engine) -> dict[tuple, np.ndarray]:
+            ids = [int(i) for i in engine.catalog.face_ids(engine.collection("r").id)]
+            vectors = engine.catalog.embeddings_of(ids)
+            return {(f.image_sha256, tuple(round(v) for v in f.box)): vectors[f.id]
+                    for f in engine.catalog.faces(ids).values()}
 
-        assert placed(a) == placed(b)
+        here, there = placed(a), placed(b)
+        assert sorted(here) == sorted(there)
+        assert min(float(np.dot(here[k], there[k])) for k in here) > 0.999
         for check in (Governance(a).audit.verify(), Governance(b).audit.verify()):
             assert check.ok, check.problems
 
     # resumable: a second run finds everything already indexed, through Ray too
     again = _index(ray_home, sample_folder, "--ray", ray_cluster_address)
-    assert again["images_indexed"] == 0 and again["already_indexed"] == local["images_indexed"]
+    assert again["images_indexed"] == 0
+    assert again["already_indexed"] == local["images_indexed"] + local["duplicates_in_run"]
 
 
 def test_an_unreachable_ray_cluster_is_a_clear_error(tmp_path, cli):

@@ -24,11 +24,13 @@ A pinned local model pack must exist at the same path on every node.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from facesearch.errors import FacesearchError
+from facesearch.extras import require
 from facesearch.models import load_pack
 from facesearch.pipeline import Face, FaceAnalyzer
 from facesearch.pipeline.imageio import Photo
@@ -44,11 +46,7 @@ def import_ray(loopback: bool = False) -> Any:
     on 127.0.0.1, which must be decided before Ray is first imported."""
     if loopback:
         os.environ.setdefault(_LOOPBACK_ENV, "0")
-    try:
-        import ray
-    except ImportError as exc:
-        raise FacesearchError("--ray needs Ray: pip install 'facesearch[ray]'") from exc
-    return ray
+    return require("ray", "ray", "distributed ingest (--ray)")
 
 
 @contextmanager
@@ -56,6 +54,8 @@ def ray_cluster(address: str, *, num_cpus: int | None = None) -> Iterator[Any]:
     """Connected to the Ray cluster at ``address`` (``local``: a fresh one on 127.0.0.1, stopped at
     the end) for the duration; yields the ``ray`` module."""
     local = address == "local"
+    if not local and address != "auto":
+        _check_reachable(address)
     # A cluster on this machine's loopback (tests, one-machine runs): this driver's node address too.
     ray = import_ray(loopback=local or address.split(":")[0] in ("127.0.0.1", "localhost"))
     try:
@@ -70,6 +70,16 @@ def ray_cluster(address: str, *, num_cpus: int | None = None) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A clear error at once when nothing listens at ``HOST:PORT`` (``ray.init`` would retry for minutes)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as exc:
+        raise FacesearchError(f"cannot reach the Ray cluster at {address!r}: {exc}") from exc
 
 
 class _AnalyzerActor:
