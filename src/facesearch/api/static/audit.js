@@ -4,15 +4,17 @@
 "use strict";
 
 // detail key -> label an auditor reads (keys not listed are shown with their underscores as spaces)
+// (in the order the fields are shown)
 const AUDIT_LABELS = {
-  probe_sha256: "probe SHA-256", collections: "collections", collection: "collection", top_k: "top k asked",
+  username: "user", role: "role", ok: "succeeded", collections: "collections", collection: "collection",
+  gallery: "gallery", subject_id: "subject", cluster_id: "cluster", face_id: "face", image_id: "photo",
+  context_record: "under record", view_grant: "view grant", confident: "confident match",
+  same_person: "same person", similarity: "similarity", results: "candidates shown",
   include_weaker: "weaker candidates asked for", weaker_withheld: "weaker withheld", suppressed: "opted-out hidden",
-  confident: "confident match", threshold_override: "threshold override", results: "candidates shown",
-  face_id: "face", image_id: "photo", faces: "faces", images: "photos", view_grant: "view grant",
-  context_record: "under record", subject_id: "subject", cluster_id: "cluster", gallery: "gallery",
-  gallery_id: "gallery id", username: "user", optout_id: "opt-out", returned: "records returned",
-  same_person: "same person", similarity: "similarity", ok: "succeeded", client: "client",
-  thumbnails_deleted: "thumbnails deleted", reason: "reason", count: "count", sample: "sample", role: "role",
+  top_k: "top k asked", threshold_override: "threshold override", faces: "faces", images: "photos",
+  thumbnails_deleted: "thumbnails deleted", optout_id: "opt-out", gallery_id: "gallery id",
+  returned: "records returned", reason: "reason", count: "count", sample: "sample", client: "client",
+  probe_sha256: "probe SHA-256",
 };
 
 // What an id refers to -> [roles that may open it, its address]. Only the auditor opens this page
@@ -28,7 +30,7 @@ const AUDIT_LINKS = {
 const AUDIT_KIND_OF = {username: "user", context_record: "record", subject_id: "subject", cluster_id: "cluster",
   collection: "collection", collections: "collection"};
 const FOLD_ITEMS = 6;  // lists longer than this show their first items and fold the rest
-const FOLD_CHARS = 64;  // texts longer than this fold after the last whole word that fits
+const FOLD_CHARS = 48;  // texts longer than this fold after the last whole word that fits
 
 let auditRole = "";
 
@@ -51,8 +53,10 @@ function foldText(text) {
 function auditValue(key, value) {
   if (value === null || value === undefined) return "—";
   if (typeof value === "boolean") return value ? "yes" : "no";
-  if (typeof value === "number") return esc(Number.isInteger(value) ? value.toLocaleString() : value.toFixed(4));
   const kind = AUDIT_KIND_OF[key];
+  if (typeof value === "number") {
+    return kind ? auditLink(kind, value) : esc(Number.isInteger(value) ? value.toLocaleString() : value.toFixed(4));
+  }
   if (key === "results" && Array.isArray(value)) {  // [[face id, score], ...]
     return auditList(value.map((r) => Array.isArray(r) ? `face ${r[0]} (${Number(r[1]).toFixed(3)})` : String(r)), null);
   }
@@ -73,16 +77,21 @@ function auditList(items, kind) {
     + `<span class="full">${items.map(show).join(", ")}</span></details>`;
 }
 
+// The fields in the order of AUDIT_LABELS (what was done, to what, then the counts); unset ones left out.
 function auditFields(details) {
-  return Object.entries(details).map(([key, value]) =>
+  const order = Object.keys(AUDIT_LABELS);
+  const rank = (key) => (order.includes(key) ? order.indexOf(key) : order.length);
+  const entries = Object.entries(details).filter(([, v]) => v !== null && v !== undefined);
+  entries.sort(([a], [b]) => rank(a) - rank(b));
+  return entries.map(([key, value]) =>
     `<div class="field"><dt>${esc(AUDIT_LABELS[key] || key.replaceAll("_", " "))}</dt><dd>${auditValue(key, value)}</dd></div>`).join("");
 }
 
 function auditRow(r) {
   const details = r.details && Object.keys(r.details).length ? `<dl class="fields">${auditFields(r.details)}</dl>` : "";
-  return `<tr id="rec-${r.id}" data-action="${esc(r.action)}"><td>${r.id}</td><td>${esc(r.at.replace("T", " ").slice(0, 19))}</td>`
+  return `<tr id="rec-${r.id}" data-action="${esc(r.action)}"><td>${r.id}</td><td class="nowrap">${esc(r.at.replace("T", " ").slice(0, 19))}</td>`
     + `<td>${auditLink("user", r.actor)}</td><td>${esc(r.action)}</td><td>${foldText(r.purpose)}</td>`
-    + `<td>${r.case_ref ? auditLink("case", r.case_ref) : ""}</td><td class="details">${details}</td></tr>`;
+    + `<td class="nowrap">${r.case_ref ? auditLink("case", r.case_ref) : ""}</td><td class="details">${details}</td></tr>`;
 }
 
 async function initAudit() {

@@ -81,9 +81,9 @@ function probeWords(r) {
   const p = r.probe;
   if (!p) return "";
   const quality = `quality ${p.quality.toFixed(2)}${p.quality_issues.length ? " (" + p.quality_issues.join(", ") + ")" : ""}`;
-  if (p.faces_in_image < 2) return `Searched the only face in the photo; ${quality}.`;
-  const which = r.picked ? `the face you picked (face ${p.chosen + 1})` : "the largest, most central face (green box)";
-  return `The photo shows ${p.faces_in_image} faces: searched ${which}; ${quality}. `
+  if (p.faces_in_image < 2) return `Face looked for: the only one in the photo; ${quality}.`;
+  const which = r.picked ? `the one you picked (face ${p.chosen + 1}, green box)` : "the largest, most central one (green box)";
+  return `The photo shows ${p.faces_in_image} faces. Face looked for: ${which}; ${quality}. `
     + "To search for someone else in it, pick their face on the photo.";
 }
 
