@@ -217,14 +217,14 @@ def test_search_photo_back_and_audit(browser_login, harbour, lfw, wider_group):
     expect(rows).to_have_count(5)
     for i in range(5):
         details = rows.nth(i).locator("td.details")
-        expect(field(details, "collections")).to_have_text(COLLECTION)
+        expect(field(details, "collections")).to_have_text(f"1 — {COLLECTION}")
         assert '{"' not in details.inner_text() and '":' not in details.inner_text(), details.inner_text()
     weaker_row = rows.filter(has_text=WEAKER_PURPOSE).filter(
         has=audrey.locator(".field:has(> dt:text-is('weaker candidates asked for')) > dd:text-is('yes')"))
     expect(weaker_row).to_have_count(1)
     # a long list is folded after its first items and opens whole on click
     fold = field(weaker_row, "candidates shown")
-    expect(fold).to_contain_text(re.compile(rf"^{len(asked['candidates'])}: face \d+ \(0\.\d{{3}}\)"))
+    expect(fold).to_contain_text(re.compile(rf"^{len(asked['candidates'])} — face \d+ \(0\.\d{{3}}\)"))
     expect(fold).to_contain_text(f"{len(asked['candidates']) - 6} more")
     fold.get_by_text(f"{len(asked['candidates']) - 6} more").click()
     expect(fold.locator(".full")).to_be_visible()

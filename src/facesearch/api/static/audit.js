@@ -72,8 +72,8 @@ function auditValue(key, value) {
 function auditList(items, kind) {
   const show = (v) => (kind ? auditLink(kind, v) : esc(v));
   const head = items.slice(0, FOLD_ITEMS).map(show).join(", ");
-  if (items.length <= FOLD_ITEMS) return `${items.length > 1 ? `${items.length}: ` : ""}${head}`;
-  return `<details class="fold"><summary>${items.length}: ${head}, … <span class="more">${items.length - FOLD_ITEMS} more</span></summary>`
+  if (items.length <= FOLD_ITEMS) return `${items.length} — ${head}`;
+  return `<details class="fold"><summary>${items.length} — ${head}, … <span class="more">${items.length - FOLD_ITEMS} more</span></summary>`
     + `<span class="full">${items.map(show).join(", ")}</span></details>`;
 }
 
