@@ -24,6 +24,7 @@ from PIL import Image
 from playwright.sync_api import Page, expect
 
 from tests.conftest import BROWSER_USERS, BROWSER_VIEWPORT, shot, wait_images_loaded
+from tests.video_fixtures import Appearance, render_video
 
 COLLECTION = "harbour"
 PURPOSE = "identify a witness seen at the harbour"
@@ -38,7 +39,13 @@ REFUSED_LOAD = re.compile(r"^Failed to load resource: the server responded with 
 def inbox(tmp_path_factory, lfw, wider_group):
     """A folder the server may ingest from (set before the module's server starts): Powell with a
     camera capture time, Bush, Chavez and the WIDER group photo, under names the photo view shows."""
-    folder = tmp_path_factory.mktemp("inbox")
+    root = tmp_path_factory.mktemp("inbox")
+    folder = root / "photos"
+    folder.mkdir()
+    # a 5-second clip in which Powell is on screen from 0.5 s to 4.5 s
+    walk = Appearance("Colin_Powell_0001", 0.5, 4.5, (40, 40), (120, 50), 140, 150)
+    (root / "clips").mkdir()
+    render_video(root / "clips" / "crossing.mp4", (walk,), 5.0)
     with Image.open(lfw("Colin_Powell_0001")) as img:
         exif = Image.Exif()
         exif.get_ifd(0x8769)[36867] = CAPTURED  # DateTimeOriginal
@@ -47,8 +54,8 @@ def inbox(tmp_path_factory, lfw, wider_group):
     shutil.copyfile(lfw("Hugo_Chavez_0001"), folder / "chavez.jpg")
     shutil.copyfile(wider_group[0], folder / "group.jpg")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FACESEARCH_INGEST_ROOTS", str(folder))
-        yield folder
+        patch.setenv("FACESEARCH_INGEST_ROOTS", str(root))
+        yield root
 
 
 def watch_errors(page: Page) -> list[str]:
@@ -64,14 +71,14 @@ def field(scope, label: str):
     return scope.locator(f".field:has(> dt:text-is('{label}')) > dd")
 
 
-def index_folder_and_grant(ada: Page, folder: Path) -> int:
+def index_folder_and_grant(ada: Page, folder: Path, collection: str = COLLECTION) -> int:
     """As the admin: a collection indexed from ``folder`` (server-side), granted to ivan; its face count."""
     ada.goto("/collections")
     create = ada.locator("#new-collection")
-    create.get_by_label("Name", exact=True).fill(COLLECTION)
+    create.get_by_label("Name", exact=True).fill(collection)
     create.get_by_label("Legal basis / consent note").fill("Harbour CCTV stills, warrant 2026/88")
     create.get_by_role("button", name="Create").click()
-    expect(ada.locator("#upload-collection")).to_have_value(COLLECTION)
+    expect(ada.locator("#upload-collection")).to_have_value(collection)
     ada.locator("#folder-form input[name=path]").fill(str(folder))
     ada.locator("#folder-form button[type=submit]").click()
     job = ada.locator("#jobs .job")
@@ -80,9 +87,9 @@ def index_folder_and_grant(ada: Page, folder: Path) -> int:
     ada.goto("/admin")
     grant = ada.locator("#grant-form")
     grant.get_by_placeholder("username").fill("ivan")
-    grant.locator("select").select_option(COLLECTION)
+    grant.locator("select").select_option(collection)
     grant.get_by_role("button", name="Grant collection").click()
-    expect(ada.locator("#user-result")).to_have_text(f"Granted {COLLECTION} to ivan.")
+    expect(ada.locator("#user-result")).to_have_text(f"Granted {collection} to ivan.")
     return faces
 
 
@@ -99,14 +106,17 @@ def harbour(browser_chromium, browser_live_server, inbox) -> int:
         ada.get_by_label("Password").fill(BROWSER_USERS["ada"][1])
         with ada.expect_navigation():
             ada.get_by_role("button", name="Log in").click()
-        return index_folder_and_grant(ada, inbox)
+        return index_folder_and_grant(ada, inbox / "photos")
     finally:
         context.close()
 
 
-def search(page: Page, probe: Path, purpose: str = PURPOSE) -> dict:
+def search(page: Page, probe: Path, purpose: str = PURPOSE, collection: str = COLLECTION) -> dict:
+    """A search from the search page in ``collection`` only; the API's answer."""
     page.goto("/")
-    expect(page.locator(f"#collection-picks input[value='{COLLECTION}']")).to_be_checked()
+    expect(page.locator(f"#collection-picks input[value='{collection}']")).to_be_checked()
+    for other in page.locator("#collection-picks input[name=collections]").all():
+        other.set_checked(other.get_attribute("value") == collection)
     page.get_by_label("Photo of the person to search for").set_input_files(probe)
     wait_images_loaded(page, "#probe-img")
     page.get_by_label("Purpose (required)").fill(purpose)
@@ -334,4 +344,30 @@ def test_compare_shows_both_faces_boxed_and_the_verdict(browser_login, lfw, two_
     assert big["width"] > small["width"], "the compared face is the large one (Powell)"
     expect(ivan.locator("#verify-meta")).to_contain_text("false-match rate")
     shot(ivan, "compare_faces")
+    assert errors == [], errors
+
+
+def test_a_video_candidate_shows_its_frame_and_time_on_screen(browser_login, harbour, inbox, lfw):
+    ada = browser_login("ada")
+    index_folder_and_grant(ada, inbox / "clips", "clips")
+    ivan = browser_login("ivan")
+    errors = watch_errors(ivan)
+    result = search(ivan, lfw("Colin_Powell_0002"), collection="clips")
+    top = result["candidates"][0]
+    assert top["above_threshold"] and top["media"] == "video", result
+    card = ivan.locator(f"#candidates a.cand[data-face-id='{top['face_id']}']")
+    expect(card.locator(".when")).to_contain_text(re.compile(r"^video at 0:0\d\.\d · on screen 0:0\d\.\d–0:0\d\.\d$"))
+    card.click()
+    wait_images_loaded(ivan, "#photo")
+    facts = ivan.locator("#photo-facts")
+    expect(field(facts, "Source")).to_have_text("crossing.mp4")
+    expect(field(facts, "Video frame")).to_have_text(re.compile(r"^at 0:0\d\.\d$"))
+    span = re.escape(f"(face track {top['track_id']})")
+    expect(field(facts, "On screen")).to_have_text(re.compile(rf"^0:0[01]\.\d–0:0[45]\.\d {span}$"))
+    expect(field(facts, "Captured")).to_have_text(re.compile("^not known"))
+    expect(ivan.locator("#photo-wrap .box.this")).to_have_count(1)
+    alt = re.compile(r"^video frame at 0:0\d\.\d with face \d+ boxed$")
+    expect(ivan.locator("#photo")).to_have_attribute("alt", alt)
+    expect(ivan.get_by_role("heading", level=1)).to_have_text(f"Video frame of face {top['face_id']}")
+    shot(ivan, "photo_video_frame")
     assert errors == [], errors

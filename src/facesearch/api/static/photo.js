@@ -65,6 +65,7 @@ async function initPhoto() {
   let face;
   try { face = await api("GET", `/api/faces/${id}?view=${encodeURIComponent(view)}`); }
   catch (err) { photoFail(err.message); return; }
+  if (face.media === "video") $("#photo-title").textContent = `Video frame of face ${id}`;
   const found = search ? search.result.candidates.find((c) => String(c.face_id) === id) : null;
   $("#photo-meta").textContent = found
     ? `Candidate ${found.rank} of the search for ${search.case_ref} (${search.purpose}).`
