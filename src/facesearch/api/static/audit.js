@@ -89,7 +89,8 @@ function auditFields(details) {
 
 function auditRow(r) {
   const details = r.details && Object.keys(r.details).length ? `<dl class="fields">${auditFields(r.details)}</dl>` : "";
-  return `<tr id="rec-${r.id}" data-action="${esc(r.action)}"><td>${r.id}</td><td class="nowrap">${esc(r.at.replace("T", " ").slice(0, 19))}</td>`
+  // the record as stored, for scripts and tests that read the page; people read the fields
+  return `<tr id="rec-${r.id}" data-action="${esc(r.action)}" data-details="${esc(JSON.stringify(r.details || {}))}"><td>${r.id}</td><td class="nowrap">${esc(r.at.replace("T", " ").slice(0, 19))}</td>`
     + `<td>${auditLink("user", r.actor)}</td><td>${esc(r.action)}</td><td>${foldText(r.purpose)}</td>`
     + `<td class="nowrap">${r.case_ref ? auditLink("case", r.case_ref) : ""}</td><td class="details">${details}</td></tr>`;
 }
