@@ -371,3 +371,31 @@ def test_a_video_candidate_shows_its_frame_and_time_on_screen(browser_login, har
     expect(ivan.get_by_role("heading", level=1)).to_have_text(f"Video frame of face {top['face_id']}")
     shot(ivan, "photo_video_frame")
     assert errors == [], errors
+
+
+#: A form control without a label: no <label>, aria-label, aria-labelledby or title (a placeholder
+#: disappears when typing and is not a label). Hidden inputs and buttons with text are fine.
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea, button')]
+  .filter((el) => el.type !== 'hidden' && !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+    && !el.getAttribute('aria-labelledby') && !el.title
+    && !(el.tagName === 'BUTTON' && el.textContent.trim()))
+  .map((el) => `${el.tagName.toLowerCase()}#${el.id || ''}[name=${el.name || ''}]`)"""
+
+
+def test_every_page_has_labelled_controls_and_no_console_errors(browser_login, harbour):
+    pages = {"ada": [("/", "#collection-picks label"), ("/collections", "#collections-table tbody tr"),
+                     ("/subjects", "#gallery-filter-select option"), ("/clusters", "#cluster-collection"),
+                     ("/admin", "#users-table tbody tr"), ("/account", "#own-password")],
+             "audrey": [("/audit", "#audit-table tbody tr"), ("/account", "#own-password")]}
+    unlabelled: dict[str, list[str]] = {}
+    for user, paths in pages.items():
+        page = browser_login(user)
+        errors = watch_errors(page)
+        for path, ready in paths:
+            page.goto(path)
+            expect(page.locator(ready).first).to_be_attached()
+            page.wait_for_load_state("networkidle")
+            if found := page.evaluate(UNLABELLED):
+                unlabelled[f"{user} {path}"] = found
+        assert errors == [], (user, errors)
+    assert unlabelled == {}, "controls without a label"
