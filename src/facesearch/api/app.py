@@ -45,6 +45,7 @@ from facesearch.governance import AccountError, Governance, MissingJustification
 from facesearch.governance.accounts import LoginThrottle
 from facesearch.governance.audit import bounded_text
 from facesearch.governance.lifecycle import AccountLifecycle, LifecycleDenied
+from facesearch.governance.shared import SharedLoginThrottle
 from facesearch.home import HomeBusyError
 from facesearch.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from facesearch.metrics import render as render_metrics
@@ -149,9 +150,10 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
     settings = settings or load_settings(engine.home)
     gov = Governance(engine)
     lifecycle = AccountLifecycle(gov.accounts, gov.audit, engine)
-    throttle = login_throttle or LoginThrottle()
+    # Throttling and jobs live in the database: every API process of this home shares them.
+    throttle = login_throttle or SharedLoginThrottle(engine.catalog)
     proxies = trusted_proxies or TrustedProxies(settings.trusted_proxies)
-    jobs = JobRunner()
+    jobs = JobRunner(engine.catalog)
     limits = limits or ServerLimits.from_settings(settings)
     # Every look at pixels or a model runs here, bounded: the event loop only routes requests.
     cpu = CpuPool(limits.cpu_workers, limits.cpu_queue, limits.request_time_limit_s)
