@@ -24,7 +24,7 @@ import threading
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -213,7 +213,10 @@ class AuditLog:
 
     def entries(self, *, actor: str | None = None, action: str | None = None, case_ref: str | None = None,
                 since: str | None = None, until: str | None = None, limit: int | None = None,
-                newest_first: bool = False) -> list[AuditEntry]:
+                newest_first: bool = False, purpose: str | None = None) -> list[AuditEntry]:
+        """Records matching every filter given. ``since``/``until`` are ISO times compared with the
+        records' UTC times; a bare date ``until`` takes in that whole day. ``purpose`` matches any
+        purpose containing it, whatever the case (purposes are free text)."""
         query = select(AuditRecord)
         if actor:
             query = query.where(AuditRecord.actor == actor)
@@ -221,10 +224,12 @@ class AuditLog:
             query = query.where(AuditRecord.action == action)
         if case_ref:
             query = query.where(AuditRecord.case_ref == case_ref)
+        if purpose:
+            query = query.where(AuditRecord.purpose.icontains(purpose, autoescape=True))
         if since:
             query = query.where(AuditRecord.at >= since)
         if until:
-            query = query.where(AuditRecord.at <= until)
+            query = query.where(_before_end_of(until))
         query = query.order_by(AuditRecord.id.desc() if newest_first else AuditRecord.id)
         if limit:
             query = query.limit(limit)
@@ -262,3 +267,14 @@ class AuditLog:
         elif head is None and check.records:
             check.problems.append((prev_id, "the chain head is missing"))
         return check
+
+
+def _before_end_of(until: str):
+    """``at <= until``; for a bare date, every time of that day (``"2026-12-01"`` sorts before them)."""
+    try:
+        day = date.fromisoformat(until) if len(until) == 10 else None
+    except ValueError:
+        day = None
+    if day is None:
+        return AuditRecord.at <= until
+    return AuditRecord.at < (day + timedelta(days=1)).isoformat()
