@@ -16,18 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from facesearch.catalog import CatalogError
+from facesearch.catalog.store import CollectionInfo
 from facesearch.engine import Engine, ErasureReport
 from facesearch.errors import FacesearchError, ImageError, NoFaceError
+from facesearch.governance import policy
 from facesearch.governance.accounts import Accounts, UserInfo
 from facesearch.governance.audit import AuditLog
 from facesearch.governance.optout import OptOutList, optout_threshold
+from facesearch.governance.policy import Action, PermissionDenied
 from facesearch.governance.views import Grant, RefusalTally, ViewGrants, ViewRefused
 from facesearch.ingest import IngestSummary
 from facesearch.search import SearchResult, VerifyResult, verify_faces
-
-
-class PermissionDenied(FacesearchError):
-    """The actor's role or grants do not allow this."""
 
 
 class MissingJustification(FacesearchError):
@@ -66,9 +65,9 @@ class Governance:
     # -- checks -----------------------------------------------------------------------------------
 
     @staticmethod
-    def require(actor: UserInfo, *roles: str) -> None:
-        if actor.role not in roles:
-            raise PermissionDenied(f"{actor.username} ({actor.role}) may not do this; needs {' or '.join(roles)}")
+    def require(actor: UserInfo, action: Action) -> None:
+        """The one role check: the table of :mod:`facesearch.governance.policy`."""
+        policy.check(actor.username, actor.role, action)
 
     @staticmethod
     def _justify(purpose: str, case_ref: str) -> tuple[str, str]:
@@ -94,7 +93,7 @@ class Governance:
                probe_name: str = "probe", threshold: float | None = None,
                include_weaker: bool = False) -> SearchResult:
         """Candidates above the threshold only, unless ``include_weaker`` (stated in the request, audited)."""
-        self.require(actor, "admin", "investigator")
+        self.require(actor, Action.SEARCH)
         try:
             purpose, case_ref = self._justify(purpose, case_ref)
             targets = self.allowed_collections(actor, collections)
@@ -133,7 +132,7 @@ class Governance:
     def similar(self, actor: UserInfo, face_id: int, *, purpose: str, case_ref: str,
                 collections: list[str] | None = None, top_k: int = 20, include_weaker: bool = False) -> SearchResult:
         """A search whose probe is an indexed face: governed and audited like any search."""
-        self.require(actor, "admin", "investigator")
+        self.require(actor, Action.SEARCH)
         purpose, case_ref = self._justify(purpose, case_ref)
         self._face_collection_check(actor, face_id)
         targets = self.allowed_collections(actor, collections)
@@ -156,7 +155,7 @@ class Governance:
     def verify(self, actor: UserInfo, image_a: bytes, image_b: bytes, *, purpose: str, case_ref: str,
                face_a: int | None = None, face_b: int | None = None,
                names: tuple[str, str] = ("a", "b")) -> VerifyResult:
-        self.require(actor, "admin", "investigator")
+        self.require(actor, Action.SEARCH)
         purpose, case_ref = self._justify(purpose, case_ref)
         result = verify_faces(self.engine.analyzer, self.engine.calibration, image_a, image_b,
                               face_a=face_a, face_b=face_b, names=names)
@@ -168,7 +167,7 @@ class Governance:
     # -- viewing --------------------------------------------------------------------------------------
 
     def _face_collection_check(self, actor: UserInfo, face_id: int):
-        self.require(actor, "admin", "investigator")
+        self.require(actor, Action.SEARCH)
         info = self.engine.catalog.faces([face_id]).get(face_id)
         hidden = info is None or info.collection not in self.accounts.granted_collections(actor)
         if not hidden and len(self.optouts.matrix()):
@@ -183,7 +182,7 @@ class Governance:
         """The face, if ``token`` is the actor's view grant for it and its collection is (still) granted.
 
         Anything else is refused the same way and counted (aggregated) in the audit log."""
-        self.require(actor, "admin", "investigator")
+        self.require(actor, Action.SEARCH)
         try:
             grant = self.views.check(actor, token, face_id=face_id)
             info = self._face_collection_check(actor, face_id)  # a grant revoked since still stops it
@@ -220,7 +219,7 @@ class Governance:
 
     def grant_view(self, actor: UserInfo, face_ids: list[int], *, purpose: str, case_ref: str) -> str:
         """Look at faces by id for a stated purpose and case (no search): audited, then granted."""
-        self.require(actor, "admin", "investigator")
+        self.require(actor, Action.SEARCH)
         ids = list(dict.fromkeys(int(f) for f in face_ids))
         try:
             purpose, case_ref = self._justify(purpose, case_ref)
@@ -250,13 +249,29 @@ class Governance:
     def face(self, actor: UserInfo, face_id: int):
         return self._face_collection_check(actor, face_id)
 
+    # -- collections ------------------------------------------------------------------------------------
+
+    def collections(self, actor: UserInfo) -> list[CollectionInfo]:
+        """The collections ``actor`` is granted (an admin: all)."""
+        self.require(actor, Action.VIEW_COLLECTIONS)
+        allowed = set(self.accounts.granted_collections(actor))
+        return [c for c in self.engine.collections() if c.name in allowed]
+
+    def create_collection(self, actor: UserInfo, name: str, legal_basis: str, retention_days: int | None = None,
+                          keep_thumbnails: bool = True) -> CollectionInfo:
+        """A new collection, recorded with its legal basis (from the API and the CLI alike)."""
+        self.require(actor, Action.MANAGE_COLLECTIONS)
+        info = self.engine.create_collection(name, legal_basis, retention_days, keep_thumbnails)
+        self.audit.append(actor.username, "collection_create", {"collection": name, "legal_basis": legal_basis})
+        return info
+
     # -- admin ------------------------------------------------------------------------------------------
 
     def ingest(self, actor: UserInfo, paths: list[str | Path], collection: str, *, allow_erased: bool = False,
                **options) -> IngestSummary:
         """Index files as ``actor`` (an admin). Content erased earlier is refused and counted unless
         ``allow_erased``: an explicit override, recorded in the ingest's audit record."""
-        self.require(actor, "admin")
+        self.require(actor, Action.MANAGE_COLLECTIONS)
         try:
             summary = self.engine.index(paths, collection, suppress=self.optouts.blocked,
                                         allow_erased=allow_erased, **options)
@@ -278,7 +293,7 @@ class Governance:
     def erase(self, actor: UserInfo, *, faces: list[int] | None = None, images: list[int] | None = None,
               collection: str | None = None, like: bytes | None = None, min_score: float | None = None,
               reason: str = "", probe_face: int | None = None) -> ErasureReport:
-        self.require(actor, "admin")
+        self.require(actor, Action.ERASE)
         if faces:
             report = self.engine.erase_faces(faces)
         elif images:
@@ -300,7 +315,7 @@ class Governance:
 
     def enforce_retention(self, actor: UserInfo, *, apply: bool, now=None) -> RetentionReport:
         """Images kept longer than their collection's retention period: listed, or erased (and audited)."""
-        self.require(actor, "admin")
+        self.require(actor, Action.ERASE)
         expired = self.engine.expired_images(now)
         report = RetentionReport({name: len(ids) for name, ids in expired.items()}, apply)
         if apply and expired:
@@ -313,7 +328,7 @@ class Governance:
 
     def opt_out(self, actor: UserInfo, probe: bytes, reference: str, face_index: int | None = None) -> int:
         """Register a person who asked not to be found (on their behalf, by an admin)."""
-        self.require(actor, "admin")
+        self.require(actor, Action.ERASE)
         face, _ = self.engine.probe_face(probe, face_index, "opt-out request")
         optout_id = self.optouts.add(face.embedding, reference, actor.username)
         removed = self._unenrol_opted_out()
@@ -343,12 +358,12 @@ class Governance:
 
     def opt_outs(self, actor: UserInfo) -> list[dict]:
         """The opt-out list (id, request reference, who, when): no photo, no name."""
-        self.require(actor, "admin")
+        self.require(actor, Action.ERASE)
         return self.optouts.entries()
 
     def withdraw_opt_out(self, actor: UserInfo, optout_id: int, reason: str = "") -> None:
         """Withdraw an opt-out (the person asked, or it was registered in error): audited."""
-        self.require(actor, "admin")
+        self.require(actor, Action.ERASE)
         entry = next((e for e in self.optouts.entries() if e["id"] == optout_id), None)
         if entry is None:
             raise CatalogError(f"no opt-out with id {optout_id}")

@@ -28,15 +28,13 @@ from facesearch.catalog.schema import Collection
 from facesearch.catalog.subjects import DecisionInfo, GalleryInfo, SubjectInfo
 from facesearch.errors import FacesearchError, ImageError, NoFaceError
 from facesearch.governance.accounts import UserInfo
+from facesearch.governance.policy import Action
 from facesearch.governance.schema import SubjectCollection
 from facesearch.governance.service import Governance, MissingJustification, PermissionDenied
 from facesearch.governance.views import ViewRefused
 from facesearch.search import SearchResult
 from facesearch.search.subjects import DEFAULT_FUSION, IdentifyResult, MatchResult
 from facesearch.subjects import EnrolReport, SubjectRemoval, Subjects
-
-#: who may read and change subjects and galleries
-SUBJECT_ROLES = ("admin", "investigator")
 
 
 def _sha256(data: bytes) -> str:
@@ -50,7 +48,7 @@ class SubjectGovernance:
         self.audit = gov.audit
 
     def _require(self, actor: UserInfo) -> None:
-        self.gov.require(actor, *SUBJECT_ROLES)
+        self.gov.require(actor, Action.SUBJECTS)
 
     # -- grants: a subject carries the grants of the collections it was made from ---------------------
 
@@ -170,7 +168,7 @@ class SubjectGovernance:
 
     def remove_gallery(self, actor: UserInfo, name: str, reason: str = "") -> SubjectRemoval:
         """Remove a whole registry: every subject in it, with its faces, thumbnails and decisions."""
-        self.gov.require(actor, "admin")
+        self.gov.require(actor, Action.ERASE)
         removal = self.subjects.remove_gallery(name)
         self.audit.append(actor.username, "gallery_remove", {
             "gallery": name, "subjects": removal.subjects, "faces": len(removal.faces),
