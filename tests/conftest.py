@@ -200,7 +200,7 @@ def distinct_photos(tmp_path_factory) -> Path:
 def open_engine(tmp_path):
     """``open_engine(backend="faiss", home=None, **options)`` -> an Engine on a fresh home under
     tmp_path (or the given one); every engine opened is closed at teardown."""
-    from facesearch.engine import Engine
+    from facesearch.services.engine import Engine
 
     opened = []
 
@@ -316,8 +316,8 @@ def browser_live_server(tmp_path_factory):
     import time
     import urllib.request
 
-    from facesearch.engine import Engine
     from facesearch.governance import Governance
+    from facesearch.services.engine import Engine
 
     root = tmp_path_factory.mktemp("browser_server")
     home, log = root / "home", root / "server.log"
@@ -564,7 +564,7 @@ def api_build_env(home: Path, analyzer, layout: dict[str, list[str]], grants: di
 
     from facesearch.api.app import create_app
     from facesearch.api.limits import ServerLimits
-    from facesearch.engine import Engine
+    from facesearch.services.engine import Engine
 
     opened = Engine.open(home, backend="faiss")
     engine = Engine(opened.home, opened.config, opened.catalog, analyzer_factory=lambda: analyzer)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from facesearch.engine import Engine
+from facesearch.services.engine import Engine
 from tests.conftest import browser_index_and_grant, shot, wait_images_loaded
 
 MORE = Path(__file__).parent / "fixtures" / "subjects"

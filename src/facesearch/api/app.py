@@ -36,15 +36,16 @@ from facesearch.api.routers import ROUTERS
 from facesearch.api.security import add_security
 from facesearch.api.workers import CpuPool, ServerBusy
 from facesearch.catalog import CatalogConflict, CatalogError
-from facesearch.engine import Engine
 from facesearch.errors import FacesearchError, ImageError, NoFaceError
 from facesearch.governance import AccountError, Governance, MissingJustification, PermissionDenied, UserInfo
 from facesearch.governance.accounts import LoginThrottle
 from facesearch.governance.clusters import ClusterGovernance
 from facesearch.governance.lifecycle import AccountLifecycle, LifecycleDenied
+from facesearch.governance.policy import ADMIN
 from facesearch.governance.subjects import SubjectGovernance
 from facesearch.home import HomeBusyError
 from facesearch.metrics import set_queue_depth_source
+from facesearch.services.engine import Engine
 from facesearch.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ STATUS_OF: list[tuple[type[Exception], int]] = [
     (ImageError, 400), (AccountError, 400), (HomeBusyError, 409), (ServerBusy, 503),
     (CatalogConflict, 409), (CatalogError, 404), (FacesearchError, 400)]
 
-RETENTION_ACTOR = UserInfo(0, "system:retention", "admin")
+RETENTION_ACTOR = UserInfo(0, "system:retention", ADMIN)
 CHECKPOINT_ACTOR = "system:checkpoint"
 
 
@@ -96,6 +97,8 @@ def _add_error_map(app: FastAPI) -> None:
     async def facesearch_error(_request: Request, exc: FacesearchError) -> JSONResponse:
         code = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
         headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, ServerBusy) else None
+        if code >= 500:  # the server could not serve it (busy): worth an operator's look if it keeps happening
+            log.warning("%s %s: %d %s", _request.method, _request.url.path, code, exc)
         return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
 
     @app.exception_handler(MemoryError)

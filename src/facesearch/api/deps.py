@@ -20,7 +20,6 @@ from facesearch.api.jobs import JobRunner
 from facesearch.api.limits import ServerLimits
 from facesearch.api.proxies import TrustedProxies
 from facesearch.api.workers import CpuPool
-from facesearch.engine import Engine
 from facesearch.governance import Governance, UserInfo, policy
 from facesearch.governance.accounts import LoginThrottle
 from facesearch.governance.clusters import ClusterGovernance
@@ -28,6 +27,7 @@ from facesearch.governance.lifecycle import AccountLifecycle
 from facesearch.governance.policy import Action
 from facesearch.governance.subjects import SubjectGovernance
 from facesearch.readiness import ModelCheck
+from facesearch.services.engine import Engine
 from facesearch.settings import Settings
 
 SESSION_COOKIE = "fs_session"

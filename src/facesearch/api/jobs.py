@@ -3,6 +3,7 @@ each with progress a client can poll."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -10,6 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from facesearch.api.workers import run_in_background_priority
+from facesearch.errors import FacesearchError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,11 +53,15 @@ class JobRunner:
 
         def run() -> None:
             job.state = "running"
+            log.info("job %s (%s into %s) started", job.id, kind, collection)
             try:
                 work(job)
                 job.state = "done"
+                log.info("job %s done: %d image(s), %d face(s) indexed", job.id, job.images_indexed,
+                         job.faces_indexed)
             except Exception as exc:  # noqa: BLE001 - a job reports its failure instead of dying silently
                 job.state, job.error = "failed", str(exc)
+                log.error("job %s failed: %s", job.id, exc, exc_info=not isinstance(exc, FacesearchError))
             finally:
                 job.finished = time.time()
 

@@ -14,10 +14,10 @@ from fastapi import Path
 from pydantic import BaseModel, Field, create_model
 
 from facesearch.catalog.store import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS, CollectionInfo
-from facesearch.engine import ErasureReport
 from facesearch.governance.accounts import ApiKeyInfo, UserInfo
 from facesearch.governance.audit import AuditEntry
 from facesearch.governance.service import RetentionReport
+from facesearch.services.engine import ErasureReport
 
 
 def from_dataclass(cls: type, name: str, *, base: type[BaseModel] = BaseModel,

@@ -9,8 +9,8 @@ import sys
 from argparse import Namespace
 
 from facesearch.cli.common import governed, operator_command, print_json
-from facesearch.engine import Engine
 from facesearch.governance import AccountError, Governance, UserInfo, local_operator
+from facesearch.services.engine import Engine
 
 log = logging.getLogger(__name__)
 

@@ -93,7 +93,7 @@ def verify(args: Namespace) -> int:
 
 
 def models_list(args: Namespace) -> int:
-    from facesearch.models.dlib_pack import load_dlib_pack, models_dir
+    from facesearch.eval.dlib_pack import load_dlib_pack, models_dir
 
     packs = available_packs(args.dir)
     if models_dir() is not None:  # the optional comparison pack (pip install 'facesearch[dlib]')
@@ -148,7 +148,7 @@ def models_pin(args: Namespace) -> int:
 
 def eval_lfw(args: Namespace) -> int:
     from facesearch.eval.lfw import run_lfw
-    from facesearch.eval.report import calibration_from_lfw, format_lfw_report, lfw_report_dict
+    from facesearch.eval.lfw_report import calibration_from_lfw, format_lfw_report, lfw_report_dict
 
     analyzer = _analyzer(args)
     results, counts, embeddings = run_lfw(analyzer, args.data, progress=not args.json)

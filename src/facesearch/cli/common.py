@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from facesearch.errors import ImageError
 
 if TYPE_CHECKING:  # imported when a command runs: ``facesearch --help`` and ``config show`` stay quick
-    from facesearch.engine import Engine
     from facesearch.governance import Governance, UserInfo
+    from facesearch.services.engine import Engine
 
 S = TypeVar("S")
 
@@ -29,7 +29,7 @@ S = TypeVar("S")
 def open_engine(args: Namespace) -> Engine:
     """The home named by ``--home`` (or the default), with ``--backend``, ``--db`` and ``--pack`` if given.
     The caller closes it: prefer :func:`opened_engine` or :func:`governed`."""
-    from facesearch.engine import Engine
+    from facesearch.services.engine import Engine
 
     return Engine.open(args.home, backend=getattr(args, "backend", None), database_url=getattr(args, "db", None),
                        pack=getattr(args, "pack", None))

@@ -12,8 +12,8 @@ errors :class:`PermissionDenied`, :class:`MissingJustification`,
 from facesearch.governance.accounts import AccountError, Accounts, UserInfo, local_operator
 from facesearch.governance.audit import AuditLog, ChainCheck
 from facesearch.governance.optout import OptOutList
-from facesearch.governance.policy import Action, PermissionDenied
-from facesearch.governance.service import Governance, MissingJustification
+from facesearch.governance.policy import Action, MissingJustification, PermissionDenied
+from facesearch.governance.service import Governance
 
 __all__ = ["AccountError", "Action", "Accounts", "AuditLog", "ChainCheck", "Governance", "MissingJustification",
            "OptOutList", "PermissionDenied", "local_operator", "UserInfo"]

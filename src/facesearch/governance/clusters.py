@@ -21,8 +21,12 @@ from __future__ import annotations
 from facesearch.catalog import CatalogError
 from facesearch.catalog.clusters import ClusterRow
 from facesearch.catalog.subjects import SubjectInfo
-from facesearch.cluster_suggestions import ClusterSuggestions, SuggestionList
-from facesearch.clusters import (
+from facesearch.governance.accounts import UserInfo
+from facesearch.governance.policy import ADMIN, Action
+from facesearch.governance.service import Governance, PermissionDenied
+from facesearch.governance.subjects import SubjectGovernance
+from facesearch.services.cluster_suggestions import ClusterSuggestions, SuggestionList
+from facesearch.services.clusters import (
     ClusterDetail,
     ClusterError,
     ClusterOverview,
@@ -32,11 +36,7 @@ from facesearch.clusters import (
     Hide,
     MergeResult,
 )
-from facesearch.governance.accounts import UserInfo
-from facesearch.governance.policy import Action
-from facesearch.governance.service import Governance, PermissionDenied
-from facesearch.governance.subjects import SubjectGovernance
-from facesearch.subjects import EnrolReport
+from facesearch.services.subjects import EnrolReport
 
 
 class ClusterGovernance:
@@ -54,7 +54,7 @@ class ClusterGovernance:
 
     def _collection(self, actor: UserInfo, collection: str) -> str:
         self.gov.require(actor, Action.CLUSTERS)
-        if actor.role == "admin":
+        if actor.role == ADMIN:
             self.gov.engine.collection(collection)  # admins see every collection: say when it does not exist
         self.gov.allowed_collections(actor, [collection])  # PermissionDenied without a grant
         return collection

@@ -1,4 +1,5 @@
-"""The permission table: which roles may take which action. The one home of this rule.
+"""The permission table: which roles may take which action, and the justification every
+search needs (:func:`justify`). The one home of these rules.
 
 Governance checks it on every call (:meth:`Governance.require`), the API checks it before a
 request's body is read (so a caller without the role gets 403 whatever it sends, see
@@ -13,10 +14,24 @@ from enum import StrEnum
 from facesearch.errors import FacesearchError
 
 ADMIN, INVESTIGATOR, AUDITOR = "admin", "investigator", "auditor"
+#: every role a user may have
+ROLES = (ADMIN, INVESTIGATOR, AUDITOR)
 
 
 class PermissionDenied(FacesearchError):
     """The actor's role or grants do not allow this."""
+
+
+class MissingJustification(FacesearchError):
+    """A search or verification without a purpose or case reference."""
+
+
+def justify(purpose: str | None, case_ref: str | None) -> tuple[str, str]:
+    """The purpose and case reference every look at faces needs, stripped; refused when either is blank."""
+    purpose, case_ref = (purpose or "").strip(), (case_ref or "").strip()
+    if not purpose or not case_ref:
+        raise MissingJustification("a purpose and a case reference are required for every search")
+    return purpose, case_ref
 
 
 class Action(StrEnum):

@@ -2,9 +2,10 @@
 collection grants decide what it may do; searches need a purpose and a case reference;
 opt-outs are applied; and every action lands in the hash-chained audit log.
 
-The server goes through this layer for every request, and so do the CLI's user and audit
-commands. The CLI's search/index/erase commands act as the local operator (whoever can
-read the home's files) on the Engine directly: auditing them too is still to do.
+The server and the CLI both go through this layer: the CLI acts as the local operator
+``local:<login>`` (an admin: whoever can read the home's files), so its searches, ingests,
+erasures, opt-outs and collections are checked and recorded exactly as the server's. Who may
+do what is the table of :mod:`facesearch.governance.policy`.
 """
 
 from __future__ import annotations
@@ -17,20 +18,16 @@ import numpy as np
 
 from facesearch.catalog import CatalogError
 from facesearch.catalog.store import CollectionInfo
-from facesearch.engine import Engine, ErasureReport
 from facesearch.errors import FacesearchError, ImageError, NoFaceError
 from facesearch.governance import policy
 from facesearch.governance.accounts import Accounts, UserInfo
 from facesearch.governance.audit import AuditLog
 from facesearch.governance.optout import OptOutList, optout_threshold
-from facesearch.governance.policy import Action, PermissionDenied
+from facesearch.governance.policy import Action, MissingJustification, PermissionDenied, justify
 from facesearch.governance.views import Grant, RefusalTally, ViewGrants, ViewRefused
 from facesearch.ingest import IngestSummary
 from facesearch.search import SearchResult, VerifyResult, verify_faces
-
-
-class MissingJustification(FacesearchError):
-    """A search or verification without a purpose or case reference."""
+from facesearch.services.engine import Engine, ErasureReport
 
 
 @dataclass(frozen=True)
@@ -69,13 +66,6 @@ class Governance:
         """The one role check: the table of :mod:`facesearch.governance.policy`."""
         policy.check(actor.username, actor.role, action)
 
-    @staticmethod
-    def _justify(purpose: str, case_ref: str) -> tuple[str, str]:
-        purpose, case_ref = (purpose or "").strip(), (case_ref or "").strip()
-        if not purpose or not case_ref:
-            raise MissingJustification("a purpose and a case reference are required for every search")
-        return purpose, case_ref
-
     def allowed_collections(self, actor: UserInfo, requested: list[str] | None) -> list[str]:
         granted = self.accounts.granted_collections(actor)
         if not requested:
@@ -95,7 +85,7 @@ class Governance:
         """Candidates above the threshold only, unless ``include_weaker`` (stated in the request, audited)."""
         self.require(actor, Action.SEARCH)
         try:
-            purpose, case_ref = self._justify(purpose, case_ref)
+            purpose, case_ref = justify(purpose, case_ref)
             targets = self.allowed_collections(actor, collections)
             return self._search(actor, probe, purpose, case_ref, targets, top_k, face_index, probe_name, threshold,
                                 include_weaker)
@@ -123,7 +113,7 @@ class Governance:
 
     def _outcome(self, result: SearchResult, threshold: float | None, include_weaker: bool) -> dict:
         """Suppress opted-out candidates and withhold weaker ones; what the audit record says was returned."""
-        suppressed = self._suppress(result)
+        suppressed = self.suppress_opted_out(result)
         withheld = result.withhold_weaker(include_weaker)
         return {"suppressed": suppressed, "confident": result.confident, "threshold_override": threshold,
                 "weaker_withheld": withheld,
@@ -133,7 +123,7 @@ class Governance:
                 collections: list[str] | None = None, top_k: int = 20, include_weaker: bool = False) -> SearchResult:
         """A search whose probe is an indexed face: governed and audited like any search."""
         self.require(actor, Action.SEARCH)
-        purpose, case_ref = self._justify(purpose, case_ref)
+        purpose, case_ref = justify(purpose, case_ref)
         self._face_collection_check(actor, face_id)
         targets = self.allowed_collections(actor, collections)
         result = self.engine.similar(face_id, collections=targets, top_k=top_k)
@@ -142,7 +132,8 @@ class Governance:
             **self._outcome(result, None, include_weaker)}, purpose, case_ref).id
         return result
 
-    def _suppress(self, result: SearchResult) -> int:
+    def suppress_opted_out(self, result: SearchResult) -> int:
+        """Drop the candidates of people who opted out (ranks renumbered); how many were dropped."""
         if not result.candidates or len(self.optouts.matrix()) == 0:
             return 0
         vectors = self.engine.catalog.embeddings_of([c.face_id for c in result.candidates])
@@ -156,7 +147,7 @@ class Governance:
                face_a: int | None = None, face_b: int | None = None,
                names: tuple[str, str] = ("a", "b")) -> VerifyResult:
         self.require(actor, Action.SEARCH)
-        purpose, case_ref = self._justify(purpose, case_ref)
+        purpose, case_ref = justify(purpose, case_ref)
         result = verify_faces(self.engine.analyzer, self.engine.calibration, image_a, image_b,
                               face_a=face_a, face_b=face_b, names=names)
         self.audit.append(actor.username, "verify", {"probe_sha256": [_sha256(image_a), _sha256(image_b)],
@@ -222,7 +213,7 @@ class Governance:
         self.require(actor, Action.SEARCH)
         ids = list(dict.fromkeys(int(f) for f in face_ids))
         try:
-            purpose, case_ref = self._justify(purpose, case_ref)
+            purpose, case_ref = justify(purpose, case_ref)
             for face_id in ids:
                 self._face_collection_check(actor, face_id)
         except (MissingJustification, PermissionDenied):
@@ -341,7 +332,7 @@ class Governance:
         """Faces enrolled in subjects before an opt-out are removed (embedding, thumbnail, the
         enrolment photo's name): a subject's faces are shown and searched with, unlike a
         collection's, which stay hidden by the opt-out filter and come back if it is withdrawn."""
-        from facesearch.subjects import Subjects  # subjects build on the engine, not on governance
+        from facesearch.services.subjects import Subjects  # subjects build on the engine, not on governance
 
         subjects = Subjects(self.engine)
         rows = subjects.store.embeddings(pack=self.engine.config.pack)
@@ -369,6 +360,3 @@ class Governance:
             raise CatalogError(f"no opt-out with id {optout_id}")
         self.optouts.remove(optout_id)
         self.audit.append(actor.username, "opt_out_withdraw", {"optout_id": optout_id}, reason, entry["reference"])
-
-    def blocked_mask(self, embeddings: np.ndarray) -> np.ndarray:
-        return self.optouts.blocked(embeddings)

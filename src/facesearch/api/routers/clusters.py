@@ -23,9 +23,9 @@ from facesearch.api.deps import Actor, Clusters, Cpu
 from facesearch.api.deps import ClusterMember as Member
 from facesearch.api.schemas import RowId, RowIdPath
 from facesearch.api.urls import face_photo_url, face_thumbnail_url
-from facesearch.cluster_suggestions import Evidence
-from facesearch.clusters import ClusterDetail, ClusterInfo, ClusterRun
 from facesearch.governance.clusters import ClusterGovernance
+from facesearch.services.cluster_suggestions import Evidence
+from facesearch.services.clusters import ClusterDetail, ClusterInfo, ClusterRun
 
 MAX_FACES_PER_EDIT = 1000
 

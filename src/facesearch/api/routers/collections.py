@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, HTTPException, UploadFile
 
 from facesearch.api import schemas
 from facesearch.api.deps import Actor, CollectionAdmin, CollectionReader, Ctx, ServerContext
-from facesearch.engine import Engine
+from facesearch.services.engine import Engine
 
 router = APIRouter(tags=["collections"])
 

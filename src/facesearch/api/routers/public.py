@@ -8,9 +8,9 @@ from fastapi.responses import JSONResponse
 
 from facesearch import readiness
 from facesearch.api.deps import Ctx
+from facesearch.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from facesearch.api.metrics import render as render_metrics
 from facesearch.api.observability import metrics_peer_allowed
-from facesearch.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from facesearch.metrics import render as render_metrics
 
 router = APIRouter(tags=["public"])
 

@@ -26,7 +26,7 @@ from facesearch.catalog.subjects import DecisionInfo, GalleryInfo, SubjectFaceIn
 from facesearch.governance import PermissionDenied
 from facesearch.governance.subjects import SubjectGovernance
 from facesearch.search.subjects import DEFAULT_FUSION, FUSIONS
-from facesearch.subjects import EnrolReport, SubjectRemoval
+from facesearch.services.subjects import EnrolReport, SubjectRemoval
 
 MAX_ENROL_FILES = 20
 MAX_PHOTO_BYTES = 25 * 1024 * 1024

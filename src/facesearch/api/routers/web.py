@@ -43,7 +43,7 @@ def render(request: Request, page: str, **context) -> Response:
         return RedirectResponse("/login", status_code=303)
     user, csrf = found
     if not may(user.role, PAGES[page][1]):
-        home = "/audit" if user.role == "auditor" else "/"
+        home = "/" if may(user.role, Action.SEARCH) else "/audit"
         return templates.TemplateResponse(request, "denied.html", {"user": user, "csrf": csrf, "home": home,
                                                                   "pages": _menu(user)}, status_code=403)
     return templates.TemplateResponse(request, f"{page}.html", {"user": user, "csrf": csrf, "page": page,
@@ -58,7 +58,7 @@ def login_page(request: Request) -> Response:
 @router.get("/", response_class=HTMLResponse)
 def search_page(request: Request) -> Response:
     found = page_user(request)
-    if found is not None and found[0].role == "auditor":
+    if found is not None and not may(found[0].role, Action.SEARCH):  # an auditor: the audit log is home
         return RedirectResponse("/audit", status_code=303)
     return render(request, "search")
 
