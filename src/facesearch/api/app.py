@@ -42,6 +42,7 @@ from facesearch.governance.accounts import LoginThrottle
 from facesearch.governance.clusters import ClusterGovernance
 from facesearch.governance.lifecycle import AccountLifecycle, LifecycleDenied
 from facesearch.governance.policy import ADMIN
+from facesearch.governance.shared import SharedLoginThrottle
 from facesearch.governance.subjects import SubjectGovernance
 from facesearch.home import HomeBusyError
 from facesearch.metrics import set_queue_depth_source
@@ -119,8 +120,10 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
         gov=gov, lifecycle=AccountLifecycle(gov.accounts, gov.audit, engine), subjects=SubjectGovernance(gov),
         clusters=ClusterGovernance(gov), settings=settings, limits=limits,
         # Every look at pixels or a model runs here, bounded: the event loop only routes requests.
-        cpu=CpuPool(limits.cpu_workers, limits.cpu_queue, limits.request_time_limit_s), jobs=JobRunner(),
-        throttle=login_throttle or LoginThrottle(), proxies=trusted_proxies or TrustedProxies(settings.trusted_proxies),
+        cpu=CpuPool(limits.cpu_workers, limits.cpu_queue, limits.request_time_limit_s),
+        # throttling and jobs live in the database: every API process of this home shares them
+        jobs=JobRunner(engine.catalog), throttle=login_throttle or SharedLoginThrottle(engine.catalog),
+        proxies=trusted_proxies or TrustedProxies(settings.trusted_proxies),
         secure_cookies=secure_cookies, checkpoint_export=checkpoint_export)
 
     @asynccontextmanager

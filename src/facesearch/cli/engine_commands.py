@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import sys
 from argparse import Namespace
+from contextlib import ExitStack
 from dataclasses import asdict
 
 from facesearch.cli.common import governed, opened_engine, print_json, read_probe
-from facesearch.governance import local_operator
+from facesearch.governance import Governance, local_operator
 from facesearch.search import SearchResult
 
 
@@ -39,13 +40,27 @@ def collections(args: Namespace) -> int:
 
 
 def index(args: Namespace) -> int:
-    with governed(args) as gov:
-        summary = gov.ingest(local_operator(), args.paths, args.collection, workers=args.workers,
-                             progress=not args.json, wait=not args.no_wait,
-                             on_wait=lambda msg: print(msg, file=sys.stderr), min_face_px=args.min_face,
-                             video_fps=args.video_fps, allow_erased=args.allow_erased)
+    options, extra = {}, {}
+    with ExitStack() as stack:
+        if getattr(args, "ray", None):  # detection and embedding on Ray actors; the rest as below
+            from facesearch.ingest.distributed import RayAnalyzer, ray_cluster
+
+            stack.enter_context(ray_cluster(args.ray))
+            engine = stack.enter_context(opened_engine(args))
+            analyzer = RayAnalyzer(engine.config.pack)
+            engine.use_analyzer(analyzer)
+            options["batch_images"] = analyzer.batch_images
+            extra["ray"] = {"address": args.ray, "actors": analyzer.actors, "nodes": analyzer.nodes()}
+        else:
+            engine = stack.enter_context(opened_engine(args))
+        summary = Governance(engine).ingest(local_operator(), args.paths, args.collection, workers=args.workers,
+                                            progress=not args.json, wait=not args.no_wait,
+                                            on_wait=lambda msg: print(msg, file=sys.stderr),
+                                            min_face_px=args.min_face, video_fps=args.video_fps,
+                                            allow_erased=args.allow_erased, **options)
     if args.json:
-        print_json(asdict(summary) | {"images_per_s": summary.images_per_s, "faces_per_s": summary.faces_per_s})
+        print_json(asdict(summary) | {"images_per_s": summary.images_per_s, "faces_per_s": summary.faces_per_s}
+                   | extra)
         return 0
     s = summary
     print(f"collection {s.collection}: {s.files_seen} files in {s.seconds:.1f} s "

@@ -17,9 +17,12 @@ router = APIRouter(tags=["audit"])
 
 
 def audit_filters(actor: Annotated[str | None, Query()] = None, action: str | None = None,
-                  case_ref: str | None = None, since: str | None = None, until: str | None = None) -> dict:
+                  case_ref: str | None = None, since: str | None = None, until: str | None = None,
+                  purpose: Annotated[str | None, Query(max_length=500, description="purpose contains")] = None,
+                  ) -> dict:
     """The filters of a read or an export, as query parameters."""
-    return {"actor": actor, "action": action, "case_ref": case_ref, "since": since, "until": until}
+    return {"actor": actor, "action": action, "case_ref": case_ref, "since": since, "until": until,
+            "purpose": purpose}
 
 
 Filters = Annotated[dict, Depends(audit_filters)]

@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse
 
 from facesearch.api import schemas
 from facesearch.api.deps import Ctx, Searcher
+from facesearch.api.photo_facts import capture_time, source_name
 from facesearch.api.urls import face_photo_url, face_thumbnail_url, view_urls
 from facesearch.catalog.store import FaceInfo
 from facesearch.pipeline import load_image
@@ -68,7 +69,9 @@ def face(face_id: schemas.RowIdPath, who: Searcher, ctx: Ctx, view: ViewToken = 
                            quality=info.quality, quality_issues=list(info.quality_issues),
                            thumbnail_url=face_thumbnail_url(face_id, view) if info.thumbnail else None,
                            photo_url=face_photo_url(face_id, view), image_faces=others, media=info.media,
-                           timestamp_s=info.timestamp_s, track_id=info.track_id, track_span=info.track_span)
+                           timestamp_s=info.timestamp_s, track_id=info.track_id, track_span=info.track_span,
+                           source_name=source_name(info.image_source, ctx.engine.uploads),
+                           captured_at=None if info.is_video else capture_time(Path(info.image_source)))
 
 
 @router.get("/api/faces/{face_id}/thumbnail", response_class=FileResponse)
