@@ -12,7 +12,7 @@ from argparse import Namespace
 from dataclasses import asdict
 from pathlib import Path
 
-from facesearch.cli.common import operator_command, print_json
+from facesearch.cli.common import action_adder, operator_command, print_json
 from facesearch.errors import FacesearchError
 from facesearch.governance import UserInfo
 from facesearch.governance.subjects import SubjectGovernance
@@ -24,11 +24,7 @@ def add_subject_commands(sub, home_args) -> None:
     p = sub.add_parser("subject", help="people enrolled in galleries: add, enroll, list, show, search, remove")
     actions = p.add_subparsers(metavar="ACTION")
 
-    def action(name: str, help_text: str, handler):
-        a = actions.add_parser(name, help=help_text)
-        home_args(a)
-        a.set_defaults(handler=handler)
-        return a
+    action = action_adder(actions, home_args)
 
     def justification(a) -> None:
         a.add_argument("--purpose", required=True, help="why this search is made (audited)")
