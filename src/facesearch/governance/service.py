@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facesearch.catalog import CatalogError
-from facesearch.catalog.store import CollectionInfo
+from facesearch.catalog.store import CollectionInfo, FaceInfo
 from facesearch.errors import FacesearchError, ImageError, NoFaceError
 from facesearch.governance import policy
 from facesearch.governance.accounts import Accounts, UserInfo
@@ -207,6 +207,10 @@ class Governance:
         grant, info = self._viewable(actor, face_id, token, "details")
         self._record_view(actor, "view_face", grant, info)
         return info
+
+    def photo_faces(self, info: FaceInfo) -> list[FaceInfo]:
+        """The faces of the photo of a face just shown by :meth:`face_details` (their boxes, for the photo view)."""
+        return self.engine.catalog.image_faces(info.image_id)
 
     def grant_view(self, actor: UserInfo, face_ids: list[int], *, purpose: str, case_ref: str) -> str:
         """Look at faces by id for a stated purpose and case (no search): audited, then granted."""

@@ -64,7 +64,7 @@ def face(face_id: schemas.RowIdPath, who: Searcher, ctx: Ctx, view: ViewToken = 
     else:
         box = info.box
         others = [{"face_id": f.id, "box": f.box, "quality": f.quality}
-                  for f in ctx.engine.catalog.image_faces(info.image_id)]
+                  for f in gov.photo_faces(info)]
     return schemas.FaceOut(face_id=info.id, image_id=info.image_id, collection=info.collection, box=box,
                            quality=info.quality, quality_issues=list(info.quality_issues),
                            thumbnail_url=face_thumbnail_url(face_id, view) if info.thumbnail else None,
