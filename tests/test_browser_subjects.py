@@ -75,6 +75,12 @@ def test_subject_enrol_search_confirm_and_audit(browser_login, browser_live_serv
     result = answer.value.json()
     assert result["confident_match"] and result["fusion"] == "mean", result
     expect(ivan.locator("#subject-verdict")).to_contain_text("1 candidate lead(s) above the threshold")
+    # one count of the faces searched: the rule says how 2 enrolled faces make twice as many comparisons
+    n = result["faces_searched"]
+    meta = ivan.locator("#subject-result-meta")
+    expect(meta).to_contain_text(f"Searched {n:,} faces in {COLLECTION}")
+    expect(meta).to_contain_text(f"per search of {n:,} faces, each against 2 enrolled faces ({2 * n:,} comparisons)")
+    assert f"per search of {2 * n:,} faces" not in meta.inner_text()
     above = ivan.locator("#subject-candidates .cand.above")
     expect(above).to_have_count(1)
     expect(ivan.locator("#subject-candidates .cand").first).to_have_class(re.compile(r"\babove\b"))
