@@ -35,14 +35,13 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from search_scale import (HEADER, Row, build_gallery, facesearch_search, format_row, measured_build, plant,
-                          score_row)
 
 from facesearch.eval.synthetic import GaussianFaces
 from facesearch.index import FaissIndex
 from facesearch.index.milvus_index import MilvusIndex
 from facesearch.index.milvus_standalone import MilvusServer
 from lfw_embeddings import DEFAULT_CACHE, DEFAULT_PACK, load_or_compute
+from search_scale import HEADER, Row, build_gallery, facesearch_search, format_row, measured_build, plant, score_row
 
 
 def process_rss(pid: int) -> int:

@@ -32,11 +32,11 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from search_scale import plant, rss
 
 from facesearch.eval.synthetic import GaussianFaces
 from facesearch.index.faiss_index import _random_rotation
 from lfw_embeddings import DEFAULT_CACHE, DEFAULT_PACK, load_or_compute
+from search_scale import plant, rss
 
 K = 10
 CHUNK = 200_000
