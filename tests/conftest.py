@@ -560,17 +560,19 @@ def api_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def api_build_env(home: Path, analyzer, layout: dict[str, list[str]], grants: dict[str, list[str]]):
+def api_build_env(home: Path, analyzer, layout: dict[str, list[str]], grants: dict[str, list[str]],
+                  database_url: str | None = None):
     """Yield an :class:`ApiEnv` on a fresh ``home``: the users of ``API_USERS`` (each with an API key),
     one collection per ``layout`` entry holding those LFW photos (uploaded through the API), and the
-    ``grants`` (collection -> usernames). The session's analyzer is shared (models load once)."""
+    ``grants`` (collection -> usernames). The session's analyzer is shared (models load once).
+    ``database_url``: the catalog (default: SQLite in the home)."""
     from fastapi.testclient import TestClient
 
     from facesearch.api.app import create_app
     from facesearch.api.limits import ServerLimits
     from facesearch.services.engine import Engine
 
-    opened = Engine.open(home, backend="faiss")
+    opened = Engine.open(home, backend="faiss", database_url=database_url)
     engine = Engine(opened.home, opened.config, opened.catalog, analyzer_factory=lambda: analyzer)
     from facesearch.governance import Governance
 
