@@ -56,7 +56,7 @@ import numpy as np
 
 from facesearch.cluster.attach import attach_faces
 from facesearch.cluster.knn import DEFAULT_ASSIGN, DEFAULT_EXACT_LIMIT, KnnGraph, NeighbourIndex, drop_self
-from facesearch.models.calibration import Calibration, load_calibration
+from facesearch.models.calibration import Calibration, load_calibration, threshold_at_fmr
 from facesearch.pipeline.quality import USABLE_QUALITY
 
 #: Defaults, chosen on LFW by the sweep in ``bench/cluster_lfw.py`` (``docs/cluster_lfw_output.txt``),
@@ -90,24 +90,9 @@ DEFAULT_PACK = "buffalo_s"
 
 
 def threshold_for_fmr(fmr: float, calibration: Calibration) -> float:
-    """The cosine at which ``fmr`` of the calibration's impostor pairs score at or above it.
-
-    Uses the calibration's own look-up (which extrapolates its fitted tail) where it has one.
-    """
-    own = getattr(calibration, "threshold_for_fmr", None)
-    if callable(own):
-        return float(own(fmr)[0])
-    point = calibration.operating_points.get(f"{fmr:g}")
-    if point is not None:
-        return float(point[0])
-    scores = np.asarray(calibration.scores, np.float64)
-    rates = np.asarray(calibration.fmr, np.float64)
-    positive = rates > 0
-    if not positive.any() or fmr < rates[positive].min() or fmr > rates.max():
-        raise ValueError(f"FMR {fmr:g} is outside what the {calibration.pack} calibration measured")
-    # The rate falls as the score rises: interpolate log-rate against score.
-    log_rates = np.log10(rates[positive])[::-1]
-    return float(np.interp(np.log10(fmr), log_rates, scores[positive][::-1]))
+    """The cosine at which ``fmr`` of the calibration's impostor pairs score at or above it
+    (:func:`facesearch.models.calibration.threshold_at_fmr`, the one rule)."""
+    return threshold_at_fmr(calibration, fmr)
 
 
 @dataclass(frozen=True)
@@ -206,7 +191,7 @@ class Linker:
     """The stage-1 linking rules (module docstring, points 2 and 3, and cannot-link), in one place.
 
     Subclasses hold the union-find: :class:`ClusterState` over the positions of an array of
-    faces, :class:`facesearch.clusters` over the clusters and faces one catalog run touches.
+    faces, :class:`facesearch.services.clusters` over the clusters and faces one catalog run touches.
     ``_consider`` takes two *faces* (whatever the subclass keys them by) and a candidate edge.
     """
 

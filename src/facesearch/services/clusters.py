@@ -45,8 +45,8 @@ from facesearch.catalog.clusters import ClusterRow, ClusterStateInfo, ClusterSto
 from facesearch.cluster import ClusterParams, cluster_faces
 from facesearch.cluster.attach import attach_faces
 from facesearch.cluster.core import Linker
-from facesearch.engine import Engine
 from facesearch.errors import FacesearchError
+from facesearch.services.engine import Engine
 
 #: mask of the embeddings that must not be clustered or shown (opt-out): (n, d) -> (n,) bool
 Hide = Callable[[np.ndarray], np.ndarray]
@@ -646,7 +646,7 @@ class Clusters:
 
         Returns (SubjectInfo, EnrolReport). A cluster already linked to a subject enrols its new
         faces there instead."""
-        from facesearch.subjects import Subjects
+        from facesearch.services.subjects import Subjects
 
         row = self.store.cluster(cluster_id)
         label = _clean(label) or row.name
