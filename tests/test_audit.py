@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from facesearch.engine import Engine
 from facesearch.governance import AuditLog, Governance
 from facesearch.governance.audit import record_hash
+from facesearch.services.engine import Engine
 
 RECORDS = 6
 
@@ -219,7 +219,7 @@ def test_appends_from_many_threads_keep_the_chain_intact(tmp_path, catalog_db):
 
 APPENDER = """
 import sys
-from facesearch.engine import Engine
+from facesearch.services.engine import Engine
 from facesearch.governance import AuditLog
 home, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with Engine.open(home) as engine:

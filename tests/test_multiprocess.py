@@ -150,8 +150,8 @@ def _children(pid: int) -> list[int]:
 
 
 def test_serve_workers_runs_several_processes_on_one_port(postgres_url, tmp_path):
-    from facesearch.engine import Engine
     from facesearch.governance import AuditLog, Governance
+    from facesearch.services.engine import Engine
 
     home = tmp_path / "home"
     with Engine.open(home, database_url=postgres_url) as engine:
@@ -207,7 +207,7 @@ def test_three_processes_under_load_one_truth(postgres_url, tmp_path):
 
 APPENDER = """
 import sys
-from facesearch.engine import Engine
+from facesearch.services.engine import Engine
 from facesearch.governance import AuditLog
 home, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with Engine.open(home) as engine:
@@ -223,8 +223,8 @@ def test_redteam_an_edit_hidden_among_concurrent_appends_is_caught(postgres_url,
     The appends stay serialized and complete; verification names exactly the edited record."""
     from sqlalchemy import create_engine, text
 
-    from facesearch.engine import Engine
     from facesearch.governance import AuditLog
+    from facesearch.services.engine import Engine
 
     home = tmp_path / "home"
     with Engine.open(home, database_url=postgres_url) as engine:
@@ -269,8 +269,8 @@ def test_two_api_processes_on_postgresql_share_sessions_jobs_throttling_and_face
     from fastapi.testclient import TestClient
 
     from facesearch.api.app import create_app
-    from facesearch.engine import Engine
     from facesearch.governance import AuditLog
+    from facesearch.services.engine import Engine
 
     from .conftest import API_USERS, api_build_env
 

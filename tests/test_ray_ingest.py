@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facesearch.engine import Engine
 from facesearch.governance import AuditLog, Governance
+from facesearch.services.engine import Engine
 
 from .conftest import LFW, jpeg_with_comment
 

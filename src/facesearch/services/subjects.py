@@ -35,7 +35,6 @@ from facesearch.catalog.subjects import (
     SubjectInfo,
     SubjectStore,
 )
-from facesearch.engine import Engine
 from facesearch.errors import FacesearchError
 from facesearch.pipeline import choose_face, open_photo
 from facesearch.pipeline.imageio import ImageSource
@@ -51,6 +50,7 @@ from facesearch.search.subjects import (
     mean_template,
     top_pairs,
 )
+from facesearch.services.engine import Engine
 
 #: mask of the embeddings that must not be enrolled or shown (opt-out): (n, d) -> (n,) bool
 Hide = Callable[[np.ndarray], np.ndarray]
