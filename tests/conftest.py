@@ -376,12 +376,13 @@ def browser_chromium():
             browser.close()
 
 
-#: Where the browser tests leave their screenshots (the README shows them).
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+#: Where the browser tests leave their screenshots: a git-ignored build folder, so a test run leaves
+#: the work tree clean. The README shows curated copies in docs/screenshots (`make screenshots`).
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "build" / "screenshots"
 
 
 def shot(page, name: str) -> None:
-    """Save a full-page screenshot as docs/screenshots/<name>.png."""
+    """Save a full-page screenshot as build/screenshots/<name>.png."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
@@ -437,6 +438,7 @@ def browser_login(browser_chromium, browser_live_server):
         page.get_by_label("Username").fill(username)
         page.get_by_label("Password").fill(BROWSER_USERS[username][1])
         if screenshot is not None:
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot), full_page=True)
         with page.expect_navigation():
             page.get_by_role("button", name="Log in").click()

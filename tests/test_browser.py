@@ -9,7 +9,7 @@ both searches with their purpose and case reference, and the audit chain verifie
 candidates (below the threshold) are shown only when the investigator asks, and the asking is
 recorded; a photo page opened without the view grant of a search shows nothing.
 
-Each run writes the screenshots shown in the README to docs/screenshots/.
+Each run writes the screenshots shown in the README to build/screenshots/ (`make screenshots` curates).
 """
 
 from __future__ import annotations
