@@ -51,6 +51,7 @@ from facesearch.search.subjects import (
     mean_template,
     top_pairs,
 )
+from facesearch.search.tracks import one_per_track
 
 #: mask of the embeddings that must not be enrolled or shown (opt-out): (n, d) -> (n,) bool
 Hide = Callable[[np.ndarray], np.ndarray]
@@ -337,7 +338,8 @@ class Subjects:
                 for c in result.candidates:
                     if c.face_id not in best or c.similarity > best[c.face_id].similarity:
                         best[c.face_id] = c
-            pool = sorted(best.values(), key=lambda c: (-c.similarity, c.face_id))[:top_k]
+            # each search gave one face per video track, not necessarily the same one: one per track again
+            pool = one_per_track(sorted(best.values(), key=lambda c: (-c.similarity, c.face_id)))[:top_k]
         # k enrolled faces against n indexed faces count as k * n comparisons, whichever the fusion:
         # they decide the threshold and the false-match estimates (see facesearch.search.subjects)
         comparisons = result.faces_searched * len(vectors)

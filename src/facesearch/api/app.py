@@ -487,7 +487,8 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
                 image_id=c.image_id, box=c.box, quality=c.quality,
                 thumbnail_url=view_urls(c.face_id, token, bool(c.thumbnail))["thumbnail_url"],
                 photo_url=view_urls(c.face_id, token)["photo_url"], media=c.media, timestamp_s=c.timestamp_s,
-                track_id=c.track_id, track_span=c.track_span) for c in result.candidates])
+                track_id=c.track_id, track_span=c.track_span, track_faces=list(c.track_faces),
+                track_hits=c.track_hits) for c in result.candidates])
 
     @app.post("/api/verify", response_model=schemas.VerifyOut, tags=["search"])
     async def verify(who: Searcher, a: Annotated[UploadFile, File()], b: Annotated[UploadFile, File()],

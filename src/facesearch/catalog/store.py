@@ -276,6 +276,22 @@ class Catalog:
                                    (f.track_start_s, f.track_end_s) if f.track_start_s is not None else None)
                     for f, image, name in rows}
 
+    def track_faces(self, tracks: list[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
+        """(video image id, track id) -> the ids of that track's faces, in time order."""
+        out: dict[tuple[int, int], list[int]] = {}
+        wanted = set(tracks)
+        if not wanted:
+            return out
+        with self.session() as s:
+            rows = s.execute(select(FaceRecord.image_id, FaceRecord.track_id, FaceRecord.id)
+                             .where(FaceRecord.image_id.in_({image for image, _ in wanted}),
+                                    FaceRecord.track_id.is_not(None))
+                             .order_by(FaceRecord.timestamp_s, FaceRecord.id))
+            for image_id, track_id, face_id in rows:
+                if (image_id, track_id) in wanted:
+                    out.setdefault((image_id, track_id), []).append(face_id)
+        return out
+
     def image_faces(self, image_id: int) -> list[FaceInfo]:
         with self.session() as s:
             ids = list(s.scalars(select(FaceRecord.id).where(FaceRecord.image_id == image_id)))
