@@ -36,10 +36,11 @@ from facesearch.catalog.subjects import (
     SubjectStore,
 )
 from facesearch.engine import Engine
-from facesearch.errors import FacesearchError
+from facesearch.errors import FacesearchError, ImageError
 from facesearch.pipeline import choose_face, open_photo
 from facesearch.pipeline.imageio import ImageSource
 from facesearch.search import Candidate, SearchResult, false_match, search_threshold
+from facesearch.search.scoring import searched_words
 from facesearch.search.subjects import (
     DEFAULT_FUSION,
     IdentifyResult,
@@ -67,6 +68,7 @@ class EnrolReport:
     subject_id: int
     added: list[SubjectFaceInfo] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (photo, why)
+    unreadable: list[str] = field(default_factory=list)  # photos of ``failed`` that did not decode at all
     suppressed: int = 0  # faces matching an opt-out request: not enrolled
     warnings: list[str] = field(default_factory=list)
     photo_sha256: list[str] = field(default_factory=list)
@@ -198,6 +200,8 @@ class Subjects:
                 face, rule = choose_face(faces, decoded.shape, name, face_index)
             except FacesearchError as exc:
                 report.failed.append((name, str(exc)))
+                if isinstance(exc, ImageError):  # not a picture (or a broken one), not a picture without a face
+                    report.unreadable.append(name)
                 continue
             if digest:
                 report.photo_sha256.append(digest)
@@ -308,9 +312,10 @@ class Subjects:
         blocked = np.asarray(hide(subjects.faces), bool).astype(np.int64)
         return visible & (np.add.reduceat(blocked, subjects.starts) == 0)
 
-    def _threshold(self, override: float | None, comparisons: int) -> tuple[float, str]:
+    def _threshold(self, override: float | None, comparisons: int, searched: str | None = None) -> tuple[float, str]:
         """The calibrated search threshold for this many face-to-face comparisons per search."""
-        return search_threshold(self.engine.calibration, override, gallery_size=max(1, comparisons))
+        return search_threshold(self.engine.calibration, override, gallery_size=max(1, comparisons),
+                                searched=searched)
 
     # -- search a subject in the collections ------------------------------------------------------------
 
@@ -343,9 +348,11 @@ class Subjects:
         # k enrolled faces against n indexed faces count as k * n comparisons, whichever the fusion:
         # they decide the threshold and the false-match estimates (see facesearch.search.subjects)
         comparisons = result.faces_searched * len(vectors)
-        result.threshold, result.threshold_rule = self._threshold(threshold, comparisons)
+        words = searched_words(result.faces_searched, len(vectors))  # one count, said the same way everywhere
+        result.threshold, result.threshold_rule = self._threshold(threshold, comparisons, words)
         result.candidates = [replace(c, rank=i + 1, above_threshold=c.similarity >= result.threshold,
-                                     false_match=false_match(self.engine.calibration, c.similarity, comparisons))
+                                     false_match=false_match(self.engine.calibration, c.similarity, comparisons,
+                                                             words))
                              for i, c in enumerate(pool)]
         result.warnings.append(f"subject {subject_id} ({len(vectors)} enrolled face(s)); scores are the "
                                f"{FUSION_WORDS[fusion]}")
