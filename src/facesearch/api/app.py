@@ -83,13 +83,18 @@ def _store_upload(folder: Path, data: bytes, filename: str | None, engine: Engin
     return path
 
 
-def _upright_jpeg(path: Path) -> bytes:
+def _upright_jpeg(path: Path, rotation: int = 0) -> bytes:
+    """The photo as the face boxes see it: EXIF applied, and turned as ingest turned a sideways scan."""
     from io import BytesIO
 
+    import numpy as np
     from PIL import Image
 
     buffer = BytesIO()
-    Image.fromarray(load_image(path)).save(buffer, format="JPEG", quality=90)
+    pixels = load_image(path)
+    if rotation % 360:
+        pixels = np.ascontiguousarray(np.rot90(pixels, -(rotation // 90) % 4))
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
 
 
@@ -544,7 +549,7 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
         if access.is_video_frame:
             return FileResponse(access.path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
         # Re-encoded upright (browsers differ on EXIF orientation; the boxes are for the upright image).
-        jpeg = await cpu.run(_upright_jpeg, access.path)
+        jpeg = await cpu.run(_upright_jpeg, access.path, access.rotation)
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
 
     # -- erasure and opt-out (admin) ---------------------------------------------------------------
