@@ -107,3 +107,34 @@ def test_text_output_and_bad_trees_are_one_line(cli, registry, tmp_path):
     assert code == 2 and "'folder'" in err
     code, out, err = cli("subject", "import", tmp_path / "nowhere", "--gallery", "missing", "--home", home)
     assert code == 2 and "not a folder" in err
+
+
+def test_a_folder_upload_imports_the_same_way(registry, tmp_path, analyzer):
+    """What an API route gets from a browser's folder upload (TOP/PERSON/photo names, bytes): the same
+    people, labels and attributes as the folder on disk, through the same governed import."""
+    from facesearch.engine import Engine
+    from facesearch.governance import Governance
+    from facesearch.governance.accounts import local_operator
+    from facesearch.governance.subject_import import import_people, people_from_uploads, read_folder
+    from facesearch.governance.subjects import SubjectGovernance
+
+    files = sorted((f"registry/{p.relative_to(registry).as_posix()}", p.read_bytes())
+                   for p in registry.rglob("*") if p.is_file())
+    files.append(("registry/Colin Powell/deeper/x.jpg", b"nested"))
+    people, ignored = people_from_uploads(files)
+    on_disk, _ = read_folder(registry)
+    assert [(p.folder, p.label, p.attributes, [n for n, _ in p.photos]) for p in people] == \
+        [(p.folder, p.label, p.attributes, [n for n, _ in p.photos]) for p in on_disk]
+    assert sorted(ignored) == ["Colin Powell/deeper/x.jpg", "README.txt"]
+
+    opened = Engine.open(tmp_path / "home", backend="faiss")
+    engine = Engine(opened.home, opened.config, opened.catalog, analyzer_factory=lambda: analyzer)
+    try:
+        sg = SubjectGovernance(Governance(engine))
+        report = import_people(sg, local_operator(), "missing", people, ignored)
+        summary = report.to_dict()["summary"]
+        assert (summary["people"], summary["enrolled"], summary["no_face"], summary["unreadable"]) == (2, 3, 1, 1)
+        again = import_people(sg, local_operator(), "missing", people_from_uploads(files)[0])
+        assert again.to_dict()["summary"]["already_enrolled"] == 3 and again.problems == 2
+    finally:
+        engine.close()

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from facesearch.catalog import CatalogError
 from facesearch.errors import FacesearchError
@@ -95,29 +96,64 @@ class ImportReport:
 
 def _manifest(root: Path) -> dict[str, dict[str, str]]:
     """folder name -> {"label"?: ..., attribute: value}, from manifest.csv or subjects.json."""
-    csv_path, json_path = root / MANIFESTS[0], root / MANIFESTS[1]
-    if csv_path.is_file() and json_path.is_file():
+    found = [root / name for name in MANIFESTS if (root / name).is_file()]
+    if len(found) > 1:
         raise SubjectImportError(f"{root}: both {MANIFESTS[0]} and {MANIFESTS[1]}: keep one")
+    if not found:
+        return {}
+    try:
+        return parse_manifest(str(found[0]), found[0].read_bytes())
+    except OSError as exc:
+        raise SubjectImportError(f"{found[0]}: cannot read ({exc.strerror or exc})") from None
+
+
+def parse_manifest(name: str, data: bytes) -> dict[str, dict[str, str]]:
+    """A manifest's content (CSV with a 'folder' column, or JSON folder -> attributes) as a mapping."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise SubjectImportError(f"{name}: not UTF-8 text") from None
     out: dict[str, dict[str, str]] = {}
-    if csv_path.is_file():
-        with csv_path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or "folder" not in reader.fieldnames:
-                raise SubjectImportError(f"{csv_path}: the first line must name the columns, one of them 'folder'")
-            for line, row in enumerate(reader, start=2):
-                name = (row.pop("folder") or "").strip()
-                if not name:
-                    raise SubjectImportError(f"{csv_path}:{line}: empty 'folder'")
-                out[name] = {str(k).strip(): (v or "").strip() for k, v in row.items() if k and (v or "").strip()}
-    elif json_path.is_file():
-        try:
-            data = json.loads(json_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SubjectImportError(f"{json_path}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-            raise SubjectImportError(f"{json_path}: expected an object: folder name -> {{attribute: value}}")
-        out = {str(k): {str(a): str(v) for a, v in attrs.items()} for k, attrs in data.items()}
-    return out
+    if name.endswith(".csv"):
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if not reader.fieldnames or "folder" not in reader.fieldnames:
+            raise SubjectImportError(f"{name}: the first line must name the columns, one of them 'folder'")
+        for line, row in enumerate(reader, start=2):
+            folder = (row.pop("folder") or "").strip()
+            if not folder:
+                raise SubjectImportError(f"{name}:{line}: empty 'folder'")
+            out[folder] = {str(k).strip(): (v or "").strip() for k, v in row.items()
+                           if k and isinstance(v, str) and v.strip()}
+        return out
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SubjectImportError(f"{name}: not valid JSON ({exc})") from None
+    if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
+        raise SubjectImportError(f"{name}: expected an object: folder name -> {{attribute: value}}")
+    return {str(k): {str(a): str(v) for a, v in attrs.items()} for k, attrs in parsed.items()}
+
+
+def _people(where: str, folders: dict[str, list[tuple[str, Path | bytes]]],
+            manifest: dict[str, dict[str, str]]) -> list[PersonPhotos]:
+    """Person folders (name -> files) and the manifest, checked, as the people to import."""
+    people = []
+    for folder in sorted(folders):
+        files = folders[folder]
+        if len(files) > MAX_PHOTOS_PER_PERSON:
+            raise SubjectImportError(f"{where}/{folder}: {len(files)} files; at most {MAX_PHOTOS_PER_PERSON} "
+                                     "photos per person")
+        attrs = dict(manifest.get(folder, {}))
+        label = attrs.pop("label", "").strip() or folder
+        people.append(PersonPhotos(folder, label, attrs, sorted(files, key=lambda f: f[0])))
+    unknown = sorted(set(manifest) - set(folders))
+    if unknown:
+        raise SubjectImportError(f"{where}: the manifest names folder(s) that are not there: {', '.join(unknown[:5])}")
+    if not people:
+        raise SubjectImportError(f"{where}: no person folders (expected DIR/NAME/photo.jpg ...)")
+    if len(people) > MAX_PEOPLE:
+        raise SubjectImportError(f"{where}: {len(people)} people; at most {MAX_PEOPLE} per import")
+    return people
 
 
 def read_folder(root: Path) -> tuple[list[PersonPhotos], list[str]]:
@@ -126,30 +162,44 @@ def read_folder(root: Path) -> tuple[list[PersonPhotos], list[str]]:
     if not root.is_dir():
         raise SubjectImportError(f"{root}: not a folder (expected one folder per person inside it)")
     manifest = _manifest(root)
-    people, ignored = [], []
+    folders: dict[str, list[tuple[str, Path | bytes]]] = {}
+    ignored = []
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):
             continue
         if entry.is_file():
             if entry.name not in MANIFESTS:
                 ignored.append(entry.name)
+        elif entry.is_dir():
+            folders[entry.name] = [(f"{entry.name}/{p.name}", p) for p in sorted(entry.iterdir())
+                                   if p.is_file() and not p.name.startswith(".")]
+    return _people(str(root), folders, manifest), ignored
+
+
+def people_from_uploads(files: list[tuple[str, bytes]]) -> tuple[list[PersonPhotos], list[str]]:
+    """The same from an upload of a folder: (relative path as the browser names it, content).
+
+    A browser's folder upload names files TOP/PERSON/photo.jpg: the common top folder is dropped.
+    A manifest is a top-level file; anything deeper than PERSON/photo is ignored (and said so)."""
+    paths = [PurePosixPath(name.replace("\\", "/")).parts for name, _ in files]
+    if paths and len({p[0] for p in paths}) == 1 and all(len(p) >= 2 for p in paths) \
+            and any(len(p) >= 3 for p in paths):
+        paths = [p[1:] for p in paths]
+    folders: dict[str, list[tuple[str, Path | bytes]]] = {}
+    manifests, ignored = [], []
+    for parts, (_, data) in zip(paths, files):
+        if any(part.startswith(".") or part == ".." for part in parts):
             continue
-        if not entry.is_dir():
-            continue
-        attrs = dict(manifest.get(entry.name, {}))
-        label = attrs.pop("label", "").strip() or entry.name
-        files = sorted(p for p in entry.iterdir() if p.is_file() and not p.name.startswith("."))
-        if len(files) > MAX_PHOTOS_PER_PERSON:
-            raise SubjectImportError(f"{entry}: {len(files)} files; at most {MAX_PHOTOS_PER_PERSON} photos per person")
-        people.append(PersonPhotos(entry.name, label, attrs, [(f"{entry.name}/{p.name}", p) for p in files]))
-    unknown = sorted(set(manifest) - {p.folder for p in people})
-    if unknown:
-        raise SubjectImportError(f"{root}: the manifest names folder(s) that are not there: {', '.join(unknown[:5])}")
-    if not people:
-        raise SubjectImportError(f"{root}: no person folders (expected DIR/NAME/photo.jpg ...)")
-    if len(people) > MAX_PEOPLE:
-        raise SubjectImportError(f"{root}: {len(people)} people; at most {MAX_PEOPLE} per import")
-    return people, ignored
+        if len(parts) == 1 and parts[0] in MANIFESTS:
+            manifests.append((parts[0], data))
+        elif len(parts) == 2:
+            folders.setdefault(parts[0], []).append(("/".join(parts), data))
+        else:
+            ignored.append("/".join(parts))
+    if len(manifests) > 1:
+        raise SubjectImportError(f"both {MANIFESTS[0]} and {MANIFESTS[1]}: keep one")
+    manifest = parse_manifest(*manifests[0]) if manifests else {}
+    return _people("upload", folders, manifest), ignored
 
 
 def _bytes(photo: Path | bytes) -> bytes | str:
