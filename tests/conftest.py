@@ -26,6 +26,8 @@ from facesearch.models import ModelPack, load_pack
 from facesearch.models.packs import LOCAL_MANIFEST
 from facesearch.pipeline import primary_face
 
+from .milvus_fixtures import INDEX_BACKENDS, backend_options, milvus_server, milvus_uri  # noqa: F401
+
 FIXTURES = Path(__file__).parent / "fixtures"
 #: The justification every CLI search needs (audited as the local operator).
 WHY = ("--purpose", "test search", "--case", "TEST-1")
@@ -168,7 +170,6 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 # -- facesearch homes, the CLI, many distinct photos, PostgreSQL ------------------------------------
 
-INDEX_BACKENDS = ("faiss", "milvus")
 
 
 def unit_vectors(rng: np.random.Generator, n: int, dim: int = 512) -> np.ndarray:
@@ -197,15 +198,17 @@ def distinct_photos(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def open_engine(tmp_path):
+def open_engine(tmp_path, request):
     """``open_engine(backend="faiss", home=None, **options)`` -> an Engine on a fresh home under
-    tmp_path (or the given one); every engine opened is closed at teardown."""
+    tmp_path (or the given one); every engine opened is closed at teardown. ``milvus-server``:
+    the milvus backend on the session's real Milvus server."""
     from facesearch.engine import Engine
 
     opened = []
 
     def open_(backend: str | None = "faiss", home: Path | None = None, **options):
-        engine = Engine.open(home or tmp_path / "home", backend=backend, **options)
+        backend, extra = backend_options(request, backend)
+        engine = Engine.open(home or tmp_path / "home", backend=backend, **extra, **options)
         opened.append(engine)
         return engine
 

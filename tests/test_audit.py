@@ -167,7 +167,14 @@ def test_appending_after_a_break_does_not_heal_it(cli, audit_home):
     assert code != 0 and problem_ids(report) == {2}
 
 
-# -- concurrent appends -----------------------------------------------------------------------------
+# -- concurrent appends (SQLite and PostgreSQL) -----------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_db(request) -> str | None:
+    """The catalog URL a concurrency test runs on: None (SQLite in the home) or a fresh PostgreSQL
+    database on the session's embedded server."""
+    return request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
 
 
 def _assert_intact(home: Path, expected: int) -> list:
@@ -182,9 +189,10 @@ def _assert_intact(home: Path, expected: int) -> list:
     return entries
 
 
-def test_appends_from_many_threads_keep_the_chain_intact(tmp_path):
+def test_appends_from_many_threads_keep_the_chain_intact(tmp_path, catalog_db):
     home = tmp_path / "home"
     threads, each = 8, 25
+    Engine.open(home, database_url=catalog_db).close()  # the home remembers its catalog
     engines = [Engine.open(home) for _ in range(threads)]  # each thread its own connection pool
     errors: list[BaseException] = []
     barrier = threading.Barrier(threads)
@@ -223,9 +231,9 @@ with Engine.open(home) as engine:
 """
 
 
-def test_appends_from_several_processes_keep_the_chain_intact(tmp_path):
+def test_appends_from_several_processes_keep_the_chain_intact(tmp_path, catalog_db):
     home = tmp_path / "home"
-    with Engine.open(home):  # create and migrate the catalog once, before the race
+    with Engine.open(home, database_url=catalog_db):  # create and migrate the catalog once, before the race
         pass
     processes, each = 4, 30
     running = [subprocess.Popen([sys.executable, "-c", APPENDER, str(home), f"proc{n}", str(each)],

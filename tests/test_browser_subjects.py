@@ -110,7 +110,7 @@ def test_subject_enrol_search_confirm_and_audit(browser_login, browser_live_serv
     expect(decision.locator("td").nth(2)).to_have_text("ivan")
     expect(decision.locator("td").nth(4)).to_have_text(PURPOSE)
     expect(decision.locator("td").nth(5)).to_have_text(CASE_REF)
-    details = json.loads(decision.locator("td").nth(6).inner_text())
+    details = json.loads(decision.get_attribute("data-details"))
     assert details["subject_id"] == subject_id and details["face_id"] == face_id, details
     search = audrey.locator("#audit-table tbody tr[data-action='subject_search']")
     expect(search).to_have_count(1)

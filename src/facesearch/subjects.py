@@ -40,7 +40,6 @@ from facesearch.errors import FacesearchError, ImageError
 from facesearch.pipeline import choose_face, open_photo
 from facesearch.pipeline.imageio import ImageSource
 from facesearch.search import Candidate, SearchResult, false_match, search_threshold
-from facesearch.search.scoring import searched_words
 from facesearch.search.subjects import (
     DEFAULT_FUSION,
     IdentifyResult,
@@ -312,7 +311,8 @@ class Subjects:
         blocked = np.asarray(hide(subjects.faces), bool).astype(np.int64)
         return visible & (np.add.reduceat(blocked, subjects.starts) == 0)
 
-    def _threshold(self, override: float | None, comparisons: int, searched: str | None = None) -> tuple[float, str]:
+    def _threshold(self, override: float | None, comparisons: int,
+                   searched: str | None = None) -> tuple[float, str]:
         """The calibrated search threshold for this many face-to-face comparisons per search."""
         return search_threshold(self.engine.calibration, override, gallery_size=max(1, comparisons),
                                 searched=searched)
@@ -348,11 +348,13 @@ class Subjects:
         # k enrolled faces against n indexed faces count as k * n comparisons, whichever the fusion:
         # they decide the threshold and the false-match estimates (see facesearch.search.subjects)
         comparisons = result.faces_searched * len(vectors)
-        words = searched_words(result.faces_searched, len(vectors))  # one count, said the same way everywhere
-        result.threshold, result.threshold_rule = self._threshold(threshold, comparisons, words)
+        # said with the number of faces searched that the result reports, and how it makes the comparisons
+        searched = (f"{result.faces_searched:,} faces, each against {len(vectors)} enrolled faces "
+                    f"({comparisons:,} comparisons)" if len(vectors) > 1 else None)
+        result.threshold, result.threshold_rule = self._threshold(threshold, comparisons, searched)
         result.candidates = [replace(c, rank=i + 1, above_threshold=c.similarity >= result.threshold,
                                      false_match=false_match(self.engine.calibration, c.similarity, comparisons,
-                                                             words))
+                                                             searched))
                              for i, c in enumerate(pool)]
         result.warnings.append(f"subject {subject_id} ({len(vectors)} enrolled face(s)); scores are the "
                                f"{FUSION_WORDS[fusion]}")

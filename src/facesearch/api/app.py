@@ -34,6 +34,7 @@ from facesearch.api import schemas
 from facesearch.api.jobs import JobRunner
 from facesearch.api.limits import RequestLimits, ServerLimits
 from facesearch.api.observability import ObservabilityMiddleware, metrics_peer_allowed
+from facesearch.api.photo_facts import capture_time, source_name
 from facesearch.api.proxies import TrustedProxies, request_client
 from facesearch.api.security import add_security
 from facesearch.api.workers import CpuPool, ServerBusy
@@ -44,6 +45,7 @@ from facesearch.governance import AccountError, Governance, MissingJustification
 from facesearch.governance.accounts import LoginThrottle
 from facesearch.governance.audit import bounded_text
 from facesearch.governance.lifecycle import AccountLifecycle, LifecycleDenied
+from facesearch.governance.shared import SharedLoginThrottle
 from facesearch.home import HomeBusyError
 from facesearch.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from facesearch.metrics import render as render_metrics
@@ -153,9 +155,10 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
     settings = settings or load_settings(engine.home)
     gov = Governance(engine)
     lifecycle = AccountLifecycle(gov.accounts, gov.audit, engine)
-    throttle = login_throttle or LoginThrottle()
+    # Throttling and jobs live in the database: every API process of this home shares them.
+    throttle = login_throttle or SharedLoginThrottle(engine.catalog)
     proxies = trusted_proxies or TrustedProxies(settings.trusted_proxies)
-    jobs = JobRunner()
+    jobs = JobRunner(engine.catalog)
     limits = limits or ServerLimits.from_settings(settings)
     # Every look at pixels or a model runs here, bounded: the event loop only routes requests.
     cpu = CpuPool(limits.cpu_workers, limits.cpu_queue, limits.request_time_limit_s)
@@ -532,7 +535,9 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
                                quality=info.quality, quality_issues=list(info.quality_issues),
                                thumbnail_url=view_urls(face_id, view, bool(info.thumbnail))["thumbnail_url"],
                                photo_url=view_urls(face_id, view)["photo_url"], image_faces=others, media=info.media,
-                               timestamp_s=info.timestamp_s, track_id=info.track_id, track_span=info.track_span)
+                               timestamp_s=info.timestamp_s, track_id=info.track_id, track_span=info.track_span,
+                               source_name=source_name(info.image_source, engine.uploads),
+                               captured_at=None if info.is_video else capture_time(Path(info.image_source)))
 
     @app.get("/api/faces/{face_id}/thumbnail", tags=["faces"], response_class=FileResponse)
     def thumbnail(face_id: schemas.RowIdPath, who: Searcher, view: ViewToken = None) -> FileResponse:
@@ -591,23 +596,27 @@ def create_app(engine: Engine, *, secure_cookies: bool = False, login_throttle: 
     # -- audit (auditor) ---------------------------------------------------------------------------
 
     def audit_filters(actor_name: str | None, action: str | None, case_ref: str | None, since: str | None,
-                      until: str | None) -> dict:
-        return {"actor": actor_name, "action": action, "case_ref": case_ref, "since": since, "until": until}
+                      until: str | None, purpose: str | None = None) -> dict:
+        return {"actor": actor_name, "action": action, "case_ref": case_ref, "since": since, "until": until,
+                "purpose": purpose}
 
     @app.get("/api/audit", response_model=list[schemas.AuditOut], tags=["audit"])
     def audit_log(who: Auditor, actor_name: Annotated[str | None, Query(alias="actor")] = None,
                   action: str | None = None, case_ref: str | None = None, since: str | None = None,
-                  until: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 500) -> list:
-        entries = gov.audit.entries(**audit_filters(actor_name, action, case_ref, since, until), limit=limit,
-                                    newest_first=True)
+                  until: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+                  purpose: Annotated[str | None, Query(max_length=500, description="purpose contains")] = None,
+                  ) -> list:
+        entries = gov.audit.entries(**audit_filters(actor_name, action, case_ref, since, until, purpose),
+                                    limit=limit, newest_first=True)
         gov.audit.append(who.user.username, "audit_read", {"returned": len(entries)})
         return [schemas.AuditOut(**e.to_dict()) for e in entries]
 
     @app.get("/api/audit/export", tags=["audit"])
     def audit_export(who: Auditor, actor_name: Annotated[str | None, Query(alias="actor")] = None,
                      action: str | None = None, case_ref: str | None = None, since: str | None = None,
-                     until: str | None = None) -> StreamingResponse:
-        entries = gov.audit.entries(**audit_filters(actor_name, action, case_ref, since, until))
+                     until: str | None = None,
+                     purpose: Annotated[str | None, Query(max_length=500)] = None) -> StreamingResponse:
+        entries = gov.audit.entries(**audit_filters(actor_name, action, case_ref, since, until, purpose))
         gov.audit.append(who.user.username, "audit_export", {"returned": len(entries)})
         lines = (json.dumps(e.to_dict(), sort_keys=True) + "\n" for e in entries)
         return StreamingResponse(lines, media_type="application/x-ndjson",

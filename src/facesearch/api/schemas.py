@@ -227,6 +227,8 @@ class FaceOut(BaseModel):
     timestamp_s: float | None = None  # video: seconds from the start
     track_id: int | None = None
     track_span: tuple[float, float] | None = None
+    source_name: str | None = None  # the indexed file's name; None for an upload (its name is not kept)
+    captured_at: str | None = None  # from the photo's EXIF, when it has one
 
 
 class ViewRequest(BaseModel):

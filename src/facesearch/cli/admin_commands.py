@@ -24,24 +24,64 @@ def _gov(args: Namespace) -> Governance:
 def serve(args: Namespace) -> int:
     import uvicorn
 
+    from facesearch.api.proxies import TrustedProxies  # noqa: F401 - fail early on a broken install
+    from facesearch.logs import configure_from_settings
+
+    settings = serve_settings(args)
+    configure_from_settings(settings)
+    processes = getattr(args, "workers", 1) or 1
+    if processes > 1:
+        # N processes on one socket (uvicorn's supervisor restarts one that dies). Each builds its
+        # own app from the same arguments; sessions, throttling, jobs and the audit chain live in
+        # the catalog's database, and each process's index follows the catalog (see docs/scale.md).
+        from facesearch.cli.serve_workers import SERVE_ARGS_ENV, encode_args
+
+        with Engine.open(settings.home, backend=args.backend, database_url=args.db, pack=args.pack) as engine:
+            if Governance(engine).accounts.count_admins() == 0:
+                print("facesearch: no admin yet: create one first with `facesearch user add NAME --role admin`",
+                      file=sys.stderr)
+                return 2
+        os.environ[SERVE_ARGS_ENV] = encode_args(args)
+        print(f"facesearch serving {settings.home} on http://{settings.host}:{settings.port} "
+              f"with {processes} processes (OpenAPI: /docs)", flush=True)
+        uvicorn.run("facesearch.cli.serve_workers:app_from_env", factory=True, workers=processes,
+                    host=settings.host, port=settings.port, log_config=None, access_log=False,
+                    log_level=settings.log_level.lower(), proxy_headers=False, timeout_keep_alive=5)
+        return 0
+    app = build_app(args, settings)
+    if app is None:
+        return 2
+    # Our logging configuration and access log (uvicorn's names raw paths). uvicorn's own X-Forwarded-For
+    # handling (it trusts 127.0.0.1 by default) is off: the app believes only the trusted proxies.
+    # Idle connections are closed after 5 s; slow request bodies are cut by RequestLimits.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                log_level=settings.log_level.lower(), proxy_headers=False, timeout_keep_alive=5)
+    return 0
+
+
+def serve_settings(args: Namespace):
+    from facesearch.settings import load_settings
+
+    return load_settings(args.home, {
+        "host": args.host, "port": args.port, "secure_cookies": args.secure_cookies,
+        "retention_hours": args.retention_hours, "workers": args.cpu_workers, "worker_queue": args.cpu_queue,
+        "ingest_roots": args.ingest_root, "trusted_proxies": args.trusted_proxy})
+
+
+def build_app(args: Namespace, settings=None, *, announce: bool = True):
+    """The server's app for ``serve``'s arguments (None, with a message, when there is no admin yet)."""
     from facesearch.api.app import create_app
     from facesearch.api.proxies import TrustedProxies
     from facesearch.api.workers import deprioritize_background_threads
     from facesearch.governance.checkpoints import key_id, load_signing_key
-    from facesearch.logs import configure_from_settings
-    from facesearch.settings import load_settings
 
-    settings = load_settings(args.home, {
-        "host": args.host, "port": args.port, "secure_cookies": args.secure_cookies,
-        "retention_hours": args.retention_hours, "workers": args.cpu_workers, "worker_queue": args.cpu_queue,
-        "ingest_roots": args.ingest_root, "trusted_proxies": args.trusted_proxy})
-    configure_from_settings(settings)
+    settings = settings or serve_settings(args)
     engine = Engine.open(settings.home, backend=args.backend, database_url=args.db, pack=args.pack)
     gov = Governance(engine)
     if gov.accounts.count_admins() == 0:
         print("facesearch: no admin yet: create one first with `facesearch user add NAME --role admin`",
               file=sys.stderr)
-        return 2
+        return None
     key = load_signing_key(engine.home, create=args.checkpoint_minutes > 0)  # the key file, made 0600 if missing
     engine.analyzer  # noqa: B018 - load the models before the first request, not during it
     # The runtimes' threads now exist: they yield to the event loop and logins under load.
@@ -52,19 +92,14 @@ def serve(args: Namespace) -> int:
                      retention_every_s=settings.retention_hours * 3600, settings=settings,
                      trusted_proxies=TrustedProxies(settings.trusted_proxies),
                      checkpoint_every_s=args.checkpoint_minutes * 60 or None, checkpoint_export=args.audit_export)
-    if settings.log_format == "text":  # with JSON logs, every line of output is JSON (the log line below)
+    if announce and settings.log_format == "text":  # with JSON logs, every line of output is JSON
         print(f"facesearch serving {engine.home} on http://{settings.host}:{settings.port} (OpenAPI: /docs)",
               flush=True)
         if key is not None:
             print(f"audit checkpoints every {args.checkpoint_minutes:g} min, signed by key "
                   f"{key_id(key.public_key())}", flush=True)
     log.info("serving", extra={"home": str(engine.home), "host": settings.host, "port": settings.port})
-    # Our logging configuration and access log (uvicorn's names raw paths). uvicorn's own X-Forwarded-For
-    # handling (it trusts 127.0.0.1 by default) is off: the app believes only the trusted proxies.
-    # Idle connections are closed after 5 s; slow request bodies are cut by RequestLimits.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                log_level=settings.log_level.lower(), proxy_headers=False, timeout_keep_alive=5)
-    return 0
+    return app
 
 
 def retention(args: Namespace) -> int:

@@ -12,7 +12,7 @@ import json
 import sys
 from argparse import Namespace
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -67,13 +67,27 @@ def collections(args: Namespace) -> int:
 
 
 def index(args: Namespace) -> int:
-    with _governed(args) as gov:
-        summary = gov.ingest(local_operator(), args.paths, args.collection, workers=args.workers,
-                             progress=not args.json, wait=not args.no_wait,
-                             on_wait=lambda msg: print(msg, file=sys.stderr), min_face_px=args.min_face,
-                             video_fps=args.video_fps, allow_erased=args.allow_erased)
+    options, extra = {}, {}
+    with ExitStack() as stack:
+        if getattr(args, "ray", None):  # detection and embedding on Ray actors; the rest as below
+            from facesearch.ingest.distributed import RayAnalyzer, ray_cluster
+
+            stack.enter_context(ray_cluster(args.ray))
+            engine = stack.enter_context(_engine(args))
+            analyzer = RayAnalyzer(engine.config.pack)
+            engine.use_analyzer(analyzer)
+            options["batch_images"] = analyzer.batch_images
+            extra["ray"] = {"address": args.ray, "actors": analyzer.actors, "nodes": analyzer.nodes()}
+        else:
+            engine = stack.enter_context(_engine(args))
+        summary = Governance(engine).ingest(local_operator(), args.paths, args.collection, workers=args.workers,
+                                            progress=not args.json, wait=not args.no_wait,
+                                            on_wait=lambda msg: print(msg, file=sys.stderr),
+                                            min_face_px=args.min_face, video_fps=args.video_fps,
+                                            allow_erased=args.allow_erased, **options)
     if args.json:
-        _out(args, asdict(summary) | {"images_per_s": summary.images_per_s, "faces_per_s": summary.faces_per_s})
+        _out(args, asdict(summary) | {"images_per_s": summary.images_per_s, "faces_per_s": summary.faces_per_s}
+             | extra)
         return 0
     s = summary
     print(f"collection {s.collection}: {s.files_seen} files in {s.seconds:.1f} s "

@@ -253,6 +253,9 @@ def _add_engine_commands(sub) -> None:
     p.add_argument("--no-wait", action="store_true", help="refuse instead of waiting if another writer runs")
     p.add_argument("--allow-erased", action="store_true",
                    help="index content that was erased earlier (refused by default; audited)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="detect and embed on a Ray cluster (HOST:PORT, auto, or local: start one on 127.0.0.1); "
+                        "needs the [ray] extra")
     p.set_defaults(handler=ec.index)
 
     p = sub.add_parser("search", help="where else does the person in this photo appear?")
@@ -339,6 +342,9 @@ def _add_admin_commands(sub) -> None:
     p.add_argument("--audit-export", action="append", default=None, metavar="DIR",
                    help="copy scheduled audit checkpoints there (write-once); repeatable "
                    "(default: $FACESEARCH_AUDIT_EXPORT)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="API processes sharing the port (default 1); with more than one, use a PostgreSQL "
+                        "catalog (--db) for real concurrency (docs/scale.md)")
     p.set_defaults(handler=ac.serve)
 
     p = sub.add_parser("retention", help="images past their collection's retention period: list, or --apply")

@@ -14,17 +14,13 @@ from facesearch.search.results import FalseMatchEstimate
 UNCALIBRATED_THRESHOLD = 0.4
 
 
-def searched_words(faces: int, enrolled: int = 1) -> str:
-    """What one search compares, in the words every count of it uses: "31 faces", or for a subject
-    with 2 enrolled faces "31 faces x 2 enrolled faces (62 comparisons)"."""
-    if enrolled <= 1:
-        return f"{faces:,} faces"
-    return f"{faces:,} faces x {enrolled} enrolled faces ({faces * enrolled:,} comparisons)"
-
-
 def search_threshold(calibration: Calibration | None, override: float | None = None,
                      gallery_size: int = 1, searched: str | None = None) -> tuple[float, str]:
-    """The threshold for one search of ``gallery_size`` comparisons (``searched``: the same in words)."""
+    """The threshold for one search of ``gallery_size`` comparisons, and its rule in words.
+
+    ``searched`` says what was compared when that is not simply so many faces (a subject's
+    several enrolled faces against the faces searched), so every count in the words is the
+    one the page shows next to them."""
     if override is not None:
         return override, f"threshold {override:.3f} given by the user"
     if calibration is None:
@@ -32,7 +28,7 @@ def search_threshold(calibration: Calibration | None, override: float | None = N
                                         "(a generic ArcFace value, false-match rate unknown)")
     threshold, fmr, extrapolated = calibration.search_threshold(gallery_size)
     how = "from the fitted tail of" if extrapolated else "measured on"
-    searched = searched or searched_words(gallery_size)
+    searched = searched or f"{gallery_size:,} faces"
     return threshold, (f"threshold {threshold:.3f} = at most {calibration.search_fpir:g} chance of a different "
                        f"person above it per search of {searched} (false-match rate {fmr:.1e} per "
                        f"comparison, {how} {calibration.impostor_pairs:,} different-person pairs: "
@@ -65,7 +61,7 @@ def false_match(calibration: Calibration | None, score: float, gallery_size: int
     if rate < 0.5:
         below = rate < RATE_FLOOR
         chance = _share(calibration.fpir_at(RATE_FLOOR, gallery_size) if below else fpir)
-        searched = searched or searched_words(gallery_size)
+        searched = searched or f"{gallery_size:,} faces"
         words += (f"; searching {searched}, the chance that some different person scores this high "
                   f"is {'below ' if below else ''}{chance}")
     return FalseMatchEstimate(rate, extrapolated, expected, fpir, words)

@@ -1,14 +1,14 @@
 """photo rotation: how far a sideways scan (no EXIF) was turned for its faces to be found
 
-Revision ID: 0009_photo_rotation
-Revises: 0008_cluster_suggestions
+Revision ID: 0010_photo_rotation
+Revises: 0009_shared_server_state
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_photo_rotation"
-down_revision = "0008_cluster_suggestions"
+revision = "0010_photo_rotation"
+down_revision = "0009_shared_server_state"
 branch_labels = None
 depends_on = None
 
