@@ -150,9 +150,7 @@ class FaceAnalyzer:
         best = max(range(3), key=lambda i: float(found[i].scores.max()) if len(found[i]) else -1.0)
         if not len(found[best]) or float(found[best].scores.max()) < best_upright + TURN_MARGIN:
             return dets  # no turn shows a clearly better face: the photo stays as it was
-        turn = turns[best]
-        photo.pixels, photo.full_size, photo._full, photo.rotation = turn.pixels, turn.full_size, turn._full, \
-            turn.rotation
+        photo.turn((best + 1) * 90)
         return found[best]
 
     def faces_from_detections(self, pixels: list[np.ndarray], detections: list[Detections],

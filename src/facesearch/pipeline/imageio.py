@@ -144,6 +144,12 @@ class Photo:
         """Full-resolution pixels: decoded again (bounded by ``max_pixels``), never cached."""
         return self.pixels if self._full is None else self._full()
 
+    def turn(self, degrees: int) -> None:
+        """Turn this photo ``degrees`` clockwise in place (what the analyzer found upright)."""
+        turned = self.turned(degrees)
+        self.pixels, self.full_size, self._full, self.rotation = (turned.pixels, turned.full_size, turned._full,
+                                                                  turned.rotation)
+
     def turned(self, degrees: int) -> Photo:
         """This photo turned ``degrees`` (90, 180, 270) clockwise more; full resolution turns with it."""
         k = -(degrees // 90) % 4  # np.rot90 turns counter-clockwise
