@@ -70,8 +70,8 @@ def _start_postgres(folder: Path):
 
 def prepare(home: Path, db: str) -> dict[str, str]:
     """Users, API keys and a collection holding four LFW photos; returns username -> API key."""
-    from facesearch.engine import Engine
     from facesearch.governance import Governance, local_operator
+    from facesearch.services.engine import Engine
 
     with Engine.open(home, database_url=db) as engine:
         gov = Governance(engine)
@@ -230,8 +230,8 @@ def visibility_prober(tally: Tally, urls: list[str], keys: dict[str, str], deadl
 
 def run(seconds: float, processes: int = 3, clients: int = 2, pause_s: float = 0.1, db: str | None = None,
         workdir: Path | None = None) -> dict:
-    from facesearch.engine import Engine
     from facesearch.governance import AuditLog
+    from facesearch.services.engine import Engine
 
     workdir = Path(workdir or tempfile.mkdtemp(prefix="fs-mp-load-"))
     pg = None

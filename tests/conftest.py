@@ -202,7 +202,7 @@ def open_engine(tmp_path, request):
     """``open_engine(backend="faiss", home=None, **options)`` -> an Engine on a fresh home under
     tmp_path (or the given one); every engine opened is closed at teardown. ``milvus-server``:
     the milvus backend on the session's real Milvus server."""
-    from facesearch.engine import Engine
+    from facesearch.services.engine import Engine
 
     opened = []
 
@@ -319,8 +319,8 @@ def browser_live_server(tmp_path_factory):
     import time
     import urllib.request
 
-    from facesearch.engine import Engine
     from facesearch.governance import Governance
+    from facesearch.services.engine import Engine
 
     root = tmp_path_factory.mktemp("browser_server")
     home, log = root / "home", root / "server.log"
@@ -561,17 +561,19 @@ def api_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def api_build_env(home: Path, analyzer, layout: dict[str, list[str]], grants: dict[str, list[str]]):
+def api_build_env(home: Path, analyzer, layout: dict[str, list[str]], grants: dict[str, list[str]],
+                  database_url: str | None = None):
     """Yield an :class:`ApiEnv` on a fresh ``home``: the users of ``API_USERS`` (each with an API key),
     one collection per ``layout`` entry holding those LFW photos (uploaded through the API), and the
-    ``grants`` (collection -> usernames). The session's analyzer is shared (models load once)."""
+    ``grants`` (collection -> usernames). The session's analyzer is shared (models load once).
+    ``database_url``: the catalog (default: SQLite in the home)."""
     from fastapi.testclient import TestClient
 
     from facesearch.api.app import create_app
     from facesearch.api.limits import ServerLimits
-    from facesearch.engine import Engine
+    from facesearch.services.engine import Engine
 
-    opened = Engine.open(home, backend="faiss")
+    opened = Engine.open(home, backend="faiss", database_url=database_url)
     engine = Engine(opened.home, opened.config, opened.catalog, analyzer_factory=lambda: analyzer)
     from facesearch.governance import Governance
 

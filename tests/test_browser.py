@@ -21,7 +21,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from facesearch.engine import Engine
+from facesearch.services.engine import Engine
 from tests.conftest import SCREENSHOTS, shot, wait_images_loaded
 
 COLLECTION = "case-files"

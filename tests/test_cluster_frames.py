@@ -16,8 +16,8 @@ import pytest
 
 from facesearch.catalog import CatalogError, NewFace
 from facesearch.catalog.clusters import shot_key
-from facesearch.clusters import Clusters
-from facesearch.engine import Engine
+from facesearch.services.clusters import Clusters
+from facesearch.services.engine import Engine
 from tests.conftest import unit_vectors
 
 NOISE = 0.02  # within-person noise per dimension: cosine about 0.8, far above any clustering threshold

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from facesearch.catalog import CatalogError
-from facesearch.engine import Engine
 from facesearch.errors import NoFaceError
+from facesearch.services.engine import Engine
 
 from .conftest import INDEX_BACKENDS, LFW, WHY
 from .milvus_fixtures import empty_server

@@ -154,7 +154,7 @@ def test_erase_collection_drops_its_index(backend, album, lfw, open_engine):
 
 @pytest.fixture
 def cli_home(tmp_path, album) -> Path:
-    from facesearch.engine import Engine
+    from facesearch.services.engine import Engine
 
     home = tmp_path / "clihome"
     with Engine.open(home) as engine:
@@ -171,7 +171,7 @@ def _doctor_ok(cli, home) -> list[dict]:
 
 
 def _open(home):
-    from facesearch.engine import Engine
+    from facesearch.services.engine import Engine
 
     return Engine.open(home)
 

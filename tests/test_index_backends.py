@@ -23,6 +23,12 @@ def backend(request) -> str:
 
 
 @pytest.fixture
+def tol(backend) -> float:
+    """Score tolerance: the server's default index re-ranks fp16 copies of the vectors."""
+    return 2e-3 if backend == "milvus-server" else 1e-4
+
+
+@pytest.fixture
 def open_(backend, request):
     """``open_(directory, collection_id=1)`` -> the backend's index (milvus-server: on the emptied server)."""
     name, options = backend_options(request, backend)
@@ -51,7 +57,7 @@ def _noisy(rng, vectors: np.ndarray, cosine: float) -> np.ndarray:
 # -- the common contract ---------------------------------------------------------------------------
 
 
-def test_add_then_search_returns_the_vector_itself_first(backend, open_, tmp_path):
+def test_add_then_search_returns_the_vector_itself_first(backend, open_, tol, tmp_path):
     rng = np.random.default_rng(1)
     vectors = unit_vectors(rng, 300)
     ids = np.arange(1000, 1300, dtype=np.int64)
@@ -65,13 +71,13 @@ def test_add_then_search_returns_the_vector_itself_first(backend, open_, tmp_pat
     for q, p in enumerate(probes):
         row = hits.row(q)
         assert row[0][0] == ids[p]
-        assert row[0][1] == pytest.approx(1.0, abs=1e-4)
+        assert row[0][1] == pytest.approx(1.0, abs=tol)
         scores = [s for _, s in row]
         assert scores == sorted(scores, reverse=True)
         assert max(scores[1:]) < 0.5  # random 512-d vectors are nearly orthogonal
         # the other scores are the true inner products
         for face_id, score in row[1:]:
-            assert score == pytest.approx(float(vectors[face_id - 1000] @ vectors[p]), abs=1e-4)
+            assert score == pytest.approx(float(vectors[face_id - 1000] @ vectors[p]), abs=tol)
 
 
 def test_search_with_k_larger_than_the_index_pads_with_minus_one(backend, open_, tmp_path):
@@ -146,7 +152,7 @@ def test_a_removed_id_can_be_added_again(backend, open_, tmp_path):
     assert index.search(vectors[4], 1).row(0)[0][0] == 4
 
 
-def test_save_and_reopen_keeps_the_contents(backend, open_, tmp_path):
+def test_save_and_reopen_keeps_the_contents(backend, open_, tol, tmp_path):
     rng = np.random.default_rng(7)
     vectors = unit_vectors(rng, 500)
     ids = np.arange(1, 501, dtype=np.int64)
@@ -159,7 +165,7 @@ def test_save_and_reopen_keeps_the_contents(backend, open_, tmp_path):
     assert sorted(reopened.ids().tolist()) == alive
     assert len(reopened) == len(alive)
     hits = reopened.search(vectors[[1, 7, 250]], 3)  # ids 2, 8 (removed), 251
-    assert hits.row(0)[0] == (2, pytest.approx(1.0, abs=1e-4))
+    assert hits.row(0)[0] == (2, pytest.approx(1.0, abs=tol))
     assert 8 not in [face_id for face_id, _ in hits.row(1)]
     assert hits.row(2)[0][0] == 251
     # and it keeps working after the reopen

@@ -48,8 +48,8 @@ def test_extras_are_declared_and_out_of_the_core():
 
 def test_everything_but_the_extras_works_without_them(tmp_path):
     done = _run_without_extras("""
-import facesearch.cli.main, facesearch.api.app, facesearch.engine, facesearch.backup, facesearch.cli.eval_commands
-from facesearch.engine import Engine
+import facesearch.cli.main, facesearch.api.app, facesearch.backup, facesearch.cli.eval_commands
+from facesearch.services.engine import Engine
 from facesearch.extras import MissingExtraError
 with Engine.open("home") as engine:
     engine.create_collection("c")

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facesearch.engine import Engine
 from facesearch.governance import AuditLog, Governance
+from facesearch.services.engine import Engine
 
 from .conftest import LFW, jpeg_with_comment
 

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from facesearch.catalog.schema import ImageRecord
-from facesearch.engine import Engine
 from facesearch.pipeline.imageio import open_photo
+from facesearch.services.engine import Engine
 from tests.conftest import LFW, cosine
 
 PERSON = LFW / "Colin_Powell_0001.jpg"

@@ -112,11 +112,11 @@ def test_text_output_and_bad_trees_are_one_line(cli, registry, tmp_path):
 def test_a_folder_upload_imports_the_same_way(registry, tmp_path, analyzer):
     """What an API route gets from a browser's folder upload (TOP/PERSON/photo names, bytes): the same
     people, labels and attributes as the folder on disk, through the same governed import."""
-    from facesearch.engine import Engine
     from facesearch.governance import Governance
     from facesearch.governance.accounts import local_operator
     from facesearch.governance.subject_import import import_people, people_from_uploads, read_folder
     from facesearch.governance.subjects import SubjectGovernance
+    from facesearch.services.engine import Engine
 
     files = sorted((f"registry/{p.relative_to(registry).as_posix()}", p.read_bytes())
                    for p in registry.rglob("*") if p.is_file())

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from facesearch.catalog import CatalogError
-from facesearch.engine import Engine
 from facesearch.governance import Governance, MissingJustification, PermissionDenied
 from facesearch.governance.subjects import SubjectGovernance
 from facesearch.search import search_threshold
 from facesearch.search.subjects import DEFAULT_FUSION, FUSIONS, SubjectSet, mean_template, top_pairs
-from facesearch.subjects import Subjects
+from facesearch.services.engine import Engine
+from facesearch.services.subjects import Subjects
 from tests.conftest import LFW, unit_vectors
 
 MORE = Path(__file__).parent / "fixtures" / "subjects"

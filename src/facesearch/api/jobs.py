@@ -11,6 +11,7 @@ read the table.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -23,7 +24,10 @@ from sqlalchemy import select
 
 from facesearch.api.workers import run_in_background_priority
 from facesearch.catalog import Catalog
+from facesearch.errors import FacesearchError
 from facesearch.governance.schema import JobRecord
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -94,13 +98,15 @@ class JobRunner:
         self._lock = threading.Lock()
         self._store = JobStore(catalog) if catalog is not None else None
         self._stop = threading.Event()
+        self._write_lock = threading.Lock()
         if self._store is not None:  # progress counts reach the other processes within flush_every_s
             threading.Thread(target=self._flush_loop, args=(flush_every_s,), daemon=True,
                              name="facesearch-job-flush").start()
 
     def _save(self, job: Job) -> None:
         if self._store is not None:
-            self._store.write(job)
+            with self._write_lock:  # the flusher never overwrites a newer state with an older snapshot
+                self._store.write(job)
 
     def _flush_loop(self, every_s: float) -> None:
         while not self._stop.wait(every_s):
@@ -120,11 +126,15 @@ class JobRunner:
         def run() -> None:
             job.state = "running"
             self._save(job)
+            log.info("job %s (%s into %s) started", job.id, kind, collection)
             try:
                 work(job)
                 job.state = "done"
+                log.info("job %s done: %d image(s), %d face(s) indexed", job.id, job.images_indexed,
+                         job.faces_indexed)
             except Exception as exc:  # noqa: BLE001 - a job reports its failure instead of dying silently
                 job.state, job.error = "failed", str(exc)
+                log.error("job %s failed: %s", job.id, exc, exc_info=not isinstance(exc, FacesearchError))
             finally:
                 job.finished = time.time()
                 self._save(job)

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import getpass
-import json
 import logging
 import os
 import sys
 from argparse import Namespace
 
-from facesearch.engine import Engine
-from facesearch.governance import AccountError, Governance, local_operator
+from facesearch.cli.common import governed, operator_command, print_json
+from facesearch.governance import AccountError, Governance, UserInfo, local_operator
+from facesearch.services.engine import Engine
 
 log = logging.getLogger(__name__)
 
 
-def _gov(args: Namespace) -> Governance:
-    return Governance(Engine.open(args.home, backend=getattr(args, "backend", None),
-                                  database_url=getattr(args, "db", None), pack=args.pack))
+#: a handler ``(args, governance, actor)`` over the opened home, closed afterwards
+_governed = operator_command(lambda gov: gov)
 
 
 
@@ -44,7 +43,7 @@ def serve(args: Namespace) -> int:
         os.environ[SERVE_ARGS_ENV] = encode_args(args)
         print(f"facesearch serving {settings.home} on http://{settings.host}:{settings.port} "
               f"with {processes} processes (OpenAPI: /docs)", flush=True)
-        uvicorn.run("facesearch.cli.serve_workers:app_from_env", factory=True, workers=processes,
+        uvicorn.run("facesearch.cli.admin_commands:app_from_env", factory=True, workers=processes,
                     host=settings.host, port=settings.port, log_config=None, access_log=False,
                     log_level=settings.log_level.lower(), proxy_headers=False, timeout_keep_alive=5)
         return 0
@@ -102,12 +101,26 @@ def build_app(args: Namespace, settings=None, *, announce: bool = True):
     return app
 
 
+def app_from_env():
+    """The app of one worker process (uvicorn calls this: ``factory=True``)."""
+    from facesearch.cli.serve_workers import SERVE_ARGS_ENV, decode_args
+    from facesearch.logs import configure_from_settings
+
+    args = decode_args(os.environ[SERVE_ARGS_ENV])
+    settings = serve_settings(args)
+    configure_from_settings(settings)
+    app = build_app(args, settings, announce=False)
+    if app is None:
+        raise SystemExit(2)
+    return app
+
+
 def retention(args: Namespace) -> int:
     """Images kept past their collection's retention period: list them, or (--apply) erase them."""
-    with Engine.open(args.home, backend=args.backend, database_url=args.db, pack=args.pack) as engine:
-        report = Governance(engine).enforce_retention(local_operator(), apply=args.apply)
+    with governed(args) as gov:
+        report = gov.enforce_retention(local_operator(), apply=args.apply)
     if args.json:
-        print(json.dumps(report.__dict__, indent=2))
+        print_json(report.__dict__)
         return 0
     if not report.expired:
         print("nothing is past its retention period")
@@ -142,86 +155,93 @@ def _lifecycle(gov: Governance):
     return AccountLifecycle(gov.accounts, gov.audit, gov.engine)
 
 
-def user_add(args: Namespace) -> int:
-    gov = _gov(args)
-    user = _lifecycle(gov).add_user(local_operator(), args.username, _read_password(args), args.role)
+@_governed
+def user_add(args: Namespace, gov: Governance, actor: UserInfo) -> int:
+    user = _lifecycle(gov).add_user(actor, args.username, _read_password(args), args.role)
     print(f"added {user.role} {user.username!r}")
     return 0
 
 
-def user_list(args: Namespace) -> int:
-    gov = _gov(args)
+@_governed
+def user_list(args: Namespace, gov: Governance, actor: UserInfo) -> int:
     for user in gov.accounts.users():
         grants = ", ".join(gov.accounts.granted_collections(user)) or "-"
         print(f"{user.username:<20} {user.role:<13} {'active' if user.active else 'inactive':<9} {grants}")
     return 0
 
 
-def user_grant(args: Namespace) -> int:
-    _lifecycle(_gov(args)).grant(local_operator(), args.username, args.collection)
+@_governed
+def user_grant(args: Namespace, gov: Governance, actor: UserInfo) -> int:
+    _lifecycle(gov).grant(actor, args.username, args.collection)
     print(f"granted {args.collection!r} to {args.username!r}")
     return 0
 
 
-def user_revoke(args: Namespace) -> int:
-    _lifecycle(_gov(args)).revoke_grant(local_operator(), args.username, args.collection)
+@_governed
+def user_revoke(args: Namespace, gov: Governance, actor: UserInfo) -> int:
+    _lifecycle(gov).revoke_grant(actor, args.username, args.collection)
     print(f"revoked {args.username!r}'s grant of {args.collection!r}")
     return 0
 
 
-def user_deactivate(args: Namespace) -> int:
-    _lifecycle(_gov(args)).deactivate(local_operator(), args.username)
+@_governed
+def user_deactivate(args: Namespace, gov: Governance, actor: UserInfo) -> int:
+    _lifecycle(gov).deactivate(actor, args.username)
     print(f"deactivated {args.username!r} (sessions ended; API keys refused while inactive)")
     return 0
 
 
-def user_reactivate(args: Namespace) -> int:
-    _lifecycle(_gov(args)).reactivate(local_operator(), args.username)
+@_governed
+def user_reactivate(args: Namespace, gov: Governance, actor: UserInfo) -> int:
+    _lifecycle(gov).reactivate(actor, args.username)
     print(f"reactivated {args.username!r}")
     return 0
 
 
-def user_role(args: Namespace) -> int:
-    user = _lifecycle(_gov(args)).set_role(local_operator(), args.username, args.role)
+@_governed
+def user_role(args: Namespace, gov: Governance, actor: UserInfo) -> int:
+    user = _lifecycle(gov).set_role(actor, args.username, args.role)
     print(f"{user.username!r} is now {'an' if user.role[0] in 'aeiou' else 'a'} {user.role}")
     return 0
 
 
-def user_password(args: Namespace) -> int:
+@_governed
+def user_password(args: Namespace, gov: Governance, actor: UserInfo) -> int:
     """An operator resets a user's password (recorded; the user's sessions end)."""
-    _lifecycle(_gov(args)).reset_password(local_operator(), args.username, _read_password(args))
+    _lifecycle(gov).reset_password(actor, args.username, _read_password(args))
     print(f"password of {args.username!r} reset (recorded in the audit log; their sessions ended)")
     return 0
 
 
-def user_key(args: Namespace) -> int:
+@_governed
+def user_key(args: Namespace, gov: Governance, actor: UserInfo) -> int:
     """An API key for scripts, for the user who proves who they are with their own password: an
     operator cannot mint one for someone else and act as them unrecorded."""
-    gov = _gov(args)
     user = gov.accounts.check_password(args.username, _read_password(args))
     if user is None:
-        gov.audit.append(local_operator().username, "api_key_refused",
+        gov.audit.append(actor.username, "api_key_refused",
                          {"username": args.username, "reason": "wrong password or inactive user"})
         raise AccountError(f"wrong password for {args.username!r} (or the user is inactive): only the user "
                            "themself may issue their API key")
-    key_id, secret = _lifecycle(gov).issue_api_key(user, label=args.label or f"cli, {local_operator().username}")
+    key_id, secret = _lifecycle(gov).issue_api_key(user, label=args.label or f"cli, {actor.username}")
     print(secret)
     return 0
 
 
-def user_keys(args: Namespace) -> int:
-    gov = _gov(args)
-    keys = _lifecycle(gov).api_keys(local_operator(), args.username) if args.username else gov.accounts.api_keys()
+@_governed
+def user_keys(args: Namespace, gov: Governance, actor: UserInfo) -> int:
+    keys = _lifecycle(gov).api_keys(actor, args.username) if args.username else gov.accounts.api_keys()
     if args.json:
-        print(json.dumps([k.__dict__ for k in keys], indent=2))
+        print_json([k.__dict__ for k in keys])
     for key in keys if not args.json else []:
         print(f"{key.id:<6} {key.username:<20} {'revoked' if key.revoked else 'active':<8} {key.created_at}  "
               f"{key.label}")
     return 0
 
 
-def user_revoke_key(args: Namespace) -> int:
-    info = _lifecycle(_gov(args)).revoke_api_key(local_operator(), args.key_id, args.username)
+@_governed
+def user_revoke_key(args: Namespace, gov: Governance, actor: UserInfo) -> int:
+    info = _lifecycle(gov).revoke_api_key(actor, args.key_id, args.username)
     print(f"revoked API key {info.id} of {info.username!r}")
     return 0
 
@@ -232,12 +252,13 @@ def _anchor(gov: Governance):
     return AuditAnchor(gov.audit, gov.engine.home)
 
 
-def audit_verify(args: Namespace) -> int:
+@_governed
+def audit_verify(args: Namespace, gov: Governance, actor: UserInfo) -> int:
     """The chain, and every signed checkpoint (the home's and the exports'): names the first record
     that differs. Exit status 1 when anything is wrong."""
-    check = _anchor(_gov(args)).verify(export=args.export, public_key=args.public_key)
+    check = _anchor(gov).verify(export=args.export, public_key=args.public_key)
     if args.json:
-        print(json.dumps(check.to_dict(), indent=2))
+        print_json(check.to_dict())
     elif check.ok:
         print(f"audit chain intact: {check.records} records verified"
               + (f", against {check.checkpoints} signed checkpoint(s)" if check.checkpoints else
@@ -252,13 +273,14 @@ def audit_verify(args: Namespace) -> int:
     return 0 if check.ok else 1
 
 
-def audit_checkpoint(args: Namespace) -> int:
+@_governed
+def audit_checkpoint(args: Namespace, gov: Governance, actor: UserInfo) -> int:
     """Sign the chain head now (Ed25519, key outside the catalog) and export it."""
-    result = _anchor(_gov(args)).checkpoint(local_operator().username, export=args.export)
+    result = _anchor(gov).checkpoint(actor.username, export=args.export)
     cp = result.checkpoint
     if args.json:
-        print(json.dumps({"checkpoint": cp.to_dict() if cp else None, "path": str(result.path or ""),
-                          "exported": [str(p) for p in result.exported], "reason": result.reason}, indent=2))
+        print_json({"checkpoint": cp.to_dict() if cp else None, "path": str(result.path or ""),
+                    "exported": [str(p) for p in result.exported], "reason": result.reason})
     elif cp is None:
         print(f"no new checkpoint: {result.reason}")
     else:
@@ -268,10 +290,10 @@ def audit_checkpoint(args: Namespace) -> int:
     return 0
 
 
-def audit_export(args: Namespace) -> int:
-    gov = _gov(args)
+@_governed
+def audit_export(args: Namespace, gov: Governance, actor: UserInfo) -> int:
     entries = gov.audit.entries(actor=args.actor, action=args.action, case_ref=args.case)
-    gov.audit.append(local_operator().username, "audit_export", {"returned": len(entries)})
+    gov.audit.append(actor.username, "audit_export", {"returned": len(entries)})
     for entry in entries:
-        print(json.dumps(entry.to_dict(), sort_keys=True))
+        print_json(entry.to_dict(), sort_keys=True, indent=None)
     return 0

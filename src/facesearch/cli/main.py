@@ -317,6 +317,7 @@ def _port(raw: str) -> int:
 
 def _add_admin_commands(sub) -> None:
     from facesearch.cli import admin_commands as ac
+    from facesearch.governance.policy import ROLES
 
     p = sub.add_parser("serve", help="run the web app and REST API")
     _home_args(p)
@@ -357,7 +358,7 @@ def _add_admin_commands(sub) -> None:
     add = user_sub.add_parser("add", help="add a user; the password is asked for (or --password-stdin)")
     _home_args(add)
     add.add_argument("username")
-    add.add_argument("--role", required=True, choices=["admin", "investigator", "auditor"])
+    add.add_argument("--role", required=True, choices=ROLES)
     add.add_argument("--password-stdin", action="store_true")
     add.set_defaults(handler=ac.user_add)
     ls = user_sub.add_parser("list", help="users, roles and granted collections")
@@ -382,7 +383,7 @@ def _add_admin_commands(sub) -> None:
     q = user_sub.add_parser("role", help="change a user's role (leaving investigator drops the grants)")
     _home_args(q)
     q.add_argument("username")
-    q.add_argument("role", choices=["admin", "investigator", "auditor"])
+    q.add_argument("role", choices=ROLES)
     q.set_defaults(handler=ac.user_role)
     q = user_sub.add_parser("password", help="reset a user's password (asked for, or --password-stdin); audited")
     _home_args(q)

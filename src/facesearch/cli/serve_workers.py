@@ -1,14 +1,14 @@
-"""``serve --workers N``: the app factory each of uvicorn's worker processes calls.
+"""``serve --workers N``: how ``serve``'s arguments reach uvicorn's worker processes.
 
 uvicorn starts its workers as fresh interpreters that import an app by name, so the parent
 passes ``serve``'s parsed arguments in an environment variable and every worker builds its own
-engine and app from them (its own models, index and database connections).
+engine and app from them (its own models, index and database connections) with
+:func:`facesearch.cli.admin_commands.app_from_env`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from argparse import Namespace
 from pathlib import Path
 
@@ -31,16 +31,3 @@ def decode_args(text: str) -> Namespace:
         values["ingest_root"] = [Path(p) for p in values["ingest_root"]]
     return Namespace(**values)
 
-
-def app_from_env():
-    """The app of one worker process (uvicorn calls this: ``factory=True``)."""
-    from facesearch.cli.admin_commands import build_app, serve_settings
-    from facesearch.logs import configure_from_settings
-
-    args = decode_args(os.environ[SERVE_ARGS_ENV])
-    settings = serve_settings(args)
-    configure_from_settings(settings)
-    app = build_app(args, settings, announce=False)
-    if app is None:
-        raise SystemExit(2)
-    return app

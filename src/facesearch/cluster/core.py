@@ -49,164 +49,33 @@ import json
 import os
 import time
 from collections.abc import Set
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from facesearch.cluster.attach import attach_faces
-from facesearch.cluster.knn import DEFAULT_ASSIGN, DEFAULT_EXACT_LIMIT, KnnGraph, NeighbourIndex, drop_self
-from facesearch.models.calibration import Calibration, load_calibration
-from facesearch.pipeline.quality import USABLE_QUALITY
-
-#: Defaults, chosen on LFW by the sweep in ``bench/cluster_lfw.py`` (``docs/cluster_lfw_output.txt``),
-#: BCubed F on all 13,232 faces, edge FMR 1e-4 throughout:
-#:   link FMR 1e-4 (cos 0.280) 0.969 | 3e-5 (0.308) 0.986 | **1e-5 (0.336) 0.9925** | 3e-6 (0.365) 0.992 |
-#:   1e-6 (0.391) 0.991; the same order on two disjoint halves of the people (0.9955 / 0.9940 at 1e-5).
-#:   k 5, 10, 20: identical at 1e-5. min size 3 instead of 2: 0.966 (LFW's 779 two-photo people are
-#:   lost). mutual k-NN: 0.964 at k 10, 0.983 at k 20 (big identities fall apart): off.
-#: The edge floor (1e-4) only admits candidates; the linkage test decides, so an edge floor equal
-#: to the link threshold gave the same result on LFW.
-#: Size matters: a face meets ~n x FMR impostors above the link threshold. On 1M synthetic faces
-#: (exact graph built on a GPU) link FMR 1e-6 (cos 0.391) scored BCubed F 0.990 against 0.981 at
-#: 1e-5 and 0.976 at 1e-7; for collections far larger than LFW pass a stricter ``link_fmr``.
-DEFAULT_EDGE_FMR = 1e-4
-DEFAULT_LINK_FMR = 1e-5
-#: Attachment (stage 2, :mod:`facesearch.cluster.attach`): an unassigned face joins a cluster when at
-#: least ``attach_support`` of its k nearest neighbours are core members of that one cluster, each at
-#: or above the cosine of ``attach_fmr``, and no other cluster has that support. Swept on LFW and on
-#: the harder LFW set of ``bench/cluster_hard.py`` (BCubed P / F; docs/accuracy.md): support 2 at
-#: attach FMR 3e-6 (cos 0.365) raised F on both (LFW 0.9925 -> 0.9928, hard 0.9900 -> 0.9905) at the
-#: same precision and left fewer faces out; FMR 1e-4 (cos 0.280, the edge floor) with support 2
-#: dropped precision to 0.94 (a big cluster -- Bush's 530 photos -- always has two members that look
-#: like any face at that rate); 1e-5 cost 0.001-0.003 of precision. With ``link_fmr=3e-6`` the cores
-#: are tighter: BCubed P >= 0.99 on the hard set (0.9925) and F 0.9915 / LFW 0.9936, but 1.3 % of the
-#: faces of people with 2+ photos stay unassigned there instead of 0.7 %.
-DEFAULT_ATTACH_FMR = 3e-6
-DEFAULT_ATTACH_SUPPORT = 2
-DEFAULT_K = 10
-DEFAULT_MIN_SIZE = 2
-DEFAULT_PACK = "buffalo_s"
-
-
-def threshold_for_fmr(fmr: float, calibration: Calibration) -> float:
-    """The cosine at which ``fmr`` of the calibration's impostor pairs score at or above it.
-
-    Uses the calibration's own look-up (which extrapolates its fitted tail) where it has one.
-    """
-    own = getattr(calibration, "threshold_for_fmr", None)
-    if callable(own):
-        return float(own(fmr)[0])
-    point = calibration.operating_points.get(f"{fmr:g}")
-    if point is not None:
-        return float(point[0])
-    scores = np.asarray(calibration.scores, np.float64)
-    rates = np.asarray(calibration.fmr, np.float64)
-    positive = rates > 0
-    if not positive.any() or fmr < rates[positive].min() or fmr > rates.max():
-        raise ValueError(f"FMR {fmr:g} is outside what the {calibration.pack} calibration measured")
-    # The rate falls as the score rises: interpolate log-rate against score.
-    log_rates = np.log10(rates[positive])[::-1]
-    return float(np.interp(np.log10(fmr), log_rates, scores[positive][::-1]))
-
-
-@dataclass(frozen=True)
-class ClusterParams:
-    """How faces are grouped (the module docstring explains each rule; the defaults above, why).
-
-    Thresholds are false-match rates of the pack's calibration (``edge_fmr``, ``link_fmr``);
-    ``edge_threshold`` / ``link_threshold`` given as cosines override them. ``min_quality``
-    is the pipeline's "unusable for search" score (:data:`USABLE_QUALITY`): faces below it
-    are leaves. Beyond ``exact_limit`` faces the k-NN graph is approximate (``assign`` cells
-    per face, :mod:`facesearch.cluster.knn`).
-    """
-
-    k: int = DEFAULT_K
-    edge_fmr: float = DEFAULT_EDGE_FMR
-    link_fmr: float = DEFAULT_LINK_FMR
-    edge_threshold: float | None = None
-    link_threshold: float | None = None
-    attach_fmr: float = DEFAULT_ATTACH_FMR
-    attach_threshold: float | None = None
-    attach_support: int = DEFAULT_ATTACH_SUPPORT  # 0 turns attachment off
-    min_size: int = DEFAULT_MIN_SIZE
-    min_quality: float = USABLE_QUALITY
-    mutual: bool = False
-    pack: str = DEFAULT_PACK
-    exact_limit: int = DEFAULT_EXACT_LIMIT
-    assign: int = DEFAULT_ASSIGN
-    threshold_source: str = ""  # set by resolved(): where the cosines came from
-
-    def resolved(self, calibration: Calibration | None = None) -> ClusterParams:
-        """A copy with both cosine thresholds filled in from the calibration where not given."""
-        if self.edge_threshold is not None and self.link_threshold is not None and self.attach_threshold is not None:
-            return self
-        calibration = calibration or load_calibration(self.pack)
-        if calibration is None:
-            raise ValueError(f"pack {self.pack!r} has no calibration: give edge_threshold and link_threshold")
-        return replace(
-            self,
-            edge_threshold=self.edge_threshold if self.edge_threshold is not None
-            else threshold_for_fmr(self.edge_fmr, calibration),
-            link_threshold=self.link_threshold if self.link_threshold is not None
-            else threshold_for_fmr(self.link_fmr, calibration),
-            attach_threshold=self.attach_threshold if self.attach_threshold is not None
-            else threshold_for_fmr(self.attach_fmr, calibration),
-            threshold_source=f"the {calibration.pack} calibration ({calibration.impostor_pairs:,} impostor pairs)")
-
-    def describe(self) -> str:
-        p = self.resolved()
-        fmr = (f"FMR {p.edge_fmr:g} / {p.link_fmr:g} of {p.threshold_source}: " if p.threshold_source else "")
-        attach = (f"; attach with {p.attach_support} neighbours in one cluster at cos >= {p.attach_threshold:.3f} "
-                  f"(FMR {p.attach_fmr:g})" if p.attach_support else "")
-        return (f"k {p.k}{' mutual' if p.mutual else ''}; {fmr}edge cos >= {p.edge_threshold:.3f}, "
-                f"average link >= {p.link_threshold:.3f}; min size {p.min_size}; "
-                f"faces below quality {p.min_quality:g} are leaves{attach}; faces of one image never share a cluster")
-
-
-@dataclass
-class ClusterResult:
-    """Labels of every face (``-1`` = unassigned) and how they were obtained."""
-
-    labels: np.ndarray  # (n,) int64
-    params: ClusterParams  # resolved: both thresholds are cosines
-    graph_mode: str
-    timings: dict[str, float] = field(default_factory=dict)
-    stats: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def sizes(self) -> dict[int, int]:
-        """Faces per cluster label (unassigned faces excluded)."""
-        labels, counts = np.unique(self.labels[self.labels >= 0], return_counts=True)
-        return dict(zip(labels.tolist(), counts.tolist()))
-
-    @property
-    def n_clusters(self) -> int:
-        return len(np.unique(self.labels[self.labels >= 0]))
-
-    @property
-    def unassigned_fraction(self) -> float:
-        return float(np.mean(self.labels < 0)) if len(self.labels) else 0.0
-
-
-@dataclass
-class IncrementalUpdate:
-    """What one :meth:`ClusterState.add` changed."""
-
-    positions: np.ndarray  # positions given to the new faces
-    labels: np.ndarray  # their labels (-1 = unassigned)
-    new_clusters: list[int]  # labels created by this add
-    grown: list[int]  # existing labels that gained faces
-    merges: list[tuple[int, int]]  # (kept label, absorbed label): the absorbed label no longer exists
-    relabelled_old: int  # old faces whose label changed (joined a group, or absorbed by a merge)
-    timings: dict[str, float] = field(default_factory=dict)
+from facesearch.cluster.knn import KnnGraph, NeighbourIndex, drop_self
+from facesearch.cluster.params import (  # noqa: F401 - part of this module's surface
+    DEFAULT_ATTACH_FMR,
+    DEFAULT_ATTACH_SUPPORT,
+    DEFAULT_EDGE_FMR,
+    DEFAULT_K,
+    DEFAULT_LINK_FMR,
+    DEFAULT_MIN_SIZE,
+    DEFAULT_PACK,
+    ClusterParams,
+    ClusterResult,
+    IncrementalUpdate,
+    threshold_for_fmr,
+)
 
 
 class Linker:
     """The stage-1 linking rules (module docstring, points 2 and 3, and cannot-link), in one place.
 
     Subclasses hold the union-find: :class:`ClusterState` over the positions of an array of
-    faces, :class:`facesearch.clusters` over the clusters and faces one catalog run touches.
+    faces, :class:`facesearch.services.clusters` over the clusters and faces one catalog run touches.
     ``_consider`` takes two *faces* (whatever the subclass keys them by) and a candidate edge.
     """
 

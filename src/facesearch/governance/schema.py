@@ -13,8 +13,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from facesearch.catalog.schema import Base, utcnow
 
-ROLES = ("admin", "investigator", "auditor")
-
 
 class User(Base):
     __tablename__ = "users"

@@ -13,6 +13,13 @@ Index kinds (``index_type``):
   shortlist keeps them (``docs/scale.md``).
 - ``IVF_SQ8`` / ``HNSW``: Milvus's own ANN indexes, tuned by ``index_params`` / ``search_params``.
 
+Consistency: writes, counts and ``ids()`` are Strong. A search right after this client's own
+write is Strong too (it waits for the server's time tick, up to 200 ms, until the write is
+applied); other searches are ``Eventually`` (no wait: 200-400 ms less per query). Another
+process's writes are seen because the engine reconciles when the catalog changed, and that
+reconcile's Strong ``ids()`` query moves the query node's safe timestamp past them (on a
+standalone server; with several query replicas only per replica).
+
 Writes go in batches of whole rows with numpy vectors (no per-row Python lists: 10k rows stay
 under the server's 64 MB message limit); counts come from the engine's ``count(*)``.
 """
@@ -42,7 +49,7 @@ class MilvusIndex:
     def __init__(self, uri: str, name: str, dim: int = 512, index_type: str = "FLAT",
                  token: str | None = None, index_params: dict | None = None,
                  search_params: dict | None = None, shortlist: int = DEFAULT_SHORTLIST,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, search_consistency: str = "Eventually") -> None:
         from facesearch.extras import require
 
         pymilvus = require("pymilvus", "milvus", "the Milvus index backend")
@@ -53,6 +60,8 @@ class MilvusIndex:
         self.dim = dim
         self.shortlist = shortlist
         self.search_params = dict(search_params or {})
+        self.search_consistency = search_consistency
+        self._unseen_writes = True  # the first search waits for whatever was written before it
         self.client = _connect(pymilvus, uri, token, timeout)
         if not self.client.has_collection(name):
             self._create(pymilvus.DataType, index_type, index_params or {})
@@ -88,7 +97,8 @@ class MilvusIndex:
     # -- state ---------------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        rows = self.client.query(self.name, filter="", output_fields=["count(*)"])
+        rows = self.client.query(self.name, filter="", output_fields=["count(*)"])  # Strong
+        self._unseen_writes = False
         return int(rows[0]["count(*)"])
 
     def ids(self) -> np.ndarray:
@@ -101,6 +111,7 @@ class MilvusIndex:
             if len(page) < _QUERY_PAGE:
                 break
             condition = f"id > {page_ids[-1]}"  # the server returns pages in primary-key order
+        self._unseen_writes = False  # a Strong read: later searches see everything before it
         return np.array(found, np.int64)
 
     def describe(self) -> dict:
@@ -126,6 +137,7 @@ class MilvusIndex:
             part_ids, part = part_ids[np.sort(first)], part[np.sort(first)]
             if len(part_ids):
                 self.client.insert(self.name, self._rows(part_ids, part))
+                self._unseen_writes = True
 
     def _rows(self, ids: np.ndarray, vectors: np.ndarray) -> list[dict]:
         if self.index_type == "BIN_RERANK":
@@ -148,6 +160,7 @@ class MilvusIndex:
             present = self._present(ids[lo:lo + _WRITE_BATCH])
             if len(present):
                 self.client.delete(self.name, ids=present.tolist())
+                self._unseen_writes = True
             removed += len(present)
         return removed
 
@@ -158,21 +171,24 @@ class MilvusIndex:
         hits = empty_hits(len(queries), max(k, 0))
         if k <= 0:
             return hits
+        consistency = "Strong" if self._unseen_writes else self.search_consistency
+        self._unseen_writes = False
         if self.index_type == "BIN_RERANK":
-            return self._search_codes(queries, k, hits)
+            return self._search_codes(queries, k, hits, consistency)
         result = self.client.search(self.name, data=queries.tolist(), limit=k, output_fields=["id"],
-                                    anns_field="vector", search_params={"metric_type": "IP",
-                                                                        "params": self.search_params})
+                                    anns_field="vector", consistency_level=consistency,
+                                    search_params={"metric_type": "IP", "params": self.search_params})
         for q, row in enumerate(result):
             for r, hit in enumerate(row[:k]):
                 hits.ids[q, r] = int(hit["id"])
                 hits.scores[q, r] = float(hit["distance"])
         return hits
 
-    def _search_codes(self, queries: np.ndarray, k: int, hits: Hits) -> Hits:
+    def _search_codes(self, queries: np.ndarray, k: int, hits: Hits, consistency: str) -> Hits:
         codes = sign_codes(queries)
         result = self.client.search(self.name, data=[c.tobytes() for c in codes], anns_field="code",
                                     limit=max(self.shortlist, k), output_fields=["emb"],
+                                    consistency_level=consistency,
                                     search_params={"metric_type": "HAMMING", "params": self.search_params})
         for q, row in enumerate(result):
             if not row:

@@ -88,7 +88,9 @@ def stop(*_):
         os._exit(0)
 
 signal.signal(signal.SIGTERM, stop)
+default_server.wait_for_started = False  # its own wait gives up after 180 s; a loaded machine needs more
 default_server.start()
+default_server.wait_started(timeout=int(sys.argv[4]) * 1000)
 print(f"ready {default_server.server_proc.pid}", flush=True)
 sys.stdin.read()  # returns when the parent closes the pipe or dies
 stop()
@@ -135,7 +137,8 @@ class MilvusServer:
         base_dir = Path(base_dir).resolve()
         base_dir.mkdir(parents=True, exist_ok=True)
         log = open(base_dir / "supervisor.log", "ab")  # noqa: SIM115 - lives as long as the process
-        proc = subprocess.Popen([str(python), "-c", _SUPERVISOR, str(base_dir), str(port), "1" if auth else "0"],
+        proc = subprocess.Popen([str(python), "-c", _SUPERVISOR, str(base_dir), str(port), "1" if auth else "0",
+                                 str(int(timeout))],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         log.close()

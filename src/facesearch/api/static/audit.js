@@ -61,8 +61,10 @@ function auditValue(key, value) {
     return auditList(value.map((r) => Array.isArray(r) ? `face ${r[0]} (${Number(r[1]).toFixed(3)})` : String(r)), null);
   }
   if (Array.isArray(value)) {
-    if (value.length === 0) return "none";
-    return auditList(value.map((v) => (typeof v === "object" && v !== null ? JSON.stringify(v) : v)), kind);
+    // a pair such as ["photo", 12] reads "photo 12"; an object in a list as "key value, ..."
+    const plain = (v) => (Array.isArray(v) ? v.join(" ")
+      : typeof v === "object" && v !== null ? Object.entries(v).map(([k, x]) => `${k} ${x}`).join(", ") : v);
+    return auditList(value.map(plain), kind);
   }
   if (typeof value === "object") return `<dl class="fields nested">${auditFields(value)}</dl>`;
   if (kind) return auditLink(kind, value);
@@ -70,6 +72,7 @@ function auditValue(key, value) {
 }
 
 function auditList(items, kind) {
+  if (items.length === 0) return "none";
   const show = (v) => (kind ? auditLink(kind, v) : esc(v));
   const head = items.slice(0, FOLD_ITEMS).map(show).join(", ");
   if (items.length <= FOLD_ITEMS) return `${items.length} — ${head}`;

@@ -146,7 +146,7 @@ function renderResults(r, live) {
   $("#weaker-again").hidden = live;
   $("#weaker-shown").hidden = !r.include_weaker;
   // above the threshold first; weaker ones (only when asked for) after them, in their own group
-  const below = r.candidates.filter((c) => !c.above_threshold);
+  const below = [...r.candidates.filter((c) => !c.above_threshold), ...(r.weaker || [])];  // (a list of its own, if the API gives one)
   $("#candidates").innerHTML = above.map((c) => candidateCard(c, r)).join("");
   $("#weaker-candidates").innerHTML = below.map((c) => candidateCard(c, r)).join("");
   $("#weaker-group").hidden = below.length === 0;

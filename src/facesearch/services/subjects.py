@@ -35,7 +35,6 @@ from facesearch.catalog.subjects import (
     SubjectInfo,
     SubjectStore,
 )
-from facesearch.engine import Engine
 from facesearch.errors import FacesearchError, ImageError
 from facesearch.pipeline import choose_face, open_photo
 from facesearch.pipeline.imageio import ImageSource
@@ -52,6 +51,7 @@ from facesearch.search.subjects import (
     top_pairs,
 )
 from facesearch.search.tracks import one_per_track
+from facesearch.services.engine import Engine
 
 #: mask of the embeddings that must not be enrolled or shown (opt-out): (n, d) -> (n,) bool
 Hide = Callable[[np.ndarray], np.ndarray]
