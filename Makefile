@@ -5,12 +5,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint install clean
+.PHONY: run test lint install clean milvus-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,dlib,milvus,eval,openvino]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,dlib,milvus,eval,openvino,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -39,9 +39,15 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench fuzz
 
-test: lint
+# The real Milvus standalone server (PyPI wheel milvus 2.3.5) needs its own venv; the tests start it.
+MILVUS_VENV := build/milvus-venv
+
+milvus-venv: $(STAMP)
+	$(BIN)/python -c "from facesearch.index.milvus_standalone import ensure_venv; ensure_venv()"
+
+test: lint milvus-venv
 	bash scripts/ensure-chromium.sh  # the browser tests drive Debian's chromium
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache $(DEMO_HOME)
+	rm -rf $(VENV) .pytest_cache $(DEMO_HOME) $(MILVUS_VENV)

@@ -1,7 +1,7 @@
 """Clustering a collection through the engine: a full run vs incremental runs after small ingests.
 
 What it measures is ``facesearch cluster --collection NAME`` as users run it (the service
-:class:`facesearch.clusters.Clusters`: catalog reads, the batch clustering or the per-face
+:class:`facesearch.services.clusters.Clusters`: catalog reads, the batch clustering or the per-face
 k-NN queries in the collection's FAISS index, and the writes of the placements), not the
 algorithm on arrays alone (that is ``bench/cluster_lfw.py``).
 
@@ -37,8 +37,8 @@ import numpy as np
 
 from facesearch.catalog import NewFace
 from facesearch.cluster import bcubed_scores
-from facesearch.clusters import Clusters
-from facesearch.engine import Engine
+from facesearch.services.clusters import Clusters
+from facesearch.services.engine import Engine
 
 LANDMARKS = [[30.0, 40.0], [70.0, 40.0], [50.0, 55.0], [35.0, 70.0], [65.0, 70.0]]
 

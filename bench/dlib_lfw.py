@@ -1,7 +1,7 @@
 """LFW view 2 with the optional dlib pack (dlib's ResNet), side by side with buffalo_s.
 
 Embeds the primary face of **every** LFW photo (``LFW_DIR/images/*/*.jpg``, sorted as
-``bench/lfw_embeddings.py`` does) with :class:`facesearch.models.dlib_pack.DlibFaceModel`:
+``bench/lfw_embeddings.py`` does) with :class:`facesearch.eval.dlib_pack.DlibFaceModel`:
 dlib's HOG detector (upsample 1), a lowered HOG threshold for photos without a face, then a
 fixed central box (LFW's faces are centred), the 5-point predictor, ``get_face_chip`` (150x150,
 padding 0.25) and the ResNet; plain and flip-summed embeddings, L2-normalised.
@@ -43,7 +43,7 @@ def embed_all(lfw_dir: Path, paths: list[str], cache: Path | None, recompute: bo
     if not recompute and key + "flipped" in stored and list(stored[key + "paths"]) == paths:
         return stored[key + "plain"], stored[key + "flipped"], stored[key + "how"], None
 
-    from facesearch.models.dlib_pack import DlibFaceModel
+    from facesearch.eval.dlib_pack import DlibFaceModel
 
     model = DlibFaceModel()
     emb = model.embed_primary_faces(Path(lfw_dir) / "images", paths, progress=progress)

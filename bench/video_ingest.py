@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 
 from tests.video_fixtures import THREE_PEOPLE_SCRIPT, three_people_video  # noqa: E402
 
-from facesearch.engine import Engine  # noqa: E402
+from facesearch.services.engine import Engine  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ _serial = itertools.count(1)
 
 def _clusters(env):
     if not hasattr(env, "cluster_service"):
-        from facesearch.clusters import Clusters
+        from facesearch.services.clusters import Clusters
 
         env.cluster_service = Clusters(env.engine)
     return env.cluster_service

@@ -26,6 +26,8 @@ from facesearch.models import ModelPack, load_pack
 from facesearch.models.packs import LOCAL_MANIFEST
 from facesearch.pipeline import primary_face
 
+from .milvus_fixtures import INDEX_BACKENDS, backend_options, milvus_server, milvus_uri  # noqa: F401
+
 FIXTURES = Path(__file__).parent / "fixtures"
 #: The justification every CLI search needs (audited as the local operator).
 WHY = ("--purpose", "test search", "--case", "TEST-1")
@@ -168,7 +170,6 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 # -- facesearch homes, the CLI, many distinct photos, PostgreSQL ------------------------------------
 
-INDEX_BACKENDS = ("faiss", "milvus")
 
 
 def unit_vectors(rng: np.random.Generator, n: int, dim: int = 512) -> np.ndarray:
@@ -197,15 +198,17 @@ def distinct_photos(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def open_engine(tmp_path):
+def open_engine(tmp_path, request):
     """``open_engine(backend="faiss", home=None, **options)`` -> an Engine on a fresh home under
-    tmp_path (or the given one); every engine opened is closed at teardown."""
-    from facesearch.engine import Engine
+    tmp_path (or the given one); every engine opened is closed at teardown. ``milvus-server``:
+    the milvus backend on the session's real Milvus server."""
+    from facesearch.services.engine import Engine
 
     opened = []
 
     def open_(backend: str | None = "faiss", home: Path | None = None, **options):
-        engine = Engine.open(home or tmp_path / "home", backend=backend, **options)
+        backend, extra = backend_options(request, backend)
+        engine = Engine.open(home or tmp_path / "home", backend=backend, **extra, **options)
         opened.append(engine)
         return engine
 
@@ -316,8 +319,8 @@ def browser_live_server(tmp_path_factory):
     import time
     import urllib.request
 
-    from facesearch.engine import Engine
     from facesearch.governance import Governance
+    from facesearch.services.engine import Engine
 
     root = tmp_path_factory.mktemp("browser_server")
     home, log = root / "home", root / "server.log"
@@ -376,12 +379,13 @@ def browser_chromium():
             browser.close()
 
 
-#: Where the browser tests leave their screenshots (the README shows them).
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+#: Where the browser tests leave their screenshots: a git-ignored build folder, so a test run leaves
+#: the work tree clean. The README shows curated copies in docs/screenshots, updated by hand.
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "build" / "screenshots"
 
 
 def shot(page, name: str) -> None:
-    """Save a full-page screenshot as docs/screenshots/<name>.png."""
+    """Save a full-page screenshot as build/screenshots/<name>.png."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
@@ -556,17 +560,19 @@ def api_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def api_build_env(home: Path, analyzer, layout: dict[str, list[str]], grants: dict[str, list[str]]):
+def api_build_env(home: Path, analyzer, layout: dict[str, list[str]], grants: dict[str, list[str]],
+                  database_url: str | None = None):
     """Yield an :class:`ApiEnv` on a fresh ``home``: the users of ``API_USERS`` (each with an API key),
     one collection per ``layout`` entry holding those LFW photos (uploaded through the API), and the
-    ``grants`` (collection -> usernames). The session's analyzer is shared (models load once)."""
+    ``grants`` (collection -> usernames). The session's analyzer is shared (models load once).
+    ``database_url``: the catalog (default: SQLite in the home)."""
     from fastapi.testclient import TestClient
 
     from facesearch.api.app import create_app
     from facesearch.api.limits import ServerLimits
-    from facesearch.engine import Engine
+    from facesearch.services.engine import Engine
 
-    opened = Engine.open(home, backend="faiss")
+    opened = Engine.open(home, backend="faiss", database_url=database_url)
     engine = Engine(opened.home, opened.config, opened.catalog, analyzer_factory=lambda: analyzer)
     from facesearch.governance import Governance
 

@@ -14,8 +14,8 @@ from PIL import Image
 
 from facesearch.backup import MANIFEST, BackupError, backup, restore
 from facesearch.cli.main import main
-from facesearch.engine import Engine
 from facesearch.governance import Governance
+from facesearch.services.engine import Engine
 
 from .conftest import LFW, WHY
 

@@ -9,7 +9,7 @@ both searches with their purpose and case reference, and the audit chain verifie
 candidates (below the threshold) are shown only when the investigator asks, and the asking is
 recorded; a photo page opened without the view grant of a search shows nothing.
 
-Each run writes the screenshots shown in the README to docs/screenshots/.
+Each run writes screenshots to build/screenshots/ (curated copies for the README are in docs/screenshots/).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from facesearch.engine import Engine
+from facesearch.services.engine import Engine
 from tests.conftest import SCREENSHOTS, shot, wait_images_loaded
 
 COLLECTION = "case-files"
@@ -134,13 +134,13 @@ def test_upload_search_open_erase_and_audit(browser_login, browser_live_server, 
     # counting ids instead: the photo page of the same face without the grant shows nothing
     ivan.goto(f"/photo/{face_id}")
     expect(ivan.locator("#photo-meta")).to_contain_text("no valid view grant")
-    expect(ivan.locator("#boxes .box")).to_have_count(0)
+    expect(ivan.locator("#photo-wrap .box")).to_have_count(0)
     search(ivan, powell_2)
     above.click()
     expect(ivan).to_have_url(re.compile(rf"^{re.escape(server.url)}/photo/{face_id}\?view=fv_"))
     wait_images_loaded(ivan, "#photo")
-    expect(ivan.locator("#boxes .box.this")).to_have_count(1)  # the face box is drawn on the photo
-    expect(ivan.locator("#photo-meta")).to_contain_text(f"Collection {COLLECTION}")
+    expect(ivan.locator("#photo-wrap .box.this")).to_have_count(1)  # the face box is drawn on the photo
+    expect(ivan.locator("#photo-facts")).to_contain_text(COLLECTION)
     expect(ivan.locator("#erase-image")).to_have_count(0)  # only admins erase
     shot(ivan, "photo")
 
@@ -166,10 +166,10 @@ def test_upload_search_open_erase_and_audit(browser_login, browser_live_server, 
         ivan.get_by_role("button", name="Show weaker candidates").click()
     weaker = answer.value.json()
     assert weaker["include_weaker"] and weaker["candidates"] and not weaker["confident_match"], weaker
-    expect(ivan.locator("#candidates a.cand.below")).to_have_count(len(weaker["candidates"]))
+    expect(ivan.locator("#weaker-candidates a.cand.below")).to_have_count(len(weaker["candidates"]))
     expect(ivan.locator("#weaker-shown")).to_be_visible()
     expect(ivan.locator("#weaker")).to_be_hidden()
-    wait_images_loaded(ivan, "#candidates img")
+    wait_images_loaded(ivan, "#results .cand img")
     shot(ivan, "no_match")
     assert ivan.request.get(f"/api/faces/{face_id}").status == 403  # gone: same answer as "not yours"
 
@@ -183,7 +183,7 @@ def test_upload_search_open_erase_and_audit(browser_login, browser_live_server, 
         expect(searches.nth(i).locator("td").nth(2)).to_have_text("ivan")
         expect(searches.nth(i).locator("td").nth(4)).to_have_text(PURPOSE)
         expect(searches.nth(i).locator("td").nth(5)).to_have_text(CASE_REF)
-        expect(searches.nth(i).locator("td").nth(6)).to_contain_text(f"from {COLLECTION}")
+        expect(searches.nth(i).locator("td").nth(6)).to_contain_text(f"collections1 — {COLLECTION}")
     views = audrey.locator("#audit-table tbody tr[data-action='view_photo']").filter(has_text="ivan")
     expect(views).to_have_count(1)  # ivan's photo view, audited with the purpose and case of his search
     expect(views.locator("td").nth(4)).to_have_text(PURPOSE)
@@ -191,7 +191,7 @@ def test_upload_search_open_erase_and_audit(browser_login, browser_live_server, 
     erase = audrey.locator("#audit-table tbody tr[data-action='erase']")
     expect(erase).to_have_count(1)
     expect(erase.locator("td").nth(2)).to_have_text("ada")
-    expect(erase).to_contain_text("1 face(s), 1 photo(s) erased")
+    expect(erase.locator("td").nth(6)).to_contain_text(re.compile(r"faces1 — \d+.*photos1 — \d+"))
     audrey.get_by_role("button", name="Verify chain").click()
     expect(audrey.locator("#chain-status")).to_have_text(re.compile(r"^Chain intact: \d+ records verified\.$"))
     expect(audrey.locator("#chain-status")).to_have_class("ok")

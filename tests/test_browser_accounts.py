@@ -13,8 +13,8 @@ import re
 
 from playwright.sync_api import expect
 
-from facesearch.engine import Engine
 from facesearch.governance import Governance
+from facesearch.services.engine import Engine
 from tests.conftest import shot
 
 COLLECTION = "account-story"

@@ -88,7 +88,7 @@ def test_suggestions_accept_and_reject_in_the_cluster_browser(browser_login, bro
     table = audrey.locator("#audit-table")
     rows = table.locator("tbody tr[data-action='cluster_suggestion']")
     expect(rows).to_have_count(2)
-    answers = [json.loads(rows.nth(i).locator("td").nth(6).inner_text()) for i in range(2)]
+    answers = [json.loads(rows.nth(i).get_attribute("data-details")) for i in range(2)]
     decisions = sorted((a["decision"], tuple(a["clusters"])) for a in answers)
     assert decisions == [("accepted", tuple(sorted((powell, half)))), ("rejected", tuple(sorted((kept, again))))]
     assert all(a["score"] > 0.3 and 0 < a["fmr"] < 1e-4 for a in answers), answers

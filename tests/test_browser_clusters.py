@@ -122,9 +122,9 @@ def test_cluster_split_merge_name_subject_and_audit(browser_login, browser_live_
         row = table.locator(f"tbody tr[data-action='{action}']")
         expect(row).to_have_count(1)
         expect(row.locator("td").nth(2)).to_have_text("ivan")
-    merge = json.loads(table.locator("tbody tr[data-action='cluster_merge'] td").nth(6).inner_text())
+    merge = json.loads(table.locator("tbody tr[data-action='cluster_merge']").get_attribute("data-details"))
     assert merge == {"cluster_id": powell, "merged": [split], "faces_moved": 2}, merge
-    made_subject = json.loads(table.locator("tbody tr[data-action='cluster_to_subject'] td").nth(6).inner_text())
+    made_subject = json.loads(table.locator("tbody tr[data-action='cluster_to_subject']").get_attribute("data-details"))
     assert made_subject["subject_id"] == subject_id and made_subject["cluster_id"] == powell, made_subject
     assert NAME not in table.inner_text()
     audrey.get_by_role("button", name="Verify chain").click()

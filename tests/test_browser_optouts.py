@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from facesearch.engine import Engine
 from facesearch.governance import Governance
+from facesearch.services.engine import Engine
 
 
 def test_admin_registers_lists_and_withdraws_an_opt_out(browser_login, browser_live_server, lfw):

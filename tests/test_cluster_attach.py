@@ -146,8 +146,8 @@ def test_band_scores_split_by_identity_size():
 
 def test_catalog_runs_attach_like_the_batch_algorithm(tmp_path):
     """The catalog service calls the same stage 2: an incremental run attaches a far face, a full run agrees."""
-    from facesearch.clusters import Clusters
-    from facesearch.engine import Engine
+    from facesearch.services.clusters import Clusters
+    from facesearch.services.engine import Engine
     from tests.test_clusters import faces_of as catalog_faces
     from tests.test_clusters import insert
 

@@ -16,8 +16,8 @@ import pytest
 
 from facesearch.catalog import CatalogError, NewFace
 from facesearch.cluster import ClusterParams, ClusterState, cluster_faces
-from facesearch.clusters import Clusters
-from facesearch.engine import Engine
+from facesearch.services.clusters import Clusters
+from facesearch.services.engine import Engine
 from tests.test_cluster import faces_of, unit
 
 DIM = 512

@@ -12,11 +12,11 @@ import json
 import numpy as np
 import pytest
 
-from facesearch.cluster_suggestions import ClusterSuggestions
-from facesearch.clusters import Clusters
-from facesearch.engine import Engine
 from facesearch.governance import Governance, PermissionDenied
 from facesearch.governance.clusters import ClusterGovernance
+from facesearch.services.cluster_suggestions import ClusterSuggestions
+from facesearch.services.clusters import Clusters
+from facesearch.services.engine import Engine
 from tests.conftest import unit_vectors
 from tests.test_clusters import LAYOUT, faces_of, insert, unit
 

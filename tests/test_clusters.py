@@ -21,15 +21,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-import facesearch.clusters as clusters_module
+import facesearch.services.clusters as clusters_module
 from facesearch.catalog import CatalogError, NewFace
 from facesearch.catalog.clusters import RunWrite
 from facesearch.catalog.schema import Cluster, ClusterFace, ClusterRunState
-from facesearch.clusters import ClusterError, Clusters, cluster_collection
-from facesearch.engine import Engine
 from facesearch.governance import Governance, PermissionDenied
 from facesearch.governance.clusters import ClusterGovernance
-from facesearch.subjects import Subjects
+from facesearch.services.clusters import ClusterError, Clusters, cluster_collection
+from facesearch.services.engine import Engine
+from facesearch.services.subjects import Subjects
 from tests.conftest import LFW, unit_vectors
 
 MORE = Path(__file__).parent / "fixtures" / "subjects"

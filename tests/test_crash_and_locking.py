@@ -159,7 +159,7 @@ def test_kill_9_mid_ingest_then_resume(distinct_photos, tmp_path, cli):
 
 @pytest.fixture
 def small_home(tmp_path, lfw) -> Path:
-    from facesearch.engine import Engine
+    from facesearch.services.engine import Engine
 
     home = tmp_path / "home"
     with Engine.open(home) as engine:
@@ -212,7 +212,7 @@ def test_doctor_drops_vectors_the_catalog_does_not_know(small_home, cli):
 
 
 def test_doctor_does_not_claim_to_have_repaired_what_it_could_not(small_home, cli):
-    from facesearch.engine import Engine
+    from facesearch.services.engine import Engine
 
     with Engine.open(small_home) as engine:
         face = engine.catalog.faces([1])[1]

@@ -17,8 +17,7 @@ from PIL import Image
 
 from facesearch import load_image
 from facesearch.errors import ChecksumMismatchError, ModelError
-from facesearch.models import sha256_file
-from facesearch.models.dlib_pack import (
+from facesearch.eval.dlib_pack import (
     EMBEDDING_SIZE,
     INSTALL_HINT,
     MANIFEST,
@@ -27,6 +26,7 @@ from facesearch.models.dlib_pack import (
     load_dlib_pack,
     models_dir,
 )
+from facesearch.models import sha256_file
 from tests.conftest import LFW, PEOPLE
 
 

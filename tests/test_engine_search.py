@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 
 from facesearch.catalog import CatalogError
-from facesearch.engine import Engine
 from facesearch.errors import NoFaceError
+from facesearch.services.engine import Engine
 
 from .conftest import INDEX_BACKENDS, LFW, WHY
+from .milvus_fixtures import empty_server
 
 
-def _build(home: Path, backend: str) -> Engine:
-    engine = Engine.open(home, backend=backend)
+def _build(home: Path, backend: str, **options) -> Engine:
+    engine = Engine.open(home, backend=backend, **options)
     engine.index([LFW / f"{n}.jpg" for n in ("Colin_Powell_0001", "George_W_Bush_0001", "George_W_Bush_0002")],
                  "people", progress=False)
     engine.index([LFW / "Hugo_Chavez_0002.jpg"], "extra", progress=False)
@@ -28,7 +29,13 @@ def _build(home: Path, backend: str) -> Engine:
 
 @pytest.fixture(scope="module", params=INDEX_BACKENDS)
 def gallery(request, tmp_path_factory) -> Engine:
-    engine = _build(tmp_path_factory.mktemp(f"gallery_{request.param}") / "home", request.param)
+    options = {}
+    if request.param == "milvus-server":  # the session's real server, emptied for this module
+        server = request.getfixturevalue("milvus_server")
+        empty_server(server.uri)
+        options = {"milvus_uri": server.uri}
+    engine = _build(tmp_path_factory.mktemp(f"gallery_{request.param}") / "home",
+                    request.param.removesuffix("-server"), **options)
     yield engine
     engine.close()
 

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 from facesearch.catalog.schema import FaceRecord, ImageRecord, IngestEvent
 from facesearch.index import open_index
 
-from .conftest import INDEX_BACKENDS, LFW, WHY
+from .conftest import INDEX_BACKENDS, LFW, WHY, backend_options
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def _image_row(engine, image_id):
 
 
 @pytest.mark.parametrize("backend", INDEX_BACKENDS)
-def test_erase_like_a_probe_removes_vectors_rows_and_thumbnails(backend, album, open_engine):
+def test_erase_like_a_probe_removes_vectors_rows_and_thumbnails(backend, album, open_engine, request):
     engine = open_engine(backend)
     summary = engine.index([album], "album", progress=False)
     assert summary.faces_indexed == 6
@@ -99,7 +99,8 @@ def test_erase_like_a_probe_removes_vectors_rows_and_thumbnails(backend, album, 
 
     # the erasure is persistent: the index on disk (read without the catalog) lacks them too
     engine.close()
-    stored = open_index(backend, directory=engine.home / "index", collection_id=info.id)
+    name, options = backend_options(request, backend)
+    stored = open_index(name, directory=engine.home / "index", collection_id=info.id, **options)
     assert sorted(stored.ids().tolist()) == sorted(set(thumbs) - erased)
 
 
@@ -137,7 +138,7 @@ def test_erase_collection_drops_its_index(backend, album, lfw, open_engine):
     else:
         from pymilvus import MilvusClient
 
-        client = MilvusClient(uri=str(engine.home / "index" / "milvus.db"))
+        client = MilvusClient(uri=engine.config.milvus_uri or str(engine.home / "index" / "milvus.db"))
         assert not client.has_collection(f"facesearch_c{info.id}")
         assert client.has_collection(f"facesearch_c{other.id}")
         client.close()
@@ -153,7 +154,7 @@ def test_erase_collection_drops_its_index(backend, album, lfw, open_engine):
 
 @pytest.fixture
 def cli_home(tmp_path, album) -> Path:
-    from facesearch.engine import Engine
+    from facesearch.services.engine import Engine
 
     home = tmp_path / "clihome"
     with Engine.open(home) as engine:
@@ -170,7 +171,7 @@ def _doctor_ok(cli, home) -> list[dict]:
 
 
 def _open(home):
-    from facesearch.engine import Engine
+    from facesearch.services.engine import Engine
 
     return Engine.open(home)
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from facesearch.cli.main import main
-from facesearch.engine import Engine
 from facesearch.eval.datasets import cache_key, open_dataset
+from facesearch.services.engine import Engine
 from tests.conftest import FIXTURES
 
 

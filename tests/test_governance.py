@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 
-from facesearch.engine import Engine
 from facesearch.governance import Governance
+from facesearch.services.engine import Engine
 from tests.conftest import API_USERS, LFW, YALE_GIF, ApiEnv, api_sha256
 
 PURPOSE = "identify the person in the CCTV still"

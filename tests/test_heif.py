@@ -59,7 +59,7 @@ def test_damaged_heic_is_a_typed_error(tmp_path):
 def test_a_folder_of_phone_photos_is_indexed_and_searchable(tmp_path, analyzer):
     import shutil
 
-    from facesearch.engine import Engine
+    from facesearch.services.engine import Engine
 
     folder = tmp_path / "camera-roll"
     shutil.copytree(HEIF_DIR, folder)

@@ -33,21 +33,23 @@ def test_extras_are_declared_and_out_of_the_core():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = " ".join(project["dependencies"])
     extras = project["optional-dependencies"]
-    for name in ("pymilvus", "milvus-lite", "matplotlib", "onnxruntime-gpu", "psycopg"):
+    for name in ("pymilvus", "milvus-lite", "matplotlib", "onnxruntime-gpu", "psycopg", "ray"):
         assert name not in core
+    assert any(d.startswith("ray") for d in extras["ray"])
     assert any(d.startswith("pymilvus") for d in extras["milvus"])
     assert any(d.startswith("milvus-lite") for d in extras["milvus"])
     assert any(d.startswith("matplotlib") for d in extras["eval"])
     assert any(d.startswith("onnxruntime-gpu") for d in extras["gpu"])
     for name in ("pydantic-settings", "prometheus-client", "pillow-heif"):
         assert name in core
-    assert ".[dev,dlib,milvus,eval,openvino]" in (ROOT / "Makefile").read_text()  # make test installs what tests use
+    # make test installs what the tests use
+    assert ".[dev,dlib,milvus,eval,openvino,ray]" in (ROOT / "Makefile").read_text()
 
 
 def test_everything_but_the_extras_works_without_them(tmp_path):
     done = _run_without_extras("""
-import facesearch.cli.main, facesearch.api.app, facesearch.engine, facesearch.backup, facesearch.cli.eval_commands
-from facesearch.engine import Engine
+import facesearch.cli.main, facesearch.api.app, facesearch.backup, facesearch.cli.eval_commands
+from facesearch.services.engine import Engine
 from facesearch.extras import MissingExtraError
 with Engine.open("home") as engine:
     engine.create_collection("c")

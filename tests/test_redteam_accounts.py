@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 
 from facesearch.api.app import create_app
 from facesearch.api.proxies import TrustedProxies
-from facesearch.engine import Engine
 from facesearch.governance import Governance
 from facesearch.governance.accounts import LoginThrottle
+from facesearch.services.engine import Engine
 from tests.conftest import API_USERS
 
 ATTACKER = ("203.0.113.66", 40000)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from facesearch.engine import Engine
 from facesearch.governance import Governance
 from facesearch.governance.audit import MAX_DETAILS_BYTES, record_hash
 from facesearch.governance.checkpoints import KEY_ENV, KEY_FILE_ENV, PUBLIC_KEY_ENV, STORE, AuditAnchor
+from facesearch.services.engine import Engine
 
 RECORDS = 8
 

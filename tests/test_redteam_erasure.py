@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from facesearch.catalog.schema import IngestEvent
-from facesearch.engine import Engine
 from facesearch.governance import Governance, PermissionDenied, local_operator
 from facesearch.governance.clusters import ClusterGovernance
 from facesearch.governance.subjects import SubjectGovernance
+from facesearch.services.engine import Engine
 
 from .conftest import LFW, WHY
 

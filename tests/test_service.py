@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from facesearch import metrics
 from facesearch.api.app import create_app
 from facesearch.cli.main import main
-from facesearch.engine import Engine
 from facesearch.logs import JsonFormatter, configure_logging
 from facesearch.readiness import ModelCheck
+from facesearch.services.engine import Engine
 from facesearch.settings import SettingsError, describe, load_settings
 
 from .conftest import LFW

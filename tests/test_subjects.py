@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from facesearch.catalog import CatalogError
-from facesearch.engine import Engine
 from facesearch.governance import Governance, MissingJustification, PermissionDenied
 from facesearch.governance.subjects import SubjectGovernance
 from facesearch.search import search_threshold
 from facesearch.search.subjects import DEFAULT_FUSION, FUSIONS, SubjectSet, mean_template, top_pairs
-from facesearch.subjects import Subjects
+from facesearch.services.engine import Engine
+from facesearch.services.subjects import Subjects
 from tests.conftest import LFW, unit_vectors
 
 MORE = Path(__file__).parent / "fixtures" / "subjects"
@@ -132,6 +132,11 @@ def test_enrol_search_identify_and_remove(engine):
     # 2 enrolled faces x 4 indexed faces = 8 comparisons, whichever the fusion: a stricter line than 1 x 4
     assert best.threshold == mean.threshold == search_threshold(engine.calibration, gallery_size=8)[0]
     assert mean.threshold > one_photo.threshold == search_threshold(engine.calibration, gallery_size=4)[0]
+    # the words count what the result reports as searched (4 faces), and say how that makes 8 comparisons
+    said = "4 faces, each against 2 enrolled faces (8 comparisons)"
+    assert f"per search of {said} " in best.threshold_rule and "8 faces" not in best.threshold_rule
+    assert f"searching {said}, the chance" in best.candidates[0].false_match.words
+    assert "per search of 4 faces (" in one_photo.threshold_rule
     assert subjects.search(powell.id, collections=["other"]).candidates[0].above_threshold is False
 
     identified = subjects.identify(photo("Colin_Powell_0004"), galleries=["missing"])

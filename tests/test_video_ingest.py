@@ -11,7 +11,7 @@ import io
 import pytest
 from PIL import Image
 
-from facesearch.engine import Engine
+from facesearch.services.engine import Engine
 from tests.conftest import LFW, WHY
 from tests.video_fixtures import three_people_video
 

@@ -302,8 +302,8 @@ def restore(source: str | os.PathLike, home: str | os.PathLike, *, database_url:
             milvus_uri: str | None = None, pg_bin: str | None = None, actor: str = "local") -> RestoreReport:
     """Rebuild a home from a backup folder; the index is reconciled with the restored catalog."""
     from facesearch.catalog import sqlite_url
-    from facesearch.engine import Engine
     from facesearch.governance.audit import AuditLog
+    from facesearch.services.engine import Engine
 
     src = Path(source).expanduser().resolve()
     target = Path(home).expanduser().resolve()

@@ -1,8 +1,8 @@
 """Optional parts of facesearch (pip extras) and the one error a missing one raises.
 
 ``[milvus]`` (pymilvus, milvus-lite) for the Milvus index backend, ``[eval]`` (matplotlib) for
-evaluation plots, ``[gpu]`` (onnxruntime-gpu) for CUDA. They are imported only where used, so a
-plain install runs everything else; using a missing one says which extra to install.
+evaluation plots, ``[gpu]`` (onnxruntime-gpu) for CUDA, ``[ray]`` for distributed ingest. They are
+imported only where used, so a plain install runs everything else; using a missing one says which extra to install.
 """
 
 from __future__ import annotations

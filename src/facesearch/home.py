@@ -7,7 +7,7 @@ released by the kernel when a process dies, even by kill -9).
 
 Files at rest: a home holds password hashes, embeddings, face crops and a subject's contact
 details, so it is its owner's only: the program sets its umask to 0o077 when it starts (CLI,
-server, any :class:`~facesearch.engine.Engine`), the home directory is made 0700, and
+server, any :class:`~facesearch.services.engine.Engine`), the home directory is made 0700, and
 :func:`check_permissions` (``facesearch doctor``) finds and fixes anything looser than
 directories 0700 / files 0600.
 """

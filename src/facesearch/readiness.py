@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from facesearch.errors import FacesearchError
 
 if TYPE_CHECKING:
-    from facesearch.engine import Engine
+    from facesearch.services.engine import Engine
 
 log = logging.getLogger(__name__)
 

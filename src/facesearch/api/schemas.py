@@ -1,13 +1,40 @@
-"""Pydantic models at the API boundary (what clients send and receive)."""
+"""Pydantic models at the API boundary (what clients send and receive).
+
+A response that shows an internal record as it is is derived from that record's dataclass
+(:func:`from_dataclass`), so a field added to the record is not copied by hand here.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import dataclasses
+import typing
+from typing import Annotated, Any
 
 from fastapi import Path
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
-from facesearch.catalog.store import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
+from facesearch.catalog.store import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS, CollectionInfo
+from facesearch.governance.accounts import ApiKeyInfo, UserInfo
+from facesearch.governance.audit import AuditEntry
+from facesearch.governance.service import RetentionReport
+from facesearch.services.engine import ErasureReport
+
+
+def from_dataclass(cls: type, name: str, *, base: type[BaseModel] = BaseModel,
+                   **extra: tuple[Any, Any]) -> type[BaseModel]:
+    """A response model with the fields (names, types, defaults) of dataclass ``cls``, plus ``extra``
+    (name -> (type, default) as for :func:`pydantic.create_model`)."""
+    hints = typing.get_type_hints(cls)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default: Any = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = Field(default_factory=f.default_factory)
+        else:
+            default = ...
+        fields[f.name] = (hints[f.name], default)
+    return create_model(name, __base__=base, __module__=__name__, **fields, **extra)
 
 #: Usernames are at most 100 characters (the users table); passwords at most this many.
 MAX_USERNAME_CHARS = 100
@@ -45,12 +72,9 @@ class NewUser(BaseModel):
     role: str = Field(pattern="^(admin|investigator|auditor)$")
 
 
-class UserOut(BaseModel):
-    id: int
-    username: str
-    role: str
-    active: bool
-    grants: list[str] = Field(default_factory=list, description="collections granted (investigators)")
+UserOut = from_dataclass(UserInfo, "UserOut", grants=(list[str], Field(default_factory=list,
+                         description="collections granted (investigators)")))
+
 
 
 class ApiKeyOut(BaseModel):
@@ -62,12 +86,8 @@ class NewApiKey(BaseModel):
     label: str = Field(default="", max_length=200)
 
 
-class ApiKeyInfoOut(BaseModel):
-    id: int
-    username: str
-    label: str
-    created_at: str
-    revoked: bool
+ApiKeyInfoOut = from_dataclass(ApiKeyInfo, "ApiKeyInfoOut")
+
 
 
 class PasswordChange(BaseModel):
@@ -91,15 +111,8 @@ class NewCollection(BaseModel):
     keep_thumbnails: bool = True
 
 
-class CollectionOut(BaseModel):
-    id: int
-    name: str
-    legal_basis: str
-    retention_days: int | None
-    keep_thumbnails: bool
-    pack: str
-    images: int
-    faces: int
+CollectionOut = from_dataclass(CollectionInfo, "CollectionOut")
+
 
 
 class GrantRequest(BaseModel):
@@ -193,22 +206,16 @@ class EraseRequest(BaseModel):
     reason: str = ""
 
 
-class EraseOut(BaseModel):
-    faces: list[int]
-    images: list[int]
-    thumbnails_deleted: int
-    collections: list[str]
+EraseOut = from_dataclass(ErasureReport, "EraseOut")
+
 
 
 class RetentionRequest(BaseModel):
     apply: bool = False  # False: only list what is past its retention period
 
 
-class RetentionOut(BaseModel):
-    expired: dict[str, int]  # collection -> images past its retention period
-    applied: bool
-    images_erased: int
-    faces_erased: int
+RetentionOut = from_dataclass(RetentionReport, "RetentionOut")
+
 
 
 class FaceOut(BaseModel):
@@ -225,6 +232,8 @@ class FaceOut(BaseModel):
     timestamp_s: float | None = None  # video: seconds from the start
     track_id: int | None = None
     track_span: tuple[float, float] | None = None
+    source_name: str | None = None  # the indexed file's name; None for an upload (its name is not kept)
+    captured_at: str | None = None  # from the photo's EXIF, when it has one
 
 
 class ViewRequest(BaseModel):
@@ -238,16 +247,8 @@ class ViewGrantOut(BaseModel):
     faces: dict[int, dict[str, str | None]]  # face id -> {"details_url", "thumbnail_url", "photo_url"}
 
 
-class AuditOut(BaseModel):
-    id: int
-    at: str
-    actor: str
-    action: str
-    purpose: str
-    case_ref: str
-    details: dict
-    prev_hash: str
-    hash: str
+AuditOut = from_dataclass(AuditEntry, "AuditOut")
+
 
 
 class AuditCheckOut(BaseModel):

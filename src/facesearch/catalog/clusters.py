@@ -335,12 +335,6 @@ class ClusterStore:
                 row.name = name
             s.commit()
 
-    def prune(self, collection_id: int) -> list[int]:
-        with self.session() as s:
-            gone = self._prune(s, collection_id)
-            s.commit()
-            return gone
-
     # -- runs -----------------------------------------------------------------------------------------------
 
     def state(self, collection_id: int) -> ClusterStateInfo | None:

@@ -14,13 +14,12 @@ is written to the audit log and opted-out faces are neither clustered nor shown.
 
 from __future__ import annotations
 
-import json
 from argparse import Namespace
 from dataclasses import asdict
 
-from facesearch.engine import Engine
+from facesearch.cli.common import action_adder, operator_command, print_json
 from facesearch.errors import FacesearchError
-from facesearch.governance import Governance, UserInfo, local_operator
+from facesearch.governance import UserInfo
 from facesearch.governance.clusters import ClusterGovernance
 
 
@@ -35,11 +34,7 @@ def add_cluster_commands(sub, home_args) -> None:
     p.set_defaults(handler=cluster_run)
     actions = p.add_subparsers(metavar="ACTION")
 
-    def action(name: str, help_text: str, handler):
-        a = actions.add_parser(name, help=help_text)
-        home_args(a)
-        a.set_defaults(handler=handler)
-        return a
+    action = action_adder(actions, home_args)
 
     a = action("list", "a collection's clusters, largest first, with their best faces", cluster_list)
     a.add_argument("--collection", required=True)
@@ -92,21 +87,7 @@ def add_cluster_commands(sub, home_args) -> None:
 
 
 
-def _json(data) -> None:
-    print(json.dumps(data, indent=2, default=str))
-
-
-def _run(handler):
-    def wrapped(args: Namespace) -> int:
-        engine = Engine.open(args.home, backend=getattr(args, "backend", None),
-                             database_url=getattr(args, "db", None), pack=args.pack)
-        try:
-            return handler(args, ClusterGovernance(Governance(engine)), local_operator()) or 0
-        finally:
-            engine.close()
-
-    wrapped.__name__ = handler.__name__
-    return wrapped
+_run = operator_command(ClusterGovernance)
 
 
 def _title(cluster) -> str:
@@ -126,7 +107,7 @@ def cluster_run(args: Namespace, cg: ClusterGovernance, actor: UserInfo) -> int:
         raise FacesearchError("give --collection NAME, or an action (facesearch cluster --help)")
     run = cg.run(actor, args.collection, full=args.full)
     if args.json:
-        _json(run.to_dict())
+        print_json(run.to_dict())
         return 0
     print(f"clustered collection {run.collection!r}: {run.mode} run ({run.reason})")
     if run.mode == "incremental":
@@ -150,7 +131,7 @@ def cluster_run(args: Namespace, cg: ClusterGovernance, actor: UserInfo) -> int:
 def cluster_list(args: Namespace, cg: ClusterGovernance, actor: UserInfo) -> int:
     o = cg.overview(actor, args.collection, limit=args.limit, samples=args.samples)
     if args.json:
-        _json(asdict(o))
+        print_json(asdict(o))
         return 0
     last = (f"last run {o.state.mode} by {o.state.ran_by} at {o.state.ran_at}" if o.state
             else "never clustered: `facesearch cluster --collection NAME` runs it")
@@ -168,7 +149,7 @@ def cluster_list(args: Namespace, cg: ClusterGovernance, actor: UserInfo) -> int
 def cluster_show(args: Namespace, cg: ClusterGovernance, actor: UserInfo) -> int:
     d = cg.cluster(actor, args.cluster)
     if args.json:
-        _json(asdict(d))
+        print_json(asdict(d))
         return 0
     c = d.cluster
     print(f"{_title(c)} in collection {c.collection!r}: {c.size} face(s), {c.pinned} placed by a person"
@@ -182,7 +163,7 @@ def cluster_show(args: Namespace, cg: ClusterGovernance, actor: UserInfo) -> int
 def _edited(args: Namespace, result, words: str) -> int:
     """An edit's outcome: its record as JSON, or one line of words."""
     if args.json:
-        _json(asdict(result))
+        print_json(asdict(result))
     else:
         print(words)
     return 0
@@ -232,7 +213,7 @@ def cluster_to_subject(args: Namespace, cg: ClusterGovernance, actor: UserInfo) 
     subject, report = cg.to_subject(actor, args.cluster, args.gallery, label=args.label,
                                     attributes=_attributes(args.attr))
     if args.json:
-        _json({"subject": asdict(subject), "report": asdict(report)})
+        print_json({"subject": asdict(subject), "report": asdict(report)})
         return 0
     print(f"cluster {args.cluster} is now subject {subject.id} {subject.label!r} in gallery {subject.gallery!r}: "
           f"{len(report.added)} face(s) enrolled, {subject.faces} in all")
@@ -247,7 +228,7 @@ def cluster_to_subject(args: Namespace, cg: ClusterGovernance, actor: UserInfo) 
 def cluster_suggestions(args: Namespace, cg: ClusterGovernance, actor: UserInfo) -> int:
     found = cg.suggestions(actor, args.collection, limit=args.limit)
     if args.json:
-        _json(found.to_dict())
+        print_json(found.to_dict())
         return 0
     print(f"{found.collection}: {found.faces:,} faces; evidence counted from cosine {found.threshold:.3f} "
           f"(false-match rate {found.threshold_fmr:g} per pair)")
@@ -278,7 +259,7 @@ def _answer(args: Namespace, cg: ClusterGovernance, actor: UserInfo, accept: boo
         message = (f"face {args.first} moved into cluster {args.second}, pinned (audited)" if result
                    else f"face {args.first} will not be suggested for cluster {args.second} again (audited)")
     if args.json:
-        _json({"accepted": accept, "kind": args.kind, "result": asdict(result) if result else None})
+        print_json({"accepted": accept, "kind": args.kind, "result": asdict(result) if result else None})
     else:
         print(message)
     return 0

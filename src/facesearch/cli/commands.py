@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
 
+from facesearch.cli.common import print_json
 from facesearch.models import available_packs, load_pack, pin_local_pack
 from facesearch.models.calibration import load_calibration
 from facesearch.pipeline import Face, FaceAnalyzer, open_photo
@@ -16,10 +16,6 @@ from facesearch.search import verify_faces
 
 def _analyzer(args: Namespace) -> FaceAnalyzer:
     return FaceAnalyzer(args.pack, threads=args.threads)
-
-
-def _print_json(data) -> None:
-    print(json.dumps(data, indent=2))
 
 
 # -- detect ---------------------------------------------------------------------------------
@@ -33,7 +29,7 @@ def detect(args: Namespace) -> int:
     if args.draw:
         draw_faces(photo.full_pixels(), faces, args.draw)
     if args.json:
-        _print_json({"image": str(args.image), "width": width, "height": height,
+        print_json({"image": str(args.image), "width": width, "height": height,
                      "faces": [f.to_dict() for f in faces]})
         return 0
     print(f"{args.image}: {width}x{height}, {len(faces)} face(s)")
@@ -79,7 +75,7 @@ def verify(args: Namespace) -> int:
         data["faces"] = [{"image": f.source, "faces_in_image": f.faces_in_image, "chosen": f.rule,
                           "index": f.chosen, "box": f.box, "quality": f.quality, "quality_issues": f.quality_issues,
                           "usable": f.usable} for f in result.faces]
-        _print_json(data)
+        print_json(data)
         return 0
     for face in result.faces:
         warn = f"  WARNING poor quality: {', '.join(face.quality_issues)}" if not face.usable else ""
@@ -97,7 +93,7 @@ def verify(args: Namespace) -> int:
 
 
 def models_list(args: Namespace) -> int:
-    from facesearch.models.dlib_pack import load_dlib_pack, models_dir
+    from facesearch.eval.dlib_pack import load_dlib_pack, models_dir
 
     packs = available_packs(args.dir)
     if models_dir() is not None:  # the optional comparison pack (pip install 'facesearch[dlib]')
@@ -114,7 +110,7 @@ def models_list(args: Namespace) -> int:
         calibration = load_calibration(pack.name)
         rows.append((pack, status, calibration))
     if args.json:
-        _print_json([{**p.describe(), "sha256_check": s,
+        print_json([{**p.describe(), "sha256_check": s,
                       "verify_threshold": c.verify_threshold if c else None} for p, s, c in rows])
         return 0
     if not rows:
@@ -152,7 +148,7 @@ def models_pin(args: Namespace) -> int:
 
 def eval_lfw(args: Namespace) -> int:
     from facesearch.eval.lfw import run_lfw
-    from facesearch.eval.report import calibration_from_lfw, format_lfw_report, lfw_report_dict
+    from facesearch.eval.lfw_report import calibration_from_lfw, format_lfw_report, lfw_report_dict
 
     analyzer = _analyzer(args)
     results, counts, embeddings = run_lfw(analyzer, args.data, progress=not args.json)
@@ -160,7 +156,7 @@ def eval_lfw(args: Namespace) -> int:
         calibration = calibration_from_lfw(analyzer.pack.name, embeddings)
         calibration.save(args.calibration_out)
     if args.json:
-        _print_json(lfw_report_dict(analyzer.pack.name, results, counts, embeddings))
+        print_json(lfw_report_dict(analyzer.pack.name, results, counts, embeddings))
     else:
         print(format_lfw_report(analyzer.pack.name, results, counts, embeddings))
         if args.calibration_out:

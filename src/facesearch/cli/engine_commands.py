@@ -8,54 +8,27 @@ does through the server.
 
 from __future__ import annotations
 
-import json
 import sys
 from argparse import Namespace
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from dataclasses import asdict
-from pathlib import Path
 
-from facesearch.engine import Engine
-from facesearch.errors import ImageError
+from facesearch.cli.common import governed, opened_engine, print_json, read_probe
 from facesearch.governance import Governance, local_operator
 from facesearch.search import SearchResult
 
 
-def _engine(args: Namespace) -> Engine:
-    return Engine.open(args.home, backend=getattr(args, "backend", None), database_url=getattr(args, "db", None),
-                       pack=args.pack)
-
-
-@contextmanager
-def _governed(args: Namespace) -> Iterator[Governance]:
-    with _engine(args) as engine:
-        yield Governance(engine)
-
-
-def _probe_bytes(path: str | Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError as exc:
-        raise ImageError(Path(path), "no such file") from exc
-    except OSError as exc:
-        raise ImageError(Path(path), f"cannot read: {exc.strerror or exc}") from exc
-
-
-def _out(args: Namespace, data) -> None:
-    print(json.dumps(data, indent=2, default=str))
-
-
 def collections(args: Namespace) -> int:
-    with _engine(args) as engine:
-        if args.create:
-            info = engine.create_collection(args.create, args.legal_basis or "", args.retention_days,
-                                            not args.no_thumbnails)
+    with governed(args) as gov:
+        engine = gov.engine
+        if args.create:  # recorded in the audit log, as through the server
+            info = gov.create_collection(local_operator(), args.create, args.legal_basis or "", args.retention_days,
+                                         not args.no_thumbnails)
             print(f"created collection {info.name!r} (id {info.id})")
             return 0
-        rows = engine.collections()
+        rows = gov.collections(local_operator())
         if args.json:
-            _out(args, [asdict(c) for c in rows])
+            print_json([asdict(c) for c in rows])
             return 0
         if not rows:
             print(f"no collections in {engine.home} yet: `facesearch index PATH --collection NAME` creates one")
@@ -67,13 +40,27 @@ def collections(args: Namespace) -> int:
 
 
 def index(args: Namespace) -> int:
-    with _governed(args) as gov:
-        summary = gov.ingest(local_operator(), args.paths, args.collection, workers=args.workers,
-                             progress=not args.json, wait=not args.no_wait,
-                             on_wait=lambda msg: print(msg, file=sys.stderr), min_face_px=args.min_face,
-                             video_fps=args.video_fps, allow_erased=args.allow_erased)
+    options, extra = {}, {}
+    with ExitStack() as stack:
+        if getattr(args, "ray", None):  # detection and embedding on Ray actors; the rest as below
+            from facesearch.ingest.distributed import RayAnalyzer, ray_cluster
+
+            stack.enter_context(ray_cluster(args.ray))
+            engine = stack.enter_context(opened_engine(args))
+            analyzer = RayAnalyzer(engine.config.pack)
+            engine.use_analyzer(analyzer)
+            options["batch_images"] = analyzer.batch_images
+            extra["ray"] = {"address": args.ray, "actors": analyzer.actors, "nodes": analyzer.nodes()}
+        else:
+            engine = stack.enter_context(opened_engine(args))
+        summary = Governance(engine).ingest(local_operator(), args.paths, args.collection, workers=args.workers,
+                                            progress=not args.json, wait=not args.no_wait,
+                                            on_wait=lambda msg: print(msg, file=sys.stderr),
+                                            min_face_px=args.min_face, video_fps=args.video_fps,
+                                            allow_erased=args.allow_erased, **options)
     if args.json:
-        _out(args, asdict(summary) | {"images_per_s": summary.images_per_s, "faces_per_s": summary.faces_per_s})
+        print_json(asdict(summary) | {"images_per_s": summary.images_per_s, "faces_per_s": summary.faces_per_s}
+                   | extra)
         return 0
     s = summary
     print(f"collection {s.collection}: {s.files_seen} files in {s.seconds:.1f} s "
@@ -139,15 +126,15 @@ def format_time(seconds: float) -> str:
 
 def _show(args: Namespace, result: SearchResult) -> int:
     if args.json:
-        _out(args, result.to_dict())
+        print_json(result.to_dict())
     else:
         print_result(result)
     return 0
 
 
 def search(args: Namespace) -> int:
-    probe = _probe_bytes(args.probe)
-    with _governed(args) as gov:
+    probe = read_probe(args.probe)
+    with governed(args) as gov:
         return _show(args, gov.search(local_operator(), probe, purpose=args.purpose, case_ref=args.case,
                                       collections=args.collection or None, top_k=args.top_k, face_index=args.face,
                                       probe_name=str(args.probe), threshold=args.threshold,
@@ -155,7 +142,7 @@ def search(args: Namespace) -> int:
 
 
 def similar(args: Namespace) -> int:
-    with _governed(args) as gov:
+    with governed(args) as gov:
         return _show(args, gov.similar(local_operator(), args.face_id, purpose=args.purpose, case_ref=args.case,
                                        collections=args.collection or None, top_k=args.top_k,
                                        include_weaker=args.include_weaker))
@@ -165,12 +152,12 @@ def erase(args: Namespace) -> int:
     if args.like and args.min_score is None:
         print("facesearch: error: --like needs --min-score (the lowest similarity to erase)", file=sys.stderr)
         return 2
-    with _governed(args) as gov:
+    with governed(args) as gov:
         report = gov.erase(local_operator(), faces=args.face, images=args.image, collection=args.collection,
-                           like=_probe_bytes(args.like) if args.like else None, min_score=args.min_score,
+                           like=read_probe(args.like) if args.like else None, min_score=args.min_score,
                            reason=args.reason, probe_face=args.probe_face)
     if args.json:
-        _out(args, asdict(report))
+        print_json(asdict(report))
         return 0
     print(f"erased {len(report.faces)} face(s) {report.faces[:50]}{' ...' if len(report.faces) > 50 else ''}")
     print(f"  images removed: {len(report.images)} {report.images[:50]}")
@@ -184,7 +171,7 @@ def erase(args: Namespace) -> int:
 def doctor(args: Namespace) -> int:
     from facesearch.home import check_permissions
 
-    with _engine(args) as engine:
+    with opened_engine(args) as engine:
         reports = engine.doctor(repair=not args.check_only)
         perms = check_permissions(engine.home, repair=not args.check_only)
     perms_ok = perms.ok or perms.fixed
@@ -193,7 +180,7 @@ def doctor(args: Namespace) -> int:
         if not perms.ok:  # an entry of its own: the per-collection entries keep their shape
             rows.append({"collection": "(home permissions)", "consistent": False, "repaired": perms.fixed,
                          "loose_permissions": [list(p) for p in perms.loose]})
-        _out(args, rows)
+        print_json(rows)
         return 0 if all(r.consistent or r.repaired for r in reports) and perms_ok else 1
     if not perms.ok:
         state = "FIXED (now 0700/0600)" if perms.fixed else "WARNING: readable or writable by others"

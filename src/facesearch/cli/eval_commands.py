@@ -23,7 +23,7 @@ def _packs(args: Namespace) -> list[str]:
 def _embedder(pack: str):
     """None for ONNX packs (the default pipeline); the dlib model for ``dlib_resnet``."""
     if pack == "dlib_resnet":
-        from facesearch.models.dlib_pack import DlibFaceModel
+        from facesearch.eval.dlib_pack import DlibFaceModel
 
         return DlibFaceModel()
     return None

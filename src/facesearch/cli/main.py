@@ -197,6 +197,9 @@ def _add_engine_commands(sub) -> None:
     p.add_argument("--no-wait", action="store_true", help="refuse instead of waiting if another writer runs")
     p.add_argument("--allow-erased", action="store_true",
                    help="index content that was erased earlier (refused by default; audited)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="detect and embed on a Ray cluster (HOST:PORT, auto, or local: start one on 127.0.0.1); "
+                        "needs the [ray] extra")
     p.set_defaults(handler=ec.index)
 
     p = sub.add_parser("search", help="where else does the person in this photo appear?")
@@ -258,6 +261,7 @@ def _port(raw: str) -> int:
 
 def _add_admin_commands(sub) -> None:
     from facesearch.cli import admin_commands as ac
+    from facesearch.governance.policy import ROLES
 
     p = sub.add_parser("serve", help="run the web app and REST API")
     _home_args(p)
@@ -283,6 +287,9 @@ def _add_admin_commands(sub) -> None:
     p.add_argument("--audit-export", action="append", default=None, metavar="DIR",
                    help="copy scheduled audit checkpoints there (write-once); repeatable "
                    "(default: $FACESEARCH_AUDIT_EXPORT)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="API processes sharing the port (default 1); with more than one, use a PostgreSQL "
+                        "catalog (--db) for real concurrency (docs/scale.md)")
     p.set_defaults(handler=ac.serve)
 
     p = sub.add_parser("retention", help="images past their collection's retention period: list, or --apply")
@@ -295,7 +302,7 @@ def _add_admin_commands(sub) -> None:
     add = user_sub.add_parser("add", help="add a user; the password is asked for (or --password-stdin)")
     _home_args(add)
     add.add_argument("username")
-    add.add_argument("--role", required=True, choices=["admin", "investigator", "auditor"])
+    add.add_argument("--role", required=True, choices=ROLES)
     add.add_argument("--password-stdin", action="store_true")
     add.set_defaults(handler=ac.user_add)
     ls = user_sub.add_parser("list", help="users, roles and granted collections")
@@ -320,7 +327,7 @@ def _add_admin_commands(sub) -> None:
     q = user_sub.add_parser("role", help="change a user's role (leaving investigator drops the grants)")
     _home_args(q)
     q.add_argument("username")
-    q.add_argument("role", choices=["admin", "investigator", "auditor"])
+    q.add_argument("role", choices=ROLES)
     q.set_defaults(handler=ac.user_role)
     q = user_sub.add_parser("password", help="reset a user's password (asked for, or --password-stdin); audited")
     _home_args(q)

@@ -8,11 +8,10 @@ given to ``add`` is read, its face embedded, and nothing of the photo is kept.
 from __future__ import annotations
 
 import argparse
-import json
 from argparse import Namespace
 from collections.abc import Callable
 
-from facesearch.cli.engine_commands import _governed, _probe_bytes
+from facesearch.cli.common import governed, print_json, read_probe
 from facesearch.governance import local_operator
 
 
@@ -37,12 +36,12 @@ def add_optout_commands(sub, home_args: Callable[[argparse.ArgumentParser], None
 
 
 def optout_add(args: Namespace) -> int:
-    probe = _probe_bytes(args.photo)
-    with _governed(args) as gov:
+    probe = read_probe(args.photo)
+    with governed(args) as gov:
         optout_id = gov.opt_out(local_operator(), probe, args.reason, face_index=args.face)
         threshold = gov.optouts.threshold
     if args.json:
-        print(json.dumps({"id": optout_id, "threshold": threshold}))
+        print_json({"id": optout_id, "threshold": threshold}, indent=None)
     else:
         print(f"opt-out {optout_id} registered ({args.reason}); faces scoring {threshold:.3f} or more against it "
               "are hidden from every result and never indexed; the photo was not kept")
@@ -50,10 +49,10 @@ def optout_add(args: Namespace) -> int:
 
 
 def optout_list(args: Namespace) -> int:
-    with _governed(args) as gov:
+    with governed(args) as gov:
         entries = gov.opt_outs(local_operator())
     if args.json:
-        print(json.dumps(entries, indent=2))
+        print_json(entries)
         return 0
     if not entries:
         print("no opt-outs")
@@ -63,10 +62,10 @@ def optout_list(args: Namespace) -> int:
 
 
 def optout_remove(args: Namespace) -> int:
-    with _governed(args) as gov:
+    with governed(args) as gov:
         gov.withdraw_opt_out(local_operator(), args.optout_id, args.reason)
     if args.json:
-        print(json.dumps({"id": args.optout_id, "withdrawn": True}))
+        print_json({"id": args.optout_id, "withdrawn": True}, indent=None)
     else:
         print(f"opt-out {args.optout_id} withdrawn (recorded in the audit log)")
     return 0

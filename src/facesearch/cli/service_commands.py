@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from argparse import Namespace
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from facesearch.cli.common import opened_engine, print_json
 from facesearch.settings import describe, load_settings
 
 
@@ -39,8 +39,7 @@ def config_show(args: Namespace) -> int:
     settings = load_settings(args.home)
     views = describe(settings, args.home)
     if args.json:
-        print(json.dumps({v.name: {"variable": v.variable, "value": v.value, "origin": v.origin} for v in views},
-                         indent=2))
+        print_json({v.name: {"variable": v.variable, "value": v.value, "origin": v.origin} for v in views})
         return 0
     width = max(len(v.variable) for v in views)
     for v in views:
@@ -52,15 +51,14 @@ def config_show(args: Namespace) -> int:
 
 def backup(args: Namespace) -> int:
     from facesearch.backup import backup as take_backup
-    from facesearch.engine import Engine
     from facesearch.governance import local_operator
 
     settings = load_settings(args.home)
-    with Engine.open(args.home, backend=args.backend, database_url=args.db, pack=args.pack) as engine:
+    with opened_engine(args) as engine:
         report = take_backup(engine, args.destination, pg_bin=settings.pg_bin,
                              actor=local_operator().username)
     if args.json:
-        print(json.dumps(asdict(report), indent=2))
+        print_json(asdict(report))
     else:
         print(f"backup of {report.faces} faces in {len(report.collections)} collection(s) written to "
               f"{report.destination}: {report.files} files, {report.bytes / 1e6:.1f} MB, {report.catalog} catalog, "
@@ -76,7 +74,7 @@ def restore(args: Namespace) -> int:
     report = do_restore(args.source, args.home, database_url=args.db, milvus_uri=args.milvus_uri,
                         pg_bin=settings.pg_bin, actor=local_operator().username)
     if args.json:
-        print(json.dumps(asdict(report) | {"ok": report.ok}, indent=2))
+        print_json(asdict(report) | {"ok": report.ok})
     else:
         print(f"restored {report.faces} faces ({report.expected_faces} in the backup) into {report.home}; "
               f"index {'consistent' if report.consistent else 'INCONSISTENT'}; audit chain "

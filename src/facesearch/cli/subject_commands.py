@@ -8,14 +8,13 @@ the audit log, and opted-out people are suppressed.
 
 from __future__ import annotations
 
-import json
 from argparse import Namespace
 from dataclasses import asdict
 from pathlib import Path
 
-from facesearch.engine import Engine
+from facesearch.cli.common import action_adder, operator_command, print_json
 from facesearch.errors import FacesearchError
-from facesearch.governance import Governance, UserInfo, local_operator
+from facesearch.governance import UserInfo
 from facesearch.governance.subjects import SubjectGovernance
 from facesearch.search.subjects import DEFAULT_FUSION, FUSIONS
 
@@ -25,11 +24,7 @@ def add_subject_commands(sub, home_args) -> None:
     p = sub.add_parser("subject", help="people enrolled in galleries: add, enroll, list, show, search, remove")
     actions = p.add_subparsers(metavar="ACTION")
 
-    def action(name: str, help_text: str, handler):
-        a = actions.add_parser(name, help=help_text)
-        home_args(a)
-        a.set_defaults(handler=handler)
-        return a
+    action = action_adder(actions, home_args)
 
     def justification(a) -> None:
         a.add_argument("--purpose", required=True, help="why this search is made (audited)")
@@ -107,20 +102,6 @@ def add_subject_commands(sub, home_args) -> None:
 
 
 
-def _open(args: Namespace) -> SubjectGovernance:
-    engine = Engine.open(args.home, backend=getattr(args, "backend", None), database_url=getattr(args, "db", None),
-                         pack=args.pack)
-    return SubjectGovernance(Governance(engine))
-
-
-def _close(sg: SubjectGovernance) -> None:
-    sg.gov.engine.close()
-
-
-def _json(data) -> None:
-    print(json.dumps(data, indent=2, default=str))
-
-
 def _attributes(pairs: list[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:
@@ -131,16 +112,7 @@ def _attributes(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _run(handler):
-    def wrapped(args: Namespace) -> int:
-        sg = _open(args)
-        try:
-            return handler(args, sg, local_operator()) or 0
-        finally:
-            _close(sg)
-
-    wrapped.__name__ = handler.__name__
-    return wrapped
+_run = operator_command(SubjectGovernance)
 
 
 def _resolve(sg: SubjectGovernance, args: Namespace, ref: str | None = None):
@@ -160,7 +132,7 @@ def subject_add(args: Namespace, sg: SubjectGovernance, actor: UserInfo) -> int:
         created = True
     info = sg.add_subject(actor, args.gallery, args.label, _attributes(args.attr))
     if args.json:
-        _json(asdict(info))
+        print_json(asdict(info))
         return 0
     print(f"added subject {info.id} {info.label!r} to gallery {info.gallery!r}"
           + (" (gallery created)" if created else ""))
@@ -180,7 +152,7 @@ def subject_enroll(args: Namespace, sg: SubjectGovernance, actor: UserInfo) -> i
         reports.append(sg.enroll_faces(actor, info.id, args.from_face))
     now = sg.subjects.subject(info.id)
     if args.json:
-        _json({"subject": asdict(now), "reports": [asdict(r) for r in reports]})
+        print_json({"subject": asdict(now), "reports": [asdict(r) for r in reports]})
     else:
         added = sum(len(r.added) for r in reports)
         print(f"enrolled {added} face(s) for subject {now.id} {now.label!r}; it has {now.faces} now")
@@ -201,7 +173,7 @@ def subject_enroll(args: Namespace, sg: SubjectGovernance, actor: UserInfo) -> i
 def subject_list(args: Namespace, sg: SubjectGovernance, actor: UserInfo) -> int:
     rows = sg.list_subjects(actor, args.gallery)
     if args.json:
-        _json([asdict(s) for s in rows])
+        print_json([asdict(s) for s in rows])
         return 0
     if not rows:
         print("no subjects yet: `facesearch subject add NAME --gallery G` adds one")
@@ -217,7 +189,7 @@ def subject_show(args: Namespace, sg: SubjectGovernance, actor: UserInfo) -> int
     links = sg.subjects.links(info.id)
     decisions = sg.decisions(actor, info.id)
     if args.json:
-        _json({"subject": asdict(info), "faces": [asdict(f) for f in faces],
+        print_json({"subject": asdict(info), "faces": [asdict(f) for f in faces],
                "links": [{"kind": k, "id": i, **asdict(d)} for (k, i), d in sorted(links.items())],
                "decisions": [asdict(d) for d in decisions]})
         return 0
@@ -247,7 +219,7 @@ def subject_remove(args: Namespace, sg: SubjectGovernance, actor: UserInfo) -> i
     info = _resolve(sg, args)
     removal = sg.remove(actor, info.id, args.reason)
     if args.json:
-        _json(asdict(removal))
+        print_json(asdict(removal))
         return 0
     print(f"removed subject {info.id} {info.label!r}: {len(removal.faces)} enrolled face(s) and their embeddings, "
           f"{removal.thumbnails_deleted} thumbnail(s) deleted; attributes and decisions gone with it")
@@ -262,7 +234,7 @@ def subject_search(args: Namespace, sg: SubjectGovernance, actor: UserInfo) -> i
     result = sg.search(actor, info.id, purpose=args.purpose, case_ref=args.case_ref,
                        collections=args.collection or None, top_k=args.top_k, fusion=args.fusion)
     if args.json:
-        _json({"subject_id": info.id, "fusion": args.fusion or DEFAULT_FUSION} | result.to_dict())
+        print_json({"subject_id": info.id, "fusion": args.fusion or DEFAULT_FUSION} | result.to_dict())
         return 0
     print(f"subject {info.id} {info.label!r} ({info.gallery}), fusion {args.fusion or DEFAULT_FUSION}")
     print_result(result)
@@ -275,7 +247,7 @@ def subject_identify(args: Namespace, sg: SubjectGovernance, actor: UserInfo) ->
                          galleries=args.gallery or None, top_k=args.top_k, fusion=args.fusion,
                          face_index=args.face, probe_name=str(args.probe))
     if args.json:
-        _json(result.to_dict())
+        print_json(result.to_dict())
         return 0
     if result.probe:
         print(f"probe {result.probe.source}: {result.probe.rule}; quality {result.probe.quality:.2f}")
@@ -300,7 +272,7 @@ def subject_decide(args: Namespace, sg: SubjectGovernance, actor: UserInfo) -> i
     decision = sg.decide(actor, info.id, args.decision, face_id=args.face, other_subject_id=args.other,
                          score=args.score, note=args.note)
     if args.json:
-        _json(asdict(decision))
+        print_json(asdict(decision))
         return 0
     target = f"face {args.face}" if args.face is not None else f"subject {args.other}"
     print(f"recorded: {args.decision} subject {info.id} {info.label!r} = {target} (decision {decision.id}, audited)")
@@ -320,7 +292,7 @@ def subject_galleries(args: Namespace, sg: SubjectGovernance, actor: UserInfo) -
         return 0
     rows = sg.galleries(actor)
     if args.json:
-        _json([asdict(g) for g in rows])
+        print_json([asdict(g) for g in rows])
         return 0
     if not rows:
         print("no galleries yet")
@@ -335,7 +307,7 @@ def match(args: Namespace, sg: SubjectGovernance, actor: UserInfo) -> int:
     result = sg.match(actor, args.gallery_a, args.gallery_b, purpose=args.purpose, case_ref=args.case_ref,
                       top=args.top, fusion=args.fusion)
     if args.json:
-        _json(result.to_dict())
+        print_json(result.to_dict())
         return 0
     print(f"{result.gallery_a} ({result.subjects_a} subjects) x {result.gallery_b} ({result.subjects_b} subjects): "
           f"{result.pairs_compared:,} pairs compared, {result.fusion} fusion")

@@ -20,7 +20,7 @@ false-match rate, while no other core has that support?
   suggestions (:func:`neighbour_votes`, :mod:`facesearch.cluster.suggest`) are for.
 
 This module is the only home of the attach rule: :class:`facesearch.cluster.core.ClusterState`
-(batch and incremental arrays) and :mod:`facesearch.clusters` (the catalog-backed service) both
+(batch and incremental arrays) and :mod:`facesearch.services.clusters` (the catalog-backed service) both
 call :func:`attach_faces`.
 """
 

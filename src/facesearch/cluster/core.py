@@ -13,10 +13,8 @@ face into an empty :class:`ClusterState`):
    of embeddings, O(d) per test -- is at least ``link_threshold``. One stray edge between
    two people (a look-alike, a mislabeled photo) cannot chain them: the whole of both
    groups has to agree, unlike single-linkage components or DBSCAN's density chaining.
-   A group founded on **one comparison** (two single faces, or a poor face and one good face)
-   rests on a single cosine, the least evidence a cluster can have: it needs the cosine of the
-   attachment's rate (``attach_fmr``, 3e-6) -- the rate of the other decision taken on one
-   face's evidence -- not only the average-link one (``pair_fmr`` / ``pair_threshold`` set it).
+   A group founded on **one comparison** (two single faces) rests on a single cosine: it needs
+   the attachment's cosine (FMR 3e-6), not only the link's (``pair_fmr`` sets another).
 3. **Quality.** A face with quality below ``min_quality`` is a *leaf*: it may join one
    group, through its single best edge and only if it also passes the average-linkage test
    against that group's good faces, but its embedding never enters a group's sums, it is
@@ -53,7 +51,7 @@ import json
 import os
 import time
 from collections.abc import Set
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +59,7 @@ import numpy as np
 from facesearch.cluster.attach import attach_faces
 from facesearch.cluster.knn import KnnGraph, NeighbourIndex, drop_self
 from facesearch.cluster.linker import Linker
-from facesearch.cluster.params import (
+from facesearch.cluster.params import (  # noqa: F401 - part of this module's surface
     DEFAULT_ATTACH_FMR,
     DEFAULT_ATTACH_SUPPORT,
     DEFAULT_EDGE_FMR,
@@ -70,52 +68,10 @@ from facesearch.cluster.params import (
     DEFAULT_MIN_SIZE,
     DEFAULT_PACK,
     ClusterParams,
+    ClusterResult,
+    IncrementalUpdate,
     threshold_for_fmr,
 )
-
-__all__ = [
-    "DEFAULT_ATTACH_FMR", "DEFAULT_ATTACH_SUPPORT", "DEFAULT_EDGE_FMR", "DEFAULT_K", "DEFAULT_LINK_FMR",
-    "DEFAULT_MIN_SIZE", "DEFAULT_PACK", "ClusterParams", "ClusterResult", "ClusterState", "IncrementalUpdate",
-    "Linker", "cluster_faces", "threshold_for_fmr",
-]
-
-
-@dataclass
-class ClusterResult:
-    """Labels of every face (``-1`` = unassigned) and how they were obtained."""
-
-    labels: np.ndarray  # (n,) int64
-    params: ClusterParams  # resolved: both thresholds are cosines
-    graph_mode: str
-    timings: dict[str, float] = field(default_factory=dict)
-    stats: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def sizes(self) -> dict[int, int]:
-        """Faces per cluster label (unassigned faces excluded)."""
-        labels, counts = np.unique(self.labels[self.labels >= 0], return_counts=True)
-        return dict(zip(labels.tolist(), counts.tolist()))
-
-    @property
-    def n_clusters(self) -> int:
-        return len(np.unique(self.labels[self.labels >= 0]))
-
-    @property
-    def unassigned_fraction(self) -> float:
-        return float(np.mean(self.labels < 0)) if len(self.labels) else 0.0
-
-
-@dataclass
-class IncrementalUpdate:
-    """What one :meth:`ClusterState.add` changed."""
-
-    positions: np.ndarray  # positions given to the new faces
-    labels: np.ndarray  # their labels (-1 = unassigned)
-    new_clusters: list[int]  # labels created by this add
-    grown: list[int]  # existing labels that gained faces
-    merges: list[tuple[int, int]]  # (kept label, absorbed label): the absorbed label no longer exists
-    relabelled_old: int  # old faces whose label changed (joined a group, or absorbed by a merge)
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 class ClusterState(Linker):

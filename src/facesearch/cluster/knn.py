@@ -205,9 +205,6 @@ class NeighbourIndex:
         self._members = [np.zeros(0, np.int64) for _ in range(len(self._centroids))]
         self._file(np.arange(self._n), cells)
 
-    def cell_sizes(self) -> np.ndarray:
-        return np.array([len(m) for m in self._members])
-
     # -- search -------------------------------------------------------------------------------
 
     def search(self, queries: np.ndarray, k: int, min_sim: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:

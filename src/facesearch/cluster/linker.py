@@ -1,9 +1,10 @@
 """The stage-1 linking rules, in one place: :class:`Linker`.
 
 :class:`facesearch.cluster.core.ClusterState` (batch and incremental arrays) and the catalog
-service (:mod:`facesearch.clusters`) subclass it and only say where a face's group is; the rules
-(average link, the one-comparison rule, poor faces as leaves, cannot-link, person-made locks)
-are here and nowhere else. :mod:`facesearch.cluster.core`'s docstring explains each.
+service (:mod:`facesearch.services.cluster_groups`) subclass it and only say where a face's group
+is; the rules (average link, the one-comparison rule, poor faces as leaves, cannot-link,
+person-made locks) are here and nowhere else. :mod:`facesearch.cluster.core`'s docstring
+explains each.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ class Linker:
     """The stage-1 linking rules (module docstring, points 2 and 3, and cannot-link), in one place.
 
     Subclasses hold the union-find: :class:`ClusterState` over the positions of an array of
-    faces, :class:`facesearch.clusters` over the clusters and faces one catalog run touches.
+    faces, :class:`facesearch.services.clusters` over the clusters and faces one catalog run touches.
     ``_consider`` takes two *faces* (whatever the subclass keys them by) and a candidate edge.
     """
 
@@ -77,8 +78,9 @@ class Linker:
         """The cosine the average of ``comparisons`` face pairs must reach for two groups to join.
 
         A group founded on one comparison (two single faces) rests on one cosine, the least evidence
-        a cluster can have: it needs the attachment's calibrated rate (``one_comparison_threshold``).
-        An average over 2+ pairs is harder for two different people to reach at the same cosine."""
+        a cluster can have: it needs the attachment's calibrated rate
+        (:attr:`ClusterParams.one_comparison_threshold`). An average over 2+ pairs is harder for two
+        different people to reach at the same cosine, and keeps the link's rate."""
         if comparisons == 1:
             return self.params.one_comparison_threshold
         return float(self.params.link_threshold)

@@ -1,17 +1,15 @@
-"""Clustering parameters: the calibrated rates of each linking decision and why they are the defaults.
-
-Thresholds are false-match rates of a pack's calibration (``models/calibrations``), turned into
-cosines by :func:`threshold_for_fmr` (the one place that does it for clustering).
-"""
+"""Clustering's parameters and results: the defaults (false-match rates of the shipped calibration,
+with the measurements that chose them), :class:`ClusterParams` and what a run returns
+(:class:`ClusterResult`, :class:`IncrementalUpdate`). The algorithm is :mod:`facesearch.cluster.core`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from facesearch.cluster.knn import DEFAULT_ASSIGN, DEFAULT_EXACT_LIMIT
-from facesearch.models.calibration import Calibration, load_calibration
+from facesearch.models.calibration import Calibration, load_calibration, threshold_at_fmr
 from facesearch.pipeline.quality import USABLE_QUALITY
 
 #: Defaults, chosen on LFW by the sweep in ``bench/cluster_lfw.py`` (``docs/cluster_lfw_output.txt``),
@@ -37,14 +35,14 @@ DEFAULT_LINK_FMR = 1e-5
 #: like any face at that rate); 1e-5 cost 0.001-0.003 of precision. With ``link_fmr=3e-6`` the cores
 #: are tighter: BCubed P >= 0.99 on the hard set (0.9925) and F 0.9915 / LFW 0.9936, but 1.3 % of the
 #: faces of people with 2+ photos stay unassigned there instead of 0.7 %.
-#: One comparison (a group founded on a single cosine, :meth:`Linker._link`): on the harder LFW set
-#: almost all the precision lost was single-photo people paired with one another at cos 0.336-0.40
-#: (71 such pairs; about 20 more are LFW's own label errors: one photo under two names, twins). At
-#: those cosines genuine and impostor pairs are equally common, and no other evidence we tried told
-#: them apart (margin to the next neighbour, shared or mutual neighbours, local scaling: the
-#: sweeps are in docs/accuracy.md), so the rule asks the one cosine to be as strong as what an
-#: attachment needs. Hard set (B3 P / unassigned 2+): pairs at the link rate 0.9883 / 0.7 %, at
-#: 6e-6 0.9907 / 0.9 %, at the attach rate (default) 0.9915 / 1.2 %; LFW 0.9907 -> 0.9932 (R 0.9938).
+#: One comparison (a group founded on a single cosine, :meth:`facesearch.cluster.linker.Linker._link`):
+#: on the harder LFW set almost all the precision lost was single-photo people paired with one
+#: another at cos 0.336-0.40 (about 50 such pairs; 20 more are LFW's own label errors: one photo
+#: under two names, twins). At those cosines genuine and impostor pairs are about equally common
+#: and no other evidence we tried told them apart (margin to the next neighbour, shared or mutual
+#: neighbours, local scaling; docs/accuracy.md), so the one cosine must be as strong as what an
+#: attachment needs. Hard set, B3 P / unassigned (2+): pairs at the link rate 0.9883 / 0.7 %, at
+#: 6e-6 0.9907 / 0.9 %, at the attach rate (default) 0.9915 / 1.2 %; LFW P 0.9907 -> 0.9932.
 DEFAULT_ATTACH_FMR = 3e-6
 DEFAULT_ATTACH_SUPPORT = 2
 DEFAULT_K = 10
@@ -53,24 +51,9 @@ DEFAULT_PACK = "buffalo_s"
 
 
 def threshold_for_fmr(fmr: float, calibration: Calibration) -> float:
-    """The cosine at which ``fmr`` of the calibration's impostor pairs score at or above it.
-
-    Uses the calibration's own look-up (which extrapolates its fitted tail) where it has one.
-    """
-    own = getattr(calibration, "threshold_for_fmr", None)
-    if callable(own):
-        return float(own(fmr)[0])
-    point = calibration.operating_points.get(f"{fmr:g}")
-    if point is not None:
-        return float(point[0])
-    scores = np.asarray(calibration.scores, np.float64)
-    rates = np.asarray(calibration.fmr, np.float64)
-    positive = rates > 0
-    if not positive.any() or fmr < rates[positive].min() or fmr > rates.max():
-        raise ValueError(f"FMR {fmr:g} is outside what the {calibration.pack} calibration measured")
-    # The rate falls as the score rises: interpolate log-rate against score.
-    log_rates = np.log10(rates[positive])[::-1]
-    return float(np.interp(np.log10(fmr), log_rates, scores[positive][::-1]))
+    """The cosine at which ``fmr`` of the calibration's impostor pairs score at or above it
+    (:func:`facesearch.models.calibration.threshold_at_fmr`, the one rule)."""
+    return threshold_at_fmr(calibration, fmr)
 
 
 @dataclass(frozen=True)
@@ -92,8 +75,8 @@ class ClusterParams:
     attach_fmr: float = DEFAULT_ATTACH_FMR
     attach_threshold: float | None = None
     attach_support: int = DEFAULT_ATTACH_SUPPORT  # 0 turns attachment off
-    #: a group founded on one comparison (two single faces; a face and a group of one good face):
-    #: None = the attachment's cosine when it is stricter than the link (see DEFAULT_PAIR_RULE)
+    #: a group founded on one comparison (two single faces): its rate, or its cosine; both None =
+    #: the stricter of the link's and the attachment's cosines (:attr:`one_comparison_threshold`)
     pair_fmr: float | None = None
     pair_threshold: float | None = None
     min_size: int = DEFAULT_MIN_SIZE
@@ -133,10 +116,11 @@ class ClusterParams:
     def one_comparison_threshold(self) -> float:
         """The cosine a merge resting on one comparison must reach (resolved params only).
 
-        ``pair_threshold`` when given (or from ``pair_fmr``); else the stricter of the link and the
-        attachment cosines: a cluster is never founded on one cosine weaker than what a face needs to
-        attach to an existing cluster (:data:`DEFAULT_ATTACH_FMR`)."""
-        assert self.link_threshold is not None and self.attach_threshold is not None, "resolve the params first"
+        ``pair_threshold`` (or ``pair_fmr``) when given, never below the link; else the stricter of
+        the link and the attachment cosines: a cluster is never founded on one cosine weaker than
+        what a face needs to attach to an existing cluster."""
+        if self.link_threshold is None or self.attach_threshold is None:
+            raise ValueError("resolve the parameters first (ClusterParams.resolved)")
         if self.pair_threshold is not None:
             return max(self.pair_threshold, self.link_threshold)
         return max(self.link_threshold, self.attach_threshold)
@@ -150,3 +134,41 @@ class ClusterParams:
                 f"average link >= {p.link_threshold:.3f} (a group founded on one comparison: "
                 f">= {p.one_comparison_threshold:.3f}); min size {p.min_size}; "
                 f"faces below quality {p.min_quality:g} are leaves{attach}; faces of one image never share a cluster")
+
+
+@dataclass
+class ClusterResult:
+    """Labels of every face (``-1`` = unassigned) and how they were obtained."""
+
+    labels: np.ndarray  # (n,) int64
+    params: ClusterParams  # resolved: both thresholds are cosines
+    graph_mode: str
+    timings: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def sizes(self) -> dict[int, int]:
+        """Faces per cluster label (unassigned faces excluded)."""
+        labels, counts = np.unique(self.labels[self.labels >= 0], return_counts=True)
+        return dict(zip(labels.tolist(), counts.tolist()))
+
+    @property
+    def n_clusters(self) -> int:
+        return len(np.unique(self.labels[self.labels >= 0]))
+
+    @property
+    def unassigned_fraction(self) -> float:
+        return float(np.mean(self.labels < 0)) if len(self.labels) else 0.0
+
+
+@dataclass
+class IncrementalUpdate:
+    """What one :meth:`ClusterState.add` changed."""
+
+    positions: np.ndarray  # positions given to the new faces
+    labels: np.ndarray  # their labels (-1 = unassigned)
+    new_clusters: list[int]  # labels created by this add
+    grown: list[int]  # existing labels that gained faces
+    merges: list[tuple[int, int]]  # (kept label, absorbed label): the absorbed label no longer exists
+    relabelled_old: int  # old faces whose label changed (joined a group, or absorbed by a merge)
+    timings: dict[str, float] = field(default_factory=dict)

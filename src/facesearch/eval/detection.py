@@ -112,7 +112,7 @@ def scrfd_under_test(analyzer: FaceAnalyzer | None = None) -> DetectorUnderTest:
 
 def dlib_under_test() -> DetectorUnderTest:
     """dlib's HOG detector (the ``dlib_resnet`` pack's): SVM margins, 0 = its default threshold."""
-    from facesearch.models.dlib_pack import PACK_NAME, DlibFaceModel
+    from facesearch.eval.dlib_pack import PACK_NAME, DlibFaceModel
 
     model = DlibFaceModel()
     low = -0.5

@@ -9,7 +9,6 @@ When the data ships a protocol (LFW's ``pairs.txt``), its 10-fold accuracy is re
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,7 +184,3 @@ def protocol_accuracy(emb: DatasetEmbeddings, pairs_file) -> dict:
             "accuracy_mean": round(result.accuracy_mean, 5), "accuracy_std": round(result.accuracy_std, 5),
             "tar_at_far_protocol_pairs": result.tar_at_far,
             "hardest_impostor_pairs": result.hardest_impostors, "hardest_genuine_pairs": result.hardest_genuines}
-
-
-def format_far(far: float) -> str:
-    return f"1e{int(round(math.log10(far)))}"

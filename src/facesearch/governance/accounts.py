@@ -16,7 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from facesearch.catalog import Catalog
 from facesearch.catalog.schema import Collection, utcnow
 from facesearch.errors import FacesearchError
-from facesearch.governance.schema import ROLES, ApiKey, Grant, User, WebSession
+from facesearch.governance.policy import ADMIN, INVESTIGATOR, ROLES
+from facesearch.governance.schema import ApiKey, Grant, User, WebSession
 
 SESSION_HOURS = 12
 MIN_PASSWORD_LENGTH = 10
@@ -47,7 +48,7 @@ class UserInfo:
 def local_operator() -> UserInfo:
     """Whoever runs the CLI on a home can read its files anyway: they act as an admin, audited under
     ``local:<login>`` (searches still need a purpose and a case reference)."""
-    return UserInfo(0, f"local:{getpass.getuser()}", "admin")
+    return UserInfo(0, f"local:{getpass.getuser()}", ADMIN)
 
 
 def _digest(secret: str) -> str:
@@ -93,7 +94,7 @@ class Accounts:
 
     def count_admins(self) -> int:
         with self.catalog.session() as s:
-            return len(list(s.scalars(select(User.id).where(User.role == "admin", User.active.is_(True)))))
+            return len(list(s.scalars(select(User.id).where(User.role == ADMIN, User.active.is_(True)))))
 
     def set_active(self, username: str, active: bool) -> UserInfo:
         with self.catalog.session() as s:
@@ -126,7 +127,7 @@ class Accounts:
             row = s.scalar(select(User).where(User.username == username))
             if row is None:
                 raise AccountError(f"no user {username!r}")
-            if row.role == "investigator" and role != "investigator":
+            if row.role == INVESTIGATOR and role != INVESTIGATOR:
                 s.execute(delete(Grant).where(Grant.user_id == row.id))
             row.role = role
             s.commit()
@@ -217,7 +218,7 @@ class Accounts:
 
     def grant(self, username: str, collection_id: int) -> None:
         user = self.user(username)
-        if user.role != "investigator":
+        if user.role != INVESTIGATOR:
             raise AccountError(f"{username} is {'an' if user.role[0] in 'aeiou' else 'a'} {user.role}: only "
                                "investigators get collection grants (admins see all, auditors none)")
         with self.catalog.session() as s:
@@ -234,9 +235,9 @@ class Accounts:
     def granted_collections(self, user: UserInfo) -> list[str]:
         """Names of the collections this user may search (admins: all)."""
         with self.catalog.session() as s:
-            if user.role == "admin":
+            if user.role == ADMIN:
                 return list(s.scalars(select(Collection.name).order_by(Collection.name)))
-            if user.role != "investigator":
+            if user.role != INVESTIGATOR:
                 return []
             return list(s.scalars(select(Collection.name).join(Grant, Grant.collection_id == Collection.id)
                                   .where(Grant.user_id == user.id).order_by(Collection.name)))
@@ -251,7 +252,9 @@ class LoginThrottle:
     guesser learns nothing -- while the same user from another address is not slowed at all (an
     attacker cannot lock the admins out). One address that fails ``max_failures_per_client`` times,
     whatever the usernames, is refused for ``lockout_s``. Kept in memory and bounded
-    (``max_tracked`` keys): a restart forgets, which only ever helps the real user.
+    (``max_tracked`` keys): a restart forgets, which only ever helps the real user. The server uses
+    :class:`~facesearch.governance.shared.SharedLoginThrottle`: the same rules, counted in the
+    database, so that every API process of a home shares them.
 
     The client address is whatever the server proved: the TCP peer, or the address a *trusted*
     proxy put in ``X-Forwarded-For`` (see :mod:`facesearch.api.proxies`), never a header a client

@@ -3,7 +3,9 @@
 Each record's hash covers its content and the previous record's hash, so editing,
 inserting or deleting any record breaks the chain from that point on, and
 :meth:`AuditLog.verify` says where. ``prev_hash`` is unique: two writers racing to
-append after the same record cannot fork the chain (the loser retries).
+append after the same record cannot fork the chain (the loser retries); and appends are serialized
+by the database itself (a row lock on the head, see :meth:`AuditLog._lock_head`), so many
+processes (``serve --workers N``) append without racing at all.
 
 Ids are never reused: a new record takes the id after the chain head (``audit_head``), not after
 the newest row, and chains to the head's hash, so deleting the newest record and then appending
@@ -22,10 +24,11 @@ import threading
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
 
 from facesearch.catalog import Catalog
 from facesearch.governance.schema import AuditHead, AuditRecord
@@ -170,8 +173,12 @@ class AuditLog:
         with _append_lock:
             for _attempt in range(20):
                 with self.catalog.session() as s:
+                    try:
+                        head = self._lock_head(s)
+                    except OperationalError:
+                        s.rollback()  # SQLite: the write lock stayed busy past busy_timeout; try again
+                        continue
                     last = s.scalar(select(AuditRecord).order_by(AuditRecord.id.desc()).limit(1))
-                    head = s.get(AuditHead, 1)
                     # Chain to the head, not to the newest row: after the newest record was deleted
                     # the next one still takes a fresh id and points at the deleted one (a gap).
                     prev = head.last_hash if head else (last.hash if last else GENESIS)
@@ -189,13 +196,27 @@ class AuditLog:
                             head.last_id, head.last_hash = row.id, row.hash
                         s.commit()
                         return _entry(row)
-                    except IntegrityError:
+                    except (IntegrityError, OperationalError):
                         s.rollback()  # another process appended after the same record: retry
             raise RuntimeError("could not append to the audit log (persistent contention)")
 
+    def _lock_head(self, s: Session) -> AuditHead | None:
+        """Take the chain's write lock for this transaction and return the head: appends from every
+        process are serialized by the database. PostgreSQL: a row lock on the head
+        (``SELECT ... FOR UPDATE``; the first append, with no head yet, races on the unique
+        ``prev_hash`` and the loser retries). SQLite: ``BEGIN IMMEDIATE`` takes the database's
+        single write lock up front, so two processes never read the same head and then both write."""
+        if self.catalog.engine.dialect.name == "sqlite":
+            s.connection().exec_driver_sql("BEGIN IMMEDIATE")
+            return s.get(AuditHead, 1)
+        return s.scalar(select(AuditHead).where(AuditHead.id == 1).with_for_update())
+
     def entries(self, *, actor: str | None = None, action: str | None = None, case_ref: str | None = None,
                 since: str | None = None, until: str | None = None, limit: int | None = None,
-                newest_first: bool = False) -> list[AuditEntry]:
+                newest_first: bool = False, purpose: str | None = None) -> list[AuditEntry]:
+        """Records matching every filter given. ``since``/``until`` are ISO times compared with the
+        records' UTC times; a bare date ``until`` takes in that whole day. ``purpose`` matches any
+        purpose containing it, whatever the case (purposes are free text)."""
         query = select(AuditRecord)
         if actor:
             query = query.where(AuditRecord.actor == actor)
@@ -203,10 +224,12 @@ class AuditLog:
             query = query.where(AuditRecord.action == action)
         if case_ref:
             query = query.where(AuditRecord.case_ref == case_ref)
+        if purpose:
+            query = query.where(AuditRecord.purpose.icontains(purpose, autoescape=True))
         if since:
             query = query.where(AuditRecord.at >= since)
         if until:
-            query = query.where(AuditRecord.at <= until)
+            query = query.where(_before_end_of(until))
         query = query.order_by(AuditRecord.id.desc() if newest_first else AuditRecord.id)
         if limit:
             query = query.limit(limit)
@@ -244,3 +267,14 @@ class AuditLog:
         elif head is None and check.records:
             check.problems.append((prev_id, "the chain head is missing"))
         return check
+
+
+def _before_end_of(until: str):
+    """``at <= until``; for a bare date, every time of that day (``"2026-12-01"`` sorts before them)."""
+    try:
+        day = date.fromisoformat(until) if len(until) == 10 else None
+    except ValueError:
+        day = None
+    if day is None:
+        return AuditRecord.at <= until
+    return AuditRecord.at < (day + timedelta(days=1)).isoformat()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import stat
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ from sqlalchemy import select
 from facesearch.errors import FacesearchError
 from facesearch.governance.audit import AuditLog, ChainCheck
 from facesearch.governance.schema import AuditRecord
+
+log = logging.getLogger(__name__)
 
 KEY_ENV = "FACESEARCH_AUDIT_KEY"
 KEY_FILE_ENV = "FACESEARCH_AUDIT_KEY_FILE"
@@ -233,6 +236,8 @@ class AuditAnchor:
         path = self.store / signed.name
         if not _write_once(path, (json.dumps(signed.to_dict(), indent=1) + "\n").encode()):
             raise FacesearchError(f"{path} exists already: checkpoints are never overwritten")
+        log.info("audit checkpoint of records %d..%d signed (key %s): %s", signed.from_id + 1, signed.last_id,
+                 signed.key_id, path)
         return CheckpointResult(signed, path, self._export(export, key.public_key()))
 
     def _export(self, export: list[str | Path] | None, public: Ed25519PublicKey) -> list[Path]:

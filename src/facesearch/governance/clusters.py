@@ -21,8 +21,12 @@ from __future__ import annotations
 from facesearch.catalog import CatalogError
 from facesearch.catalog.clusters import ClusterRow
 from facesearch.catalog.subjects import SubjectInfo
-from facesearch.cluster_suggestions import ClusterSuggestions, SuggestionList
-from facesearch.clusters import (
+from facesearch.governance.accounts import UserInfo
+from facesearch.governance.policy import ADMIN, Action
+from facesearch.governance.service import Governance, PermissionDenied
+from facesearch.governance.subjects import SubjectGovernance
+from facesearch.services.cluster_suggestions import ClusterSuggestions, SuggestionList
+from facesearch.services.clusters import (
     ClusterDetail,
     ClusterError,
     ClusterOverview,
@@ -32,13 +36,7 @@ from facesearch.clusters import (
     Hide,
     MergeResult,
 )
-from facesearch.governance.accounts import UserInfo
-from facesearch.governance.service import Governance, PermissionDenied
-from facesearch.governance.subjects import SubjectGovernance
-from facesearch.subjects import EnrolReport
-
-#: who may run, read and edit clusters (of the collections they are granted)
-CLUSTER_ROLES = ("admin", "investigator")
+from facesearch.services.subjects import EnrolReport
 
 
 class ClusterGovernance:
@@ -55,14 +53,14 @@ class ClusterGovernance:
         return self.gov.optouts.blocked if len(self.gov.optouts.matrix()) else None
 
     def _collection(self, actor: UserInfo, collection: str) -> str:
-        self.gov.require(actor, *CLUSTER_ROLES)
-        if actor.role == "admin":
+        self.gov.require(actor, Action.CLUSTERS)
+        if actor.role == ADMIN:
             self.gov.engine.collection(collection)  # admins see every collection: say when it does not exist
         self.gov.allowed_collections(actor, [collection])  # PermissionDenied without a grant
         return collection
 
     def _cluster(self, actor: UserInfo, cluster_id: int) -> ClusterRow:
-        self.gov.require(actor, *CLUSTER_ROLES)
+        self.gov.require(actor, Action.CLUSTERS)
         try:
             row = self.clusters.store.cluster(cluster_id)
         except CatalogError:
@@ -72,7 +70,7 @@ class ClusterGovernance:
         return row
 
     def _faces(self, actor: UserInfo, face_ids: list[int]) -> list[int]:
-        self.gov.require(actor, *CLUSTER_ROLES)
+        self.gov.require(actor, Action.CLUSTERS)
         ids = list(dict.fromkeys(int(f) for f in face_ids))
         for face_id in ids:
             self.gov.face(actor, face_id)  # granted, present and not opted out, or 403
@@ -137,7 +135,7 @@ class ClusterGovernance:
 
     def unassign(self, actor: UserInfo, face_ids: list[int], *, cluster_id: int | None = None) -> EditResult:
         """Take faces out of their cluster (of ``cluster_id`` only, when given) and out of automatic runs."""
-        self.gov.require(actor, *CLUSTER_ROLES)
+        self.gov.require(actor, Action.CLUSTERS)
         if cluster_id is not None:
             self._cluster(actor, cluster_id)
         ids = self._faces(actor, face_ids)
@@ -193,6 +191,13 @@ class ClusterGovernance:
     def suggestions(self, actor: UserInfo, collection: str, *, limit: int = 50) -> SuggestionList:
         self._collection(actor, collection)
         return self.suggestions_service.suggest(collection, hide=self._hide(), limit=limit)
+
+    def suggestion_samples(self, actor: UserInfo, cluster_ids: set[int], per_cluster: int = 4) -> dict[int, list[int]]:
+        """The best faces of each cluster a suggestion names (opted-out faces left out): what the
+        suggestions show beside their evidence. Showing them is the caller's audited cluster view."""
+        self.gov.require(actor, Action.CLUSTERS)
+        hide = self._hide()
+        return {c: list(self.clusters.cluster(c, hide=hide).cluster.samples[:per_cluster]) for c in cluster_ids}
 
     def _suggestion_record(self, kind: str, decision: str, ids: dict, score: float) -> dict:
         fmr = self.suggestions_service.evidence(score, 0).fmr

@@ -17,6 +17,7 @@ from __future__ import annotations
 from facesearch.catalog.store import CatalogError
 from facesearch.governance.accounts import AccountError, Accounts, ApiKeyInfo, UserInfo
 from facesearch.governance.audit import AuditLog
+from facesearch.governance.policy import ADMIN, INVESTIGATOR, Action, may
 
 
 class LifecycleDenied(AccountError):
@@ -29,12 +30,12 @@ class AccountLifecycle:
 
     @staticmethod
     def _admin(actor: UserInfo) -> None:
-        if actor.role != "admin":
+        if not may(actor.role, Action.MANAGE_USERS):  # governance's one table
             raise LifecycleDenied(f"{actor.username} ({actor.role}) may not manage users; needs admin")
 
     def _keep_an_admin(self, username: str) -> None:
         user = self.accounts.user(username)
-        if user.role == "admin" and user.active and self.accounts.count_admins() <= 1:
+        if user.role == ADMIN and user.active and self.accounts.count_admins() <= 1:
             raise AccountError(f"{username} is the last active admin: add another admin first")
 
     # -- users (admin) -----------------------------------------------------------------------------
@@ -61,9 +62,9 @@ class AccountLifecycle:
     def set_role(self, actor: UserInfo, username: str, role: str) -> UserInfo:
         self._admin(actor)
         before = self.accounts.user(username)
-        if before.role == "admin" and role != "admin":
+        if before.role == ADMIN and role != ADMIN:
             self._keep_an_admin(username)
-        dropped = self.accounts.grants_of(username) if before.role == "investigator" and role != before.role else []
+        dropped = self.accounts.grants_of(username) if before.role == INVESTIGATOR and role != before.role else []
         user = self.accounts.set_role(username, role)
         self.audit.append(actor.username, "user_role", {"username": username, "from": before.role, "to": role,
                                                         "grants_dropped": dropped})

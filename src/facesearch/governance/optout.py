@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select
 
 from facesearch.catalog import Catalog
 from facesearch.governance.schema import OptOut
-from facesearch.models.calibration import Calibration
+from facesearch.models.calibration import Calibration, threshold_at_fmr
 
 #: Suppress at a permissive operating point: a missed opt-out is worse than a hidden lead.
 OPTOUT_FMR = 1e-3
@@ -19,9 +19,7 @@ FALLBACK_OPTOUT_THRESHOLD = 0.25
 
 
 def optout_threshold(calibration: Calibration | None) -> float:
-    if calibration is None or f"{OPTOUT_FMR:g}" not in calibration.operating_points:
-        return FALLBACK_OPTOUT_THRESHOLD
-    return calibration.operating_points[f"{OPTOUT_FMR:g}"][0]
+    return threshold_at_fmr(calibration, OPTOUT_FMR, FALLBACK_OPTOUT_THRESHOLD)
 
 
 class OptOutList:

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from facesearch.catalog.schema import Base, utcnow
-
-ROLES = ("admin", "investigator", "auditor")
 
 
 class User(Base):
@@ -114,3 +112,41 @@ class SubjectCollection(Base):
 
     subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), primary_key=True)
     collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
+
+
+# -- state shared by every API process of one home (see facesearch.governance.shared) ------------------
+
+
+class LoginFailure(Base):
+    """One failed login, counted under a throttle key (a username-and-client pair, or a client)."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(300), index=True)
+    at: Mapped[float] = mapped_column(Float, index=True)  # seconds since the epoch: every process's clock
+
+
+class LoginBlock(Base):
+    """A throttle key refused until ``until``; ``reported`` once its refusal went on record."""
+
+    __tablename__ = "login_blocks"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    until: Mapped[float] = mapped_column(Float, index=True)
+    reported: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class JobRecord(Base):
+    """A background ingest job, visible to every API process (the one running it writes it)."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    collection: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(10))
+    owner: Mapped[str] = mapped_column(String(200), default="")  # host:pid of the process running it
+    progress: Mapped[str] = mapped_column(Text, default="{}")  # JSON: counts, failed/skipped lists, error
+    started: Mapped[float] = mapped_column(Float, index=True)
+    finished: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -2,9 +2,10 @@
 collection grants decide what it may do; searches need a purpose and a case reference;
 opt-outs are applied; and every action lands in the hash-chained audit log.
 
-The server goes through this layer for every request, and so do the CLI's user and audit
-commands. The CLI's search/index/erase commands act as the local operator (whoever can
-read the home's files) on the Engine directly: auditing them too is still to do.
+The server and the CLI both go through this layer: the CLI acts as the local operator
+``local:<login>`` (an admin: whoever can read the home's files), so its searches, ingests,
+erasures, opt-outs and collections are checked and recorded exactly as the server's. Who may
+do what is the table of :mod:`facesearch.governance.policy`.
 """
 
 from __future__ import annotations
@@ -16,22 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from facesearch.catalog import CatalogError
-from facesearch.engine import Engine, ErasureReport
+from facesearch.catalog.store import CollectionInfo, FaceInfo
 from facesearch.errors import FacesearchError, ImageError, NoFaceError
+from facesearch.governance import policy
 from facesearch.governance.accounts import Accounts, UserInfo
 from facesearch.governance.audit import AuditLog
 from facesearch.governance.optout import OptOutList, optout_threshold
+from facesearch.governance.policy import Action, MissingJustification, PermissionDenied, justify
 from facesearch.governance.views import Grant, RefusalTally, ViewGrants, ViewRefused
 from facesearch.ingest import IngestSummary
 from facesearch.search import SearchResult, VerifyResult, verify_faces
-
-
-class PermissionDenied(FacesearchError):
-    """The actor's role or grants do not allow this."""
-
-
-class MissingJustification(FacesearchError):
-    """A search or verification without a purpose or case reference."""
+from facesearch.services.engine import Engine, ErasureReport
 
 
 @dataclass(frozen=True)
@@ -66,16 +62,9 @@ class Governance:
     # -- checks -----------------------------------------------------------------------------------
 
     @staticmethod
-    def require(actor: UserInfo, *roles: str) -> None:
-        if actor.role not in roles:
-            raise PermissionDenied(f"{actor.username} ({actor.role}) may not do this; needs {' or '.join(roles)}")
-
-    @staticmethod
-    def _justify(purpose: str, case_ref: str) -> tuple[str, str]:
-        purpose, case_ref = (purpose or "").strip(), (case_ref or "").strip()
-        if not purpose or not case_ref:
-            raise MissingJustification("a purpose and a case reference are required for every search")
-        return purpose, case_ref
+    def require(actor: UserInfo, action: Action) -> None:
+        """The one role check: the table of :mod:`facesearch.governance.policy`."""
+        policy.check(actor.username, actor.role, action)
 
     def allowed_collections(self, actor: UserInfo, requested: list[str] | None) -> list[str]:
         granted = self.accounts.granted_collections(actor)
@@ -94,9 +83,9 @@ class Governance:
                probe_name: str = "probe", threshold: float | None = None,
                include_weaker: bool = False) -> SearchResult:
         """Candidates above the threshold only, unless ``include_weaker`` (stated in the request, audited)."""
-        self.require(actor, "admin", "investigator")
+        self.require(actor, Action.SEARCH)
         try:
-            purpose, case_ref = self._justify(purpose, case_ref)
+            purpose, case_ref = justify(purpose, case_ref)
             targets = self.allowed_collections(actor, collections)
             return self._search(actor, probe, purpose, case_ref, targets, top_k, face_index, probe_name, threshold,
                                 include_weaker)
@@ -124,7 +113,7 @@ class Governance:
 
     def _outcome(self, result: SearchResult, threshold: float | None, include_weaker: bool) -> dict:
         """Suppress opted-out candidates and withhold weaker ones; what the audit record says was returned."""
-        suppressed = self._suppress(result)
+        suppressed = self.suppress_opted_out(result)
         withheld = result.withhold_weaker(include_weaker)
         return {"suppressed": suppressed, "confident": result.confident, "threshold_override": threshold,
                 "weaker_withheld": withheld,
@@ -133,8 +122,8 @@ class Governance:
     def similar(self, actor: UserInfo, face_id: int, *, purpose: str, case_ref: str,
                 collections: list[str] | None = None, top_k: int = 20, include_weaker: bool = False) -> SearchResult:
         """A search whose probe is an indexed face: governed and audited like any search."""
-        self.require(actor, "admin", "investigator")
-        purpose, case_ref = self._justify(purpose, case_ref)
+        self.require(actor, Action.SEARCH)
+        purpose, case_ref = justify(purpose, case_ref)
         self._face_collection_check(actor, face_id)
         targets = self.allowed_collections(actor, collections)
         result = self.engine.similar(face_id, collections=targets, top_k=top_k)
@@ -143,7 +132,8 @@ class Governance:
             **self._outcome(result, None, include_weaker)}, purpose, case_ref).id
         return result
 
-    def _suppress(self, result: SearchResult) -> int:
+    def suppress_opted_out(self, result: SearchResult) -> int:
+        """Drop the candidates of people who opted out (ranks renumbered); how many were dropped."""
         if not result.candidates or len(self.optouts.matrix()) == 0:
             return 0
         vectors = self.engine.catalog.embeddings_of([c.face_id for c in result.candidates])
@@ -156,8 +146,8 @@ class Governance:
     def verify(self, actor: UserInfo, image_a: bytes, image_b: bytes, *, purpose: str, case_ref: str,
                face_a: int | None = None, face_b: int | None = None,
                names: tuple[str, str] = ("a", "b")) -> VerifyResult:
-        self.require(actor, "admin", "investigator")
-        purpose, case_ref = self._justify(purpose, case_ref)
+        self.require(actor, Action.SEARCH)
+        purpose, case_ref = justify(purpose, case_ref)
         result = verify_faces(self.engine.analyzer, self.engine.calibration, image_a, image_b,
                               face_a=face_a, face_b=face_b, names=names)
         self.audit.append(actor.username, "verify", {"probe_sha256": [_sha256(image_a), _sha256(image_b)],
@@ -168,7 +158,7 @@ class Governance:
     # -- viewing --------------------------------------------------------------------------------------
 
     def _face_collection_check(self, actor: UserInfo, face_id: int):
-        self.require(actor, "admin", "investigator")
+        self.require(actor, Action.SEARCH)
         info = self.engine.catalog.faces([face_id]).get(face_id)
         hidden = info is None or info.collection not in self.accounts.granted_collections(actor)
         if not hidden and len(self.optouts.matrix()):
@@ -183,7 +173,7 @@ class Governance:
         """The face, if ``token`` is the actor's view grant for it and its collection is (still) granted.
 
         Anything else is refused the same way and counted (aggregated) in the audit log."""
-        self.require(actor, "admin", "investigator")
+        self.require(actor, Action.SEARCH)
         try:
             grant = self.views.check(actor, token, face_id=face_id)
             info = self._face_collection_check(actor, face_id)  # a grant revoked since still stops it
@@ -218,12 +208,16 @@ class Governance:
         self._record_view(actor, "view_face", grant, info)
         return info
 
+    def photo_faces(self, info: FaceInfo) -> list[FaceInfo]:
+        """The faces of the photo of a face just shown by :meth:`face_details` (their boxes, for the photo view)."""
+        return self.engine.catalog.image_faces(info.image_id)
+
     def grant_view(self, actor: UserInfo, face_ids: list[int], *, purpose: str, case_ref: str) -> str:
         """Look at faces by id for a stated purpose and case (no search): audited, then granted."""
-        self.require(actor, "admin", "investigator")
+        self.require(actor, Action.SEARCH)
         ids = list(dict.fromkeys(int(f) for f in face_ids))
         try:
-            purpose, case_ref = self._justify(purpose, case_ref)
+            purpose, case_ref = justify(purpose, case_ref)
             for face_id in ids:
                 self._face_collection_check(actor, face_id)
         except (MissingJustification, PermissionDenied):
@@ -250,13 +244,29 @@ class Governance:
     def face(self, actor: UserInfo, face_id: int):
         return self._face_collection_check(actor, face_id)
 
+    # -- collections ------------------------------------------------------------------------------------
+
+    def collections(self, actor: UserInfo) -> list[CollectionInfo]:
+        """The collections ``actor`` is granted (an admin: all)."""
+        self.require(actor, Action.VIEW_COLLECTIONS)
+        allowed = set(self.accounts.granted_collections(actor))
+        return [c for c in self.engine.collections() if c.name in allowed]
+
+    def create_collection(self, actor: UserInfo, name: str, legal_basis: str, retention_days: int | None = None,
+                          keep_thumbnails: bool = True) -> CollectionInfo:
+        """A new collection, recorded with its legal basis (from the API and the CLI alike)."""
+        self.require(actor, Action.MANAGE_COLLECTIONS)
+        info = self.engine.create_collection(name, legal_basis, retention_days, keep_thumbnails)
+        self.audit.append(actor.username, "collection_create", {"collection": name, "legal_basis": legal_basis})
+        return info
+
     # -- admin ------------------------------------------------------------------------------------------
 
     def ingest(self, actor: UserInfo, paths: list[str | Path], collection: str, *, allow_erased: bool = False,
                **options) -> IngestSummary:
         """Index files as ``actor`` (an admin). Content erased earlier is refused and counted unless
         ``allow_erased``: an explicit override, recorded in the ingest's audit record."""
-        self.require(actor, "admin")
+        self.require(actor, Action.MANAGE_COLLECTIONS)
         try:
             summary = self.engine.index(paths, collection, suppress=self.optouts.blocked,
                                         allow_erased=allow_erased, **options)
@@ -278,7 +288,7 @@ class Governance:
     def erase(self, actor: UserInfo, *, faces: list[int] | None = None, images: list[int] | None = None,
               collection: str | None = None, like: bytes | None = None, min_score: float | None = None,
               reason: str = "", probe_face: int | None = None) -> ErasureReport:
-        self.require(actor, "admin")
+        self.require(actor, Action.ERASE)
         if faces:
             report = self.engine.erase_faces(faces)
         elif images:
@@ -300,7 +310,7 @@ class Governance:
 
     def enforce_retention(self, actor: UserInfo, *, apply: bool, now=None) -> RetentionReport:
         """Images kept longer than their collection's retention period: listed, or erased (and audited)."""
-        self.require(actor, "admin")
+        self.require(actor, Action.ERASE)
         expired = self.engine.expired_images(now)
         report = RetentionReport({name: len(ids) for name, ids in expired.items()}, apply)
         if apply and expired:
@@ -313,7 +323,7 @@ class Governance:
 
     def opt_out(self, actor: UserInfo, probe: bytes, reference: str, face_index: int | None = None) -> int:
         """Register a person who asked not to be found (on their behalf, by an admin)."""
-        self.require(actor, "admin")
+        self.require(actor, Action.ERASE)
         face, _ = self.engine.probe_face(probe, face_index, "opt-out request")
         optout_id = self.optouts.add(face.embedding, reference, actor.username)
         removed = self._unenrol_opted_out()
@@ -326,7 +336,7 @@ class Governance:
         """Faces enrolled in subjects before an opt-out are removed (embedding, thumbnail, the
         enrolment photo's name): a subject's faces are shown and searched with, unlike a
         collection's, which stay hidden by the opt-out filter and come back if it is withdrawn."""
-        from facesearch.subjects import Subjects  # subjects build on the engine, not on governance
+        from facesearch.services.subjects import Subjects  # subjects build on the engine, not on governance
 
         subjects = Subjects(self.engine)
         rows = subjects.store.embeddings(pack=self.engine.config.pack)
@@ -343,17 +353,14 @@ class Governance:
 
     def opt_outs(self, actor: UserInfo) -> list[dict]:
         """The opt-out list (id, request reference, who, when): no photo, no name."""
-        self.require(actor, "admin")
+        self.require(actor, Action.ERASE)
         return self.optouts.entries()
 
     def withdraw_opt_out(self, actor: UserInfo, optout_id: int, reason: str = "") -> None:
         """Withdraw an opt-out (the person asked, or it was registered in error): audited."""
-        self.require(actor, "admin")
+        self.require(actor, Action.ERASE)
         entry = next((e for e in self.optouts.entries() if e["id"] == optout_id), None)
         if entry is None:
             raise CatalogError(f"no opt-out with id {optout_id}")
         self.optouts.remove(optout_id)
         self.audit.append(actor.username, "opt_out_withdraw", {"optout_id": optout_id}, reason, entry["reference"])
-
-    def blocked_mask(self, embeddings: np.ndarray) -> np.ndarray:
-        return self.optouts.blocked(embeddings)

@@ -28,15 +28,13 @@ from facesearch.catalog.schema import Collection
 from facesearch.catalog.subjects import DecisionInfo, GalleryInfo, SubjectInfo
 from facesearch.errors import FacesearchError, ImageError, NoFaceError
 from facesearch.governance.accounts import UserInfo
+from facesearch.governance.policy import Action, MissingJustification, PermissionDenied, justify
 from facesearch.governance.schema import SubjectCollection
-from facesearch.governance.service import Governance, MissingJustification, PermissionDenied
+from facesearch.governance.service import Governance
 from facesearch.governance.views import ViewRefused
 from facesearch.search import SearchResult
 from facesearch.search.subjects import DEFAULT_FUSION, IdentifyResult, MatchResult
-from facesearch.subjects import EnrolReport, SubjectRemoval, Subjects
-
-#: who may read and change subjects and galleries
-SUBJECT_ROLES = ("admin", "investigator")
+from facesearch.services.subjects import EnrolReport, SubjectRemoval, Subjects
 
 
 def _sha256(data: bytes) -> str:
@@ -50,7 +48,7 @@ class SubjectGovernance:
         self.audit = gov.audit
 
     def _require(self, actor: UserInfo) -> None:
-        self.gov.require(actor, *SUBJECT_ROLES)
+        self.gov.require(actor, Action.SUBJECTS)
 
     # -- grants: a subject carries the grants of the collections it was made from ---------------------
 
@@ -170,7 +168,7 @@ class SubjectGovernance:
 
     def remove_gallery(self, actor: UserInfo, name: str, reason: str = "") -> SubjectRemoval:
         """Remove a whole registry: every subject in it, with its faces, thumbnails and decisions."""
-        self.gov.require(actor, "admin")
+        self.gov.require(actor, Action.ERASE)
         removal = self.subjects.remove_gallery(name)
         self.audit.append(actor.username, "gallery_remove", {
             "gallery": name, "subjects": removal.subjects, "faces": len(removal.faces),
@@ -239,7 +237,7 @@ class SubjectGovernance:
         details = {"subject_id": subject_id, "collections": collections, "fusion": fusion,
                    "include_weaker": include_weaker}
         try:
-            purpose, case_ref = self.gov._justify(purpose, case_ref)
+            purpose, case_ref = justify(purpose, case_ref)
             targets = self.gov.allowed_collections(actor, collections)
             self._visible(actor, subject_id)
         except (PermissionDenied, MissingJustification, CatalogError) as exc:
@@ -251,7 +249,7 @@ class SubjectGovernance:
             result.warnings.append("you have no collection to search: ask an admin for a grant")
         else:
             result = self.subjects.search(subject_id, collections=targets, top_k=top_k, fusion=fusion)
-            suppressed = self.gov._suppress(result)
+            suppressed = self.gov.suppress_opted_out(result)
             withheld = result.withhold_weaker(include_weaker)
             details |= {"suppressed": suppressed, "confident": result.confident, "weaker_withheld": withheld,
                         "results": [[c.face_id, round(c.similarity, 4)] for c in result.candidates]}
@@ -266,7 +264,7 @@ class SubjectGovernance:
         self._require(actor)
         details = {"probe_sha256": _sha256(probe), "galleries": galleries}
         try:
-            purpose, case_ref = self.gov._justify(purpose, case_ref)
+            purpose, case_ref = justify(purpose, case_ref)
             result = self.subjects.identify(probe, galleries=galleries, top_k=top_k, fusion=fusion,
                                             face_index=face_index, source=probe_name, hide=self.gov.optouts.blocked,
                                             exclude=self.hidden_subjects(actor))
@@ -284,7 +282,7 @@ class SubjectGovernance:
         self._require(actor)
         details = {"galleries": [gallery_a, gallery_b]}
         try:
-            purpose, case_ref = self.gov._justify(purpose, case_ref)
+            purpose, case_ref = justify(purpose, case_ref)
             result = self.subjects.match(gallery_a, gallery_b, top=top, fusion=fusion, hide=self.gov.optouts.blocked,
                                          exclude=self.hidden_subjects(actor))
         except (MissingJustification, CatalogError) as exc:

@@ -1,86 +1,207 @@
-"""Milvus backend through pymilvus: milvus-lite (a local file) on a laptop and in tests, a
-Milvus server or cluster by URI for collections that outgrow one machine.
+"""Milvus backend through pymilvus: milvus-lite (a local file) on a laptop and in tests, a Milvus
+server (standalone or cluster) by URI and token for collections that outgrow one machine.
 
 One Milvus collection per facesearch collection; the primary key is the catalog face id.
+
+Index kinds (``index_type``):
+- ``FLAT``: exact inner-product scan (the default; exact at any size, slow past ~100k).
+- ``BIN_RERANK``: the FAISS backend's design on the server: a 512-bit sign code of the randomly
+  rotated embedding in a ``BINARY_VECTOR`` field (``BIN_FLAT``, Hamming) gives a shortlist, and
+  the shortlist is re-ranked exactly against the embedding stored beside it (fp16, base64 in a
+  VARCHAR: Milvus 2.3 allows one vector field per collection). Face embeddings of different
+  people are nearly orthogonal, which makes graph and IVF indexes lose true mates; the sign-code
+  shortlist keeps them (``docs/scale.md``).
+- ``IVF_SQ8`` / ``HNSW``: Milvus's own ANN indexes, tuned by ``index_params`` / ``search_params``.
+
+Consistency: writes, counts and ``ids()`` are Strong. A search right after this client's own
+write is Strong too (it waits for the server's time tick, up to 200 ms, until the write is
+applied); other searches are ``Eventually`` (no wait: 200-400 ms less per query). Another
+process's writes are seen because the engine reconciles when the catalog changed, and that
+reconcile's Strong ``ids()`` query moves the query node's safe timestamp past them (on a
+standalone server; with several query replicas only per replica).
+
+Writes go in batches of whole rows with numpy vectors (no per-row Python lists: 10k rows stay
+under the server's 64 MB message limit); counts come from the engine's ``count(*)``.
 """
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 
+from facesearch.errors import FacesearchError
 from facesearch.index.base import Hits, as_queries, empty_hits
 
 _QUERY_PAGE = 10_000
+_WRITE_BATCH = 10_000
+#: Lowest id a filter may name: the server refuses ``-9223372036854775808`` ("value out of range").
+_MIN_ID = -(2**63) + 1
+KINDS = ("FLAT", "BIN_RERANK", "IVF_SQ8", "HNSW")
+DEFAULT_SHORTLIST = 256
+
+
+class MilvusUnavailable(FacesearchError):
+    """The configured Milvus server cannot be reached (one line: where, and what to check)."""
 
 
 class MilvusIndex:
     def __init__(self, uri: str, name: str, dim: int = 512, index_type: str = "FLAT",
-                 token: str | None = None) -> None:
+                 token: str | None = None, index_params: dict | None = None,
+                 search_params: dict | None = None, shortlist: int = DEFAULT_SHORTLIST,
+                 timeout: float = 10.0, search_consistency: str = "Eventually") -> None:
         from facesearch.extras import require
 
         pymilvus = require("pymilvus", "milvus", "the Milvus index backend")
-        DataType, MilvusClient = pymilvus.DataType, pymilvus.MilvusClient
-
+        if index_type not in KINDS:
+            raise ValueError(f"unknown Milvus index type {index_type!r} (choose from {', '.join(KINDS)})")
         self.uri = uri
         self.name = name
         self.dim = dim
-        self.index_type = index_type
-        self.client = MilvusClient(uri=uri, token=token or "")
+        self.shortlist = shortlist
+        self.search_params = dict(search_params or {})
+        self.search_consistency = search_consistency
+        self._unseen_writes = True  # the first search waits for whatever was written before it
+        self.client = _connect(pymilvus, uri, token, timeout)
         if not self.client.has_collection(name):
-            schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("id", DataType.INT64, is_primary=True)
-            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-            params = self.client.prepare_index_params()
-            params.add_index(field_name="vector", index_type=index_type, metric_type="IP")
-            self.client.create_collection(name, schema=schema, index_params=params,
-                                          consistency_level="Strong")
+            self._create(pymilvus.DataType, index_type, index_params or {})
+        self.index_type = self._stored_kind()
         self.client.load_collection(name)
 
+    # -- schema --------------------------------------------------------------------------------------
+
+    def _create(self, DataType, kind: str, index_params: dict) -> None:  # noqa: N803 - pymilvus's name
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        params = self.client.prepare_index_params()
+        if kind == "BIN_RERANK":
+            schema.add_field("code", DataType.BINARY_VECTOR, dim=self.dim)
+            schema.add_field("emb", DataType.VARCHAR, max_length=_b64_len(self.dim * 2))
+            params.add_index(field_name="code", index_type="BIN_FLAT", metric_type="HAMMING")
+        else:
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+            params.add_index(field_name="vector", index_type=kind, metric_type="IP", params=index_params)
+        self.client.create_collection(self.name, schema=schema, index_params=params, consistency_level="Strong")
+
+    def _stored_kind(self) -> str:
+        """What the existing collection holds (a reopened collection keeps its kind)."""
+        fields = {f["name"] for f in self.client.describe_collection(self.name)["fields"]}
+        if "code" in fields:
+            return "BIN_RERANK"
+        indexes = self.client.list_indexes(self.name)
+        if not indexes:
+            return "FLAT"
+        described = self.client.describe_index(self.name, indexes[0])
+        return str(described.get("index_type", "FLAT"))
+
+    # -- state ---------------------------------------------------------------------------------------
+
     def __len__(self) -> int:
-        return len(self.ids())
+        rows = self.client.query(self.name, filter="", output_fields=["count(*)"])  # Strong
+        self._unseen_writes = False
+        return int(rows[0]["count(*)"])
+
+    def ids(self) -> np.ndarray:
+        found: list[int] = []
+        condition = f"id >= {_MIN_ID}"
+        while True:
+            page = self.client.query(self.name, filter=condition, output_fields=["id"], limit=_QUERY_PAGE)
+            page_ids = sorted(int(row["id"]) for row in page)
+            found.extend(page_ids)
+            if len(page) < _QUERY_PAGE:
+                break
+            condition = f"id > {page_ids[-1]}"  # the server returns pages in primary-key order
+        self._unseen_writes = False  # a Strong read: later searches see everything before it
+        return np.array(found, np.int64)
+
+    def describe(self) -> dict:
+        info = {"backend": "milvus", "uri": self.uri, "collection": self.name, "index_type": self.index_type,
+                "faces": len(self)}
+        if self.index_type == "BIN_RERANK":
+            info["shortlist"] = self.shortlist
+        return info
+
+    # -- writes --------------------------------------------------------------------------------------
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert the ids not already present (a catalog id is immutable: re-adding replaces nothing)."""
         ids = np.asarray(ids, np.int64).reshape(-1)
         vectors = as_queries(vectors, self.dim)
+        if len(ids) != len(vectors):
+            raise ValueError("ids and vectors differ in length")
+        for lo in range(0, len(ids), _WRITE_BATCH):
+            part_ids, part = ids[lo:lo + _WRITE_BATCH], vectors[lo:lo + _WRITE_BATCH]
+            fresh = ~np.isin(part_ids, self._present(part_ids))
+            part_ids, part = part_ids[fresh], part[fresh]
+            _, first = np.unique(part_ids, return_index=True)  # an id twice in one call: once
+            part_ids, part = part_ids[np.sort(first)], part[np.sort(first)]
+            if len(part_ids):
+                self.client.insert(self.name, self._rows(part_ids, part))
+                self._unseen_writes = True
+
+    def _rows(self, ids: np.ndarray, vectors: np.ndarray) -> list[dict]:
+        if self.index_type == "BIN_RERANK":
+            codes = sign_codes(vectors)
+            halves = vectors.astype(np.float16)
+            return [{"id": i, "code": codes[r].tobytes(), "emb": base64.b64encode(halves[r].tobytes()).decode()}
+                    for r, i in enumerate(ids.tolist())]
+        return [{"id": i, "vector": vectors[r]} for r, i in enumerate(ids.tolist())]
+
+    def _present(self, ids: np.ndarray) -> np.ndarray:
         if len(ids) == 0:
-            return
-        rows = [{"id": int(i), "vector": v.tolist()} for i, v in zip(ids, vectors)]
-        self.client.upsert(self.name, rows)
+            return ids
+        rows = self.client.query(self.name, filter=f"id in {ids.tolist()}", output_fields=["id"])
+        return np.array([int(row["id"]) for row in rows], np.int64)
 
     def remove(self, ids) -> int:
-        ids = [int(i) for i in np.asarray(ids, np.int64).reshape(-1)]
-        if not ids:
-            return 0
-        present = self.client.get(self.name, ids=ids, output_fields=["id"])
-        self.client.delete(self.name, ids=ids)
-        return len(present)
+        ids = np.unique(np.asarray(ids, np.int64).reshape(-1))
+        removed = 0
+        for lo in range(0, len(ids), _WRITE_BATCH):
+            present = self._present(ids[lo:lo + _WRITE_BATCH])
+            if len(present):
+                self.client.delete(self.name, ids=present.tolist())
+                self._unseen_writes = True
+            removed += len(present)
+        return removed
+
+    # -- search --------------------------------------------------------------------------------------
 
     def search(self, queries: np.ndarray, k: int) -> Hits:
         queries = as_queries(queries, self.dim)
-        hits = empty_hits(len(queries), k)
+        hits = empty_hits(len(queries), max(k, 0))
         if k <= 0:
             return hits
+        consistency = "Strong" if self._unseen_writes else self.search_consistency
+        self._unseen_writes = False
+        if self.index_type == "BIN_RERANK":
+            return self._search_codes(queries, k, hits, consistency)
         result = self.client.search(self.name, data=queries.tolist(), limit=k, output_fields=["id"],
-                                    search_params={"metric_type": "IP"})
+                                    anns_field="vector", consistency_level=consistency,
+                                    search_params={"metric_type": "IP", "params": self.search_params})
         for q, row in enumerate(result):
             for r, hit in enumerate(row[:k]):
                 hits.ids[q, r] = int(hit["id"])
                 hits.scores[q, r] = float(hit["distance"])
         return hits
 
-    def ids(self) -> np.ndarray:
-        found: list[int] = []
-        last = -(2**63)
-        while True:
-            page = self.client.query(self.name, filter=f"id > {last}", output_fields=["id"], limit=_QUERY_PAGE)
-            if not page:
-                break
-            page_ids = sorted(int(row["id"]) for row in page)
-            found.extend(page_ids)
-            last = page_ids[-1]
-            if len(page) < _QUERY_PAGE:
-                break
-        return np.array(found, np.int64)
+    def _search_codes(self, queries: np.ndarray, k: int, hits: Hits, consistency: str) -> Hits:
+        codes = sign_codes(queries)
+        result = self.client.search(self.name, data=[c.tobytes() for c in codes], anns_field="code",
+                                    limit=max(self.shortlist, k), output_fields=["emb"],
+                                    consistency_level=consistency,
+                                    search_params={"metric_type": "HAMMING", "params": self.search_params})
+        for q, row in enumerate(result):
+            if not row:
+                continue
+            ids = np.array([int(hit["id"]) for hit in row], np.int64)
+            stored = np.frombuffer(b"".join(base64.b64decode(hit["entity"]["emb"]) for hit in row), np.float16)
+            scores = stored.reshape(len(row), self.dim).astype(np.float32) @ queries[q]
+            order = np.argsort(-scores, kind="stable")[:k]
+            hits.ids[q, :len(order)] = ids[order]
+            hits.scores[q, :len(order)] = scores[order]
+        return hits
+
+    # -- lifecycle -----------------------------------------------------------------------------------
 
     def save(self) -> None:
         self.client.flush(self.name)
@@ -88,6 +209,29 @@ class MilvusIndex:
     def drop(self) -> None:
         self.client.drop_collection(self.name)
 
-    def describe(self) -> dict:
-        return {"backend": "milvus", "uri": self.uri, "collection": self.name, "index_type": self.index_type,
-                "faces": len(self)}
+    def close(self) -> None:
+        self.client.close()
+
+
+def sign_codes(vectors: np.ndarray) -> np.ndarray:
+    """512-bit sign codes of the randomly rotated vectors (the same rotation as the FAISS backend)."""
+    from facesearch.index.faiss_index import _random_rotation
+
+    return np.packbits(vectors @ _random_rotation(vectors.shape[1]) > 0, axis=1)
+
+
+def _b64_len(nbytes: int) -> int:
+    return 4 * ((nbytes + 2) // 3)
+
+
+def _connect(pymilvus, uri: str, token: str | None, timeout: float):
+    """A client, or one clear line when the server is unreachable (not a gRPC stack trace)."""
+    try:
+        return pymilvus.MilvusClient(uri=uri, token=token or "", timeout=timeout)
+    except pymilvus.exceptions.MilvusException as exc:
+        if not uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:")):
+            raise
+        reason = getattr(exc, "message", "") or str(exc)
+        raise MilvusUnavailable(f"Milvus server {uri} is unreachable ({reason.splitlines()[0][:160]}); "
+                                "check milvus_uri in config.json, that the server runs, and "
+                                "FACESEARCH_MILVUS_TOKEN if it needs one") from None

@@ -229,6 +229,7 @@ class Ingestor:
         files = list(_walk(paths))  # paths only: cheap even for a million files
         known = self.catalog.known_hashes(self.collection.id)
         seen_in_run: set[str] = set()
+        log.info("ingest run %s into %s: %d file(s) to look at", summary.run_id, self.collection.name, len(files))
         start = last_save = time.monotonic()
         bar = tqdm(total=len(files), unit="img", desc=f"indexing into {self.collection.name}",
                    disable=not progress, dynamic_ncols=True)
@@ -265,6 +266,9 @@ class Ingestor:
             self.on_progress(len(files), len(files), summary)
         self.index.save()
         summary.seconds = time.monotonic() - start
+        log.info("ingest run %s into %s done in %.1f s: %d image(s) and %d face(s) indexed, %d skipped, %d failed",
+                 summary.run_id, self.collection.name, summary.seconds, summary.images_indexed,
+                 summary.faces_indexed, len(summary.skipped), len(summary.failed))
         return summary
 
     def _triage(self, loaded: _Loaded, known: set[str], seen: set[str], summary: IngestSummary) -> bool:

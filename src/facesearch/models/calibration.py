@@ -228,6 +228,20 @@ class Calibration:
         return cls(**data)
 
 
+def threshold_at_fmr(calibration: Calibration | None, rate: float, fallback: float | None = None) -> float:
+    """The cosine a different person reaches with probability ``rate`` under ``calibration``: the one
+    threshold-from-a-false-match-rate rule (calibration reports, clustering, opt-out, face tracking).
+
+    Within the measured range the calibration's impostor curve is interpolated (log-rate), beyond it
+    the fitted tail extrapolates. Without a calibration: ``fallback``, or ValueError when none is given.
+    """
+    if calibration is None:
+        if fallback is None:
+            raise ValueError(f"no calibration: a threshold at false-match rate {rate:g} needs one")
+        return fallback
+    return float(calibration.threshold_for_fmr(rate)[0])
+
+
 def fit_tail(impostor: ScoreHistogram, fit_from: float = TAIL_FIT_FROM, fit_to: float = TAIL_FIT_TO
              ) -> TailFit | None:
     """Least-squares line through log10(FMR) at log-spaced rates from ``fit_from`` down to ``fit_to``

@@ -13,7 +13,6 @@ Nothing here touches the network.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import importlib.util
 import json
@@ -21,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from facesearch.errors import ChecksumMismatchError, ModelError
+from facesearch.models.checksums import sha256_file
 
 DEFAULT_PACK = "buffalo_s"
 LOCAL_MANIFEST = "facesearch-pack.json"
@@ -79,14 +79,6 @@ class ModelPack:
         for key in ("detector", "recognizer"):
             out[key]["path"] = str(out[key]["path"])
         return out
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _model_file(spec: dict, directory: Path) -> ModelFile:

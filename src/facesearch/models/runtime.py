@@ -19,7 +19,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from facesearch.errors import ChecksumMismatchError, ModelError
-from facesearch.models.packs import sha256_file
+from facesearch.models.checksums import sha256_file
 
 _PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 RUNTIMES = ("auto", "onnxruntime", "openvino")

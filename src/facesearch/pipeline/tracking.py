@@ -35,6 +35,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from facesearch.models.calibration import threshold_at_fmr
 from facesearch.pipeline.analyzer import Face
 from facesearch.pipeline.video import (
     DEFAULT_MAX_DURATION_S,
@@ -74,16 +75,11 @@ class TrackerConfig:
 
     @classmethod
     def from_calibration(cls, calibration, **overrides) -> TrackerConfig:
-        """Thresholds at the pack's measured false-match rates 1e-4 (link) and 1e-5 (re-identify);
-        the buffalo_s defaults where the calibration is missing or lacks those points."""
-        points = getattr(calibration, "operating_points", None) or {}
-        values = {}
-        for name, rate in (("link_threshold", 1e-4), ("reid_threshold", 1e-5)):
-            point = points.get(f"{rate:g}")
-            if point is not None:
-                values[name] = float(point[0])
-        values.update(overrides)
-        return cls(**values)
+        """Thresholds at the pack's false-match rates 1e-4 (link) and 1e-5 (re-identify); the
+        buffalo_s defaults where there is no calibration."""
+        values = {"link_threshold": threshold_at_fmr(calibration, 1e-4, DEFAULT_LINK_THRESHOLD),
+                  "reid_threshold": threshold_at_fmr(calibration, 1e-5, DEFAULT_REID_THRESHOLD)}
+        return cls(**(values | overrides))
 
 
 @dataclass

@@ -15,7 +15,12 @@ UNCALIBRATED_THRESHOLD = 0.4
 
 
 def search_threshold(calibration: Calibration | None, override: float | None = None,
-                     gallery_size: int = 1) -> tuple[float, str]:
+                     gallery_size: int = 1, searched: str | None = None) -> tuple[float, str]:
+    """The threshold for one search of ``gallery_size`` comparisons, and its rule in words.
+
+    ``searched`` says what was compared when that is not simply so many faces (a subject's
+    several enrolled faces against the faces searched), so every count in the words is the
+    one the page shows next to them."""
     if override is not None:
         return override, f"threshold {override:.3f} given by the user"
     if calibration is None:
@@ -23,8 +28,9 @@ def search_threshold(calibration: Calibration | None, override: float | None = N
                                         "(a generic ArcFace value, false-match rate unknown)")
     threshold, fmr, extrapolated = calibration.search_threshold(gallery_size)
     how = "from the fitted tail of" if extrapolated else "measured on"
+    searched = searched or f"{gallery_size:,} faces"
     return threshold, (f"threshold {threshold:.3f} = at most {calibration.search_fpir:g} chance of a different "
-                       f"person above it per search of {gallery_size:,} faces (false-match rate {fmr:.1e} per "
+                       f"person above it per search of {searched} (false-match rate {fmr:.1e} per "
                        f"comparison, {how} {calibration.impostor_pairs:,} different-person pairs: "
                        f"{calibration.source})")
 
@@ -44,7 +50,8 @@ def rate_words(rate: float, extrapolated: bool) -> str:
         " (estimated from the fitted tail of the calibration)" if extrapolated else "")
 
 
-def false_match(calibration: Calibration | None, score: float, gallery_size: int) -> FalseMatchEstimate | None:
+def false_match(calibration: Calibration | None, score: float, gallery_size: int,
+                searched: str | None = None) -> FalseMatchEstimate | None:
     if calibration is None:
         return None
     rate, extrapolated = calibration.false_match_rate(score)
@@ -54,7 +61,8 @@ def false_match(calibration: Calibration | None, score: float, gallery_size: int
     if rate < 0.5:
         below = rate < RATE_FLOOR
         chance = _share(calibration.fpir_at(RATE_FLOOR, gallery_size) if below else fpir)
-        words += (f"; searching {gallery_size:,} faces, the chance that some different person scores this high "
+        searched = searched or f"{gallery_size:,} faces"
+        words += (f"; searching {searched}, the chance that some different person scores this high "
                   f"is {'below ' if below else ''}{chance}")
     return FalseMatchEstimate(rate, extrapolated, expected, fpir, words)
 

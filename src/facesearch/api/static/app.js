@@ -38,6 +38,43 @@ function rateWords(c) {
   return c.false_match_words || "false-match rate unknown (uncalibrated pack)";
 }
 
+// Boxes over a shown image, placed in percent of its natural size (they follow any resizing).
+// boxes: [x1, y1, x2, y2] in the image's pixels; chosen: the index drawn as "this face";
+// onPick(i), when given, makes every box a button that picks that face.
+function drawBoxes(img, boxes, {chosen = -1, label = (i) => `face ${i + 1} of ${boxes.length}`, onPick = null} = {}) {
+  const wrap = img.parentElement;
+  wrap.querySelectorAll(".box, .pick").forEach((el) => el.remove());
+  const place = () => {
+    const w = img.naturalWidth || 1, h = img.naturalHeight || 1;
+    boxes.forEach((b, i) => {
+      const el = document.createElement(onPick ? "button" : "div");
+      el.className = (onPick ? "pick" : "box") + (i === chosen ? " this" : "");
+      if (onPick) { el.type = "button"; el.title = label(i); el.addEventListener("click", () => onPick(i)); }
+      else el.setAttribute("role", "img");
+      el.setAttribute("aria-label", label(i));
+      // positions through the CSSOM: the content security policy allows no inline style attribute
+      Object.assign(el.style, {left: `${100 * b[0] / w}%`, top: `${100 * b[1] / h}%`,
+        width: `${100 * (b[2] - b[0]) / w}%`, height: `${100 * (b[3] - b[1]) / h}%`});
+      wrap.appendChild(el);
+    });
+  };
+  if (img.complete && img.naturalWidth) place(); else img.addEventListener("load", place, {once: true});
+}
+
+// The searches of this browser tab, by view grant: the photo page shows a candidate's score from
+// them, and "back to the results" shows them again without searching again (no new audit record).
+const searchMemory = {
+  key: (token) => `fs-search:${token}`,
+  save(token, state) {
+    if (!token) return;
+    try { sessionStorage.setItem(this.key(token), JSON.stringify(state)); }
+    catch { try { sessionStorage.setItem(this.key(token), JSON.stringify({...state, probe_image: null})); } catch { /* full: not kept */ } }
+  },
+  load(token) {
+    try { return token ? JSON.parse(sessionStorage.getItem(this.key(token)) || "null") : null; } catch { return null; }
+  },
+};
+
 // ---- login -------------------------------------------------------------------------------------
 function initLogin() {
   const form = $("#login-form");
@@ -56,171 +93,6 @@ function initLogin() {
 function initLogout() {
   const b = $("#logout");
   if (b) b.addEventListener("click", async () => { await api("POST", "/api/logout"); location.href = "/login"; });
-}
-
-// ---- search ----------------------------------------------------------------------------------------
-async function initSearch() {
-  const form = $("#search-form");
-  if (!form) return;
-  const me = await api("GET", "/api/me");
-  const picks = $("#collection-picks");
-  if (!me.collections.length) picks.insertAdjacentHTML("beforeend", "<p>No collection granted to you yet.</p>");
-  for (const name of me.collections) {
-    picks.insertAdjacentHTML("beforeend", `<label class="check"><input type="checkbox" name="collections" value="${esc(name)}" checked> ${esc(name)}</label>`);
-  }
-  const input = $("#probe");
-  const drop = $("#drop");
-  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (e) => {
-    e.preventDefault(); drop.classList.remove("over");
-    if (e.dataTransfer.files.length) { input.files = e.dataTransfer.files; showProbe(); }
-  });
-  input.addEventListener("change", showProbe);
-  form.addEventListener("submit", async (e) => {
-    e.preventDefault();
-    const fd = new FormData(form);
-    if (!fd.get("face")) fd.delete("face");
-    if (fd.get("include_weaker") !== "true") fd.delete("include_weaker");
-    $("#include-weaker").value = "";  // asked for once, by the button: the next search is minimal again
-    $("#search-button").disabled = true;
-    try { renderResults(await api("POST", "/api/search", fd)); }
-    catch (err) { renderError(err); }
-    finally { $("#search-button").disabled = false; }
-  });
-  // Weaker candidates (below the threshold: most likely strangers) only when asked: the same search
-  // again, with include_weaker=true stated in the request and recorded in the audit log.
-  $("#show-weaker").addEventListener("click", () => {
-    $("#include-weaker").value = "true";
-    form.requestSubmit();
-  });
-}
-
-function showProbe() {
-  const file = $("#probe").files[0];
-  const view = $("#probe-view");
-  $("#face-index").value = "";
-  if (!file) { view.innerHTML = ""; return; }
-  view.innerHTML = `<img id="probe-img" alt="probe" src="${URL.createObjectURL(file)}">`;
-}
-
-function drawProbeFaces(result) {
-  const img = $("#probe-img");
-  if (!img || !result.probe_faces || result.probe_faces.length < 2) return;
-  const wrap = $("#probe-view");
-  wrap.querySelectorAll(".pick").forEach((el) => el.remove());
-  const place = () => {
-    const sx = img.clientWidth / img.naturalWidth, sy = img.clientHeight / img.naturalHeight;
-    result.probe_faces.forEach((b, i) => {
-      const el = document.createElement("button");
-      el.type = "button";
-      el.className = "pick" + (result.probe && result.probe.chosen === i ? " chosen" : "");
-      el.title = `search face ${i}`;
-      Object.assign(el.style, {left: `${b[0] * sx}px`, top: `${b[1] * sy}px`, width: `${(b[2] - b[0]) * sx}px`, height: `${(b[3] - b[1]) * sy}px`});
-      el.addEventListener("click", () => { $("#face-index").value = i; $("#search-form").requestSubmit(); });
-      wrap.appendChild(el);
-    });
-  };
-  if (img.complete) place(); else img.addEventListener("load", place, {once: true});
-}
-
-function renderError(err) {
-  $("#results").hidden = false;
-  $("#verdict").className = "verdict error";
-  $("#verdict").textContent = err.message;
-  $("#candidates").innerHTML = "";
-  $("#result-meta").textContent = "";
-}
-
-function renderResults(r) {
-  $("#results").hidden = false;
-  const verdict = $("#verdict");
-  verdict.className = "verdict " + (r.confident_match ? "leads" : "none");
-  verdict.textContent = r.confident_match
-    ? `${r.candidates.filter((c) => c.above_threshold).length} candidate lead(s) above the threshold — needs human review`
-    : "No confident match: nobody in the searched collections scores above the threshold.";
-  const probe = r.probe ? `Probe: ${r.probe.rule}; quality ${r.probe.quality.toFixed(2)}${r.probe.quality_issues.length ? " (" + r.probe.quality_issues.join(", ") + ")" : ""}. ` : "";
-  const rule = r.threshold_rule.charAt(0).toUpperCase() + r.threshold_rule.slice(1);
-  $("#result-meta").textContent = `${probe}Searched ${r.faces_searched.toLocaleString()} faces in ${r.collections.join(", ") || "no collection"}. ${rule}. ${r.warnings.join(" ")}`;
-  drawProbeFaces(r);
-  const weaker = $("#weaker");
-  weaker.hidden = !(r.weaker_withheld > 0) || r.include_weaker;
-  $("#weaker-text").textContent = `${r.weaker_withheld} weaker candidate(s) below the threshold are not shown: `
-    + "most likely they are other people.";
-  $("#weaker-shown").hidden = !r.include_weaker;
-  $("#candidates").innerHTML = r.candidates.map((c) => `
-    <a class="cand ${c.above_threshold ? "above" : "below"}" href="${photoPage(c.face_id, c.photo_url)}" data-face-id="${c.face_id}">
-      ${c.thumbnail_url ? `<img src="${c.thumbnail_url}" alt="face ${c.face_id}">` : `<div class="nothumb">no thumbnail kept</div>`}
-      <div class="score">${c.similarity.toFixed(3)} ${c.above_threshold ? "· above threshold" : "· below threshold"}</div>
-      <div class="fmr">${esc(rateWords(c))}</div>
-      ${c.media === "video" ? `<div class="when">video at ${videoTime(c.timestamp_s)} · track ${c.track_id}${c.track_span ? ` (on screen ${videoTime(c.track_span[0])}–${videoTime(c.track_span[1])})` : ""}</div>` : ""}
-      <div class="src">${esc(c.collection)} · face ${c.face_id}</div>
-    </a>`).join("");
-}
-
-// ---- verify (1:1) ------------------------------------------------------------------------------------
-function initVerify() {
-  const form = $("#verify-form");
-  if (!form) return;
-  form.addEventListener("submit", async (e) => {
-    e.preventDefault();
-    const out = $("#verify-result");
-    out.hidden = false;
-    out.className = "verdict";
-    out.textContent = "Comparing…";
-    try {
-      const r = await api("POST", "/api/verify", new FormData(form));
-      out.classList.add(r.same_person ? "leads" : "none");
-      out.textContent = `${r.same_person ? "Same person: a lead for human review" : "Not the same person (no evidence of a match)"} — similarity ${r.similarity.toFixed(3)}; ${r.false_match_words}.`;
-      $("#verify-meta").textContent = r.threshold_rule.charAt(0).toUpperCase() + r.threshold_rule.slice(1) + ".";
-    } catch (err) {
-      out.classList.add("error");
-      out.textContent = err.message;
-    }
-  });
-}
-
-// ---- photo -------------------------------------------------------------------------------------------
-async function initPhoto() {
-  const page = $("#photo-page");
-  if (!page) return;
-  const id = page.dataset.faceId;
-  // the view grant of the search, subject or cluster that led here: the API records this look under it
-  const view = new URLSearchParams(location.search).get("view") || "";
-  let face;
-  try { face = await api("GET", `/api/faces/${id}?view=${encodeURIComponent(view)}`); }
-  catch (err) { $("#photo-meta").className = "error"; $("#photo-meta").textContent = err.message; return; }
-  $("#photo-meta").textContent = face.media === "video"
-    ? `Collection ${face.collection} · video ${face.image_id} · frame at ${videoTime(face.timestamp_s)} (face track ${face.track_id}) · quality ${face.quality.toFixed(2)}`
-    : `Collection ${face.collection} · image ${face.image_id} · ${face.image_faces.length} face(s) · quality ${face.quality.toFixed(2)}`;
-  const img = $("#photo");
-  img.addEventListener("load", () => {
-    const sx = img.clientWidth / img.naturalWidth, sy = img.clientHeight / img.naturalHeight;
-    // positions through the CSSOM: the content security policy allows no inline style attribute
-    $("#boxes").replaceChildren(...face.image_faces.map((f) => {
-      const el = document.createElement("div");
-      el.className = "box" + (String(f.face_id) === id ? " this" : "");
-      Object.assign(el.style, {left: `${f.box[0] * sx}px`, top: `${f.box[1] * sy}px`,
-        width: `${(f.box[2] - f.box[0]) * sx}px`, height: `${(f.box[3] - f.box[1]) * sy}px`});
-      return el;
-    }));
-  });
-  // The photo view is audited under the grant (the purpose and case of the search that led here).
-  img.src = face.photo_url;
-  const eraseImage = $("#erase-image");
-  if (eraseImage) {
-    eraseImage.addEventListener("click", async () => {
-      if (!confirm("Erase this photo and all its faces for good?")) return;
-      const r = await api("POST", "/api/erase", {images: [face.image_id], reason: "erased from photo view"});
-      $("#erase-result").textContent = `Erased ${r.faces.length} face(s) and ${r.images.length} photo(s).`;
-      img.remove(); $("#boxes").innerHTML = "";
-    });
-    $("#erase-face").addEventListener("click", async () => {
-      if (!confirm("Erase this face for good?")) return;
-      const r = await api("POST", "/api/erase", {faces: [Number(id)], reason: "erased from photo view"});
-      $("#erase-result").textContent = `Erased ${r.faces.length} face(s).`;
-    });
-  }
 }
 
 // ---- collections -------------------------------------------------------------------------------------
@@ -299,34 +171,6 @@ async function initAdmin() {
   });
 }
 
-// ---- audit ------------------------------------------------------------------------------------------------
-async function initAudit() {
-  const table = $("#audit-table");
-  if (!table) return;
-  const form = $("#audit-filter");
-  const load = async () => {
-    const params = new URLSearchParams([...new FormData(form)].filter(([, v]) => v));
-    $("#export").href = `/api/audit/export?${params}`;
-    const rows = await api("GET", `/api/audit?${params}`);
-    table.querySelector("tbody").innerHTML = rows.map((r) => `<tr data-action="${esc(r.action)}"><td>${r.id}</td><td>${esc(r.at.replace("T", " ").slice(0, 19))}</td><td>${esc(r.actor)}</td><td>${esc(r.action)}</td><td>${esc(r.purpose)}</td><td>${esc(r.case_ref)}</td><td class="details">${esc(summarize(r))}</td></tr>`).join("");
-  };
-  form.addEventListener("submit", (e) => { e.preventDefault(); load(); });
-  $("#verify-chain").addEventListener("click", async () => {
-    const c = await api("GET", "/api/audit/verify");
-    const el = $("#chain-status");
-    el.className = c.ok ? "ok" : "error";
-    el.textContent = c.ok ? `Chain intact: ${c.records} records verified.` : `CHAIN BROKEN: ${c.problems.map((p) => `record ${p[0]}: ${p[1]}`).join("; ")}`;
-  });
-  await load();
-}
-
-function summarize(r) {
-  const d = r.details || {};
-  if (r.action === "search") return `${(d.results || []).length} result(s) from ${(d.collections || []).join(", ")}; ${d.suppressed || 0} suppressed; probe ${String(d.probe_sha256 || "").slice(0, 12)}…`;
-  if (r.action === "erase") return `${(d.faces || []).length} face(s), ${(d.images || []).length} photo(s) erased`;
-  return JSON.stringify(d).slice(0, 160);
-}
-
 document.addEventListener("DOMContentLoaded", () => {
-  initLogin(); initLogout(); initSearch(); initVerify(); initPhoto(); initCollections(); initAdmin(); initAudit();
+  initLogin(); initLogout(); initCollections(); initAdmin();
 });

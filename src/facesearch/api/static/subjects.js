@@ -160,6 +160,10 @@ async function initSubjectPage() {
     try {
       const r = await api("POST", `/api/subjects/${id}/search`, {...why, collections: fd.getAll("collections"), fusion: fd.get("fusion"),
         include_weaker: fd.get("include_weaker") === "on"});
+      // kept in this tab: the photo page shows the score, and goes back to these results unsearched
+      const back = `/subjects/${id}?results=${encodeURIComponent(r.view_token || "")}`;
+      searchMemory.save(r.view_token, {result: r, ...why, back});
+      if (r.view_token) history.replaceState(null, "", back);
       renderSubjectResults(r);
     } catch (err) {
       $("#subject-results").hidden = false;
@@ -167,6 +171,14 @@ async function initSubjectPage() {
       $("#subject-candidates").innerHTML = "";
     } finally { $("#subject-search-button").disabled = false; }
   });
+
+  const saved = searchMemory.load(new URLSearchParams(location.search).get("results"));
+  if (saved) {  // back from a photo: the results as they were shown, not searched again
+    why = {purpose: saved.purpose, case_ref: saved.case_ref};
+    $("#subject-purpose").value = saved.purpose || "";
+    $("#subject-case").value = saved.case_ref || "";
+    renderSubjectResults(saved.result);
+  }
 
   $("#subject-candidates").addEventListener("click", async (e) => {
     const b = e.target.closest("button[data-decide]");

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from facesearch.errors import ChecksumMismatchError, ModelError
-from facesearch.models.packs import sha256_file
+from facesearch.models.checksums import sha256_file
 from facesearch.pipeline.imageio import load_image
 
 if TYPE_CHECKING:

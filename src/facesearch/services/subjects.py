@@ -35,7 +35,6 @@ from facesearch.catalog.subjects import (
     SubjectInfo,
     SubjectStore,
 )
-from facesearch.engine import Engine
 from facesearch.errors import FacesearchError
 from facesearch.pipeline import choose_face, open_photo
 from facesearch.pipeline.imageio import ImageSource
@@ -51,6 +50,7 @@ from facesearch.search.subjects import (
     mean_template,
     top_pairs,
 )
+from facesearch.services.engine import Engine
 
 #: mask of the embeddings that must not be enrolled or shown (opt-out): (n, d) -> (n,) bool
 Hide = Callable[[np.ndarray], np.ndarray]
@@ -307,9 +307,11 @@ class Subjects:
         blocked = np.asarray(hide(subjects.faces), bool).astype(np.int64)
         return visible & (np.add.reduceat(blocked, subjects.starts) == 0)
 
-    def _threshold(self, override: float | None, comparisons: int) -> tuple[float, str]:
+    def _threshold(self, override: float | None, comparisons: int,
+                   searched: str | None = None) -> tuple[float, str]:
         """The calibrated search threshold for this many face-to-face comparisons per search."""
-        return search_threshold(self.engine.calibration, override, gallery_size=max(1, comparisons))
+        return search_threshold(self.engine.calibration, override, gallery_size=max(1, comparisons),
+                                searched=searched)
 
     # -- search a subject in the collections ------------------------------------------------------------
 
@@ -341,9 +343,13 @@ class Subjects:
         # k enrolled faces against n indexed faces count as k * n comparisons, whichever the fusion:
         # they decide the threshold and the false-match estimates (see facesearch.search.subjects)
         comparisons = result.faces_searched * len(vectors)
-        result.threshold, result.threshold_rule = self._threshold(threshold, comparisons)
+        # said with the number of faces searched that the result reports, and how it makes the comparisons
+        searched = (f"{result.faces_searched:,} faces, each against {len(vectors)} enrolled faces "
+                    f"({comparisons:,} comparisons)" if len(vectors) > 1 else None)
+        result.threshold, result.threshold_rule = self._threshold(threshold, comparisons, searched)
         result.candidates = [replace(c, rank=i + 1, above_threshold=c.similarity >= result.threshold,
-                                     false_match=false_match(self.engine.calibration, c.similarity, comparisons))
+                                     false_match=false_match(self.engine.calibration, c.similarity, comparisons,
+                                                             searched))
                              for i, c in enumerate(pool)]
         result.warnings.append(f"subject {subject_id} ({len(vectors)} enrolled face(s)); scores are the "
                                f"{FUSION_WORDS[fusion]}")

@@ -104,6 +104,10 @@ class Engine:
             self._analyzer = self._analyzer_factory()
         return self._analyzer
 
+    def use_analyzer(self, analyzer: FaceAnalyzer) -> None:
+        """Analyse with this one from now on (e.g. a :class:`~facesearch.ingest.distributed.RayAnalyzer`)."""
+        self._analyzer = analyzer
+
     @property
     def calibration(self) -> Calibration | None:
         if self._calibration is None:

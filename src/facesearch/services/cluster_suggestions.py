@@ -28,7 +28,7 @@ import numpy as np
 
 from facesearch.cluster.attach import neighbour_votes
 from facesearch.cluster.core import threshold_for_fmr
-from facesearch.clusters import ClusterError, Clusters, EditResult, Hide, MergeResult
+from facesearch.services.clusters import ClusterError, Clusters, EditResult, Hide, MergeResult
 
 #: members of each cluster whose neighbours are searched for merge evidence (the best by quality)
 MERGE_PROBES = 20

@@ -1,0 +1,53 @@
+"""A real Milvus standalone server for the test session, and the backend names the suites run on.
+
+``INDEX_BACKENDS`` = FAISS, milvus-lite (a file in the home) and ``milvus-server``: the PyPI wheel
+``milvus`` 2.3.5 started once per session on a free loopback port from its own virtual environment
+(built once under ``build/milvus-venv``; see ``facesearch.index.milvus_standalone``) and stopped at
+the end; its binary dies with the test process even if that is killed. Tests share the server, so
+each one that asks for it gets it emptied first (every collection dropped).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from facesearch.index.milvus_standalone import MilvusServer
+
+INDEX_BACKENDS = ("faiss", "milvus", "milvus-server")
+ROOT = Path(__file__).resolve().parents[1]
+MILVUS_VENV = Path(os.environ.get("FACESEARCH_MILVUS_VENV", ROOT / "build" / "milvus-venv"))
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """The session's Milvus standalone server (no skip: if it cannot start, its tests fail)."""
+    server = MilvusServer.start(MILVUS_VENV, tmp_path_factory.mktemp("milvus-server"))
+    yield server
+    server.stop()
+
+
+def empty_server(uri: str) -> None:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=uri)
+    for name in client.list_collections():
+        client.drop_collection(name)
+    client.close()
+
+
+@pytest.fixture
+def milvus_uri(milvus_server) -> str:
+    """The server's URI, with no collections on it."""
+    empty_server(milvus_server.uri)
+    return milvus_server.uri
+
+
+def backend_options(request, backend: str | None) -> tuple[str | None, dict]:
+    """``(backend, options)`` for ``Engine.open`` / ``open_index``: ``milvus-server`` is the
+    ``milvus`` backend with ``milvus_uri`` of the (emptied) session server."""
+    if backend != "milvus-server":
+        return backend, {}
+    return "milvus", {"milvus_uri": request.getfixturevalue("milvus_uri")}
