@@ -13,6 +13,8 @@ face into an empty :class:`ClusterState`):
    of embeddings, O(d) per test -- is at least ``link_threshold``. One stray edge between
    two people (a look-alike, a mislabeled photo) cannot chain them: the whole of both
    groups has to agree, unlike single-linkage components or DBSCAN's density chaining.
+   A group founded on **one comparison** (two single faces) rests on a single cosine: it needs
+   the attachment's cosine (FMR 3e-6), not only the link's (``pair_fmr`` sets another).
 3. **Quality.** A face with quality below ``min_quality`` is a *leaf*: it may join one
    group, through its single best edge and only if it also passes the average-linkage test
    against that group's good faces, but its embedding never enters a group's sums, it is
@@ -56,6 +58,7 @@ import numpy as np
 
 from facesearch.cluster.attach import attach_faces
 from facesearch.cluster.knn import KnnGraph, NeighbourIndex, drop_self
+from facesearch.cluster.linker import Linker
 from facesearch.cluster.params import (  # noqa: F401 - part of this module's surface
     DEFAULT_ATTACH_FMR,
     DEFAULT_ATTACH_SUPPORT,
@@ -69,98 +72,6 @@ from facesearch.cluster.params import (  # noqa: F401 - part of this module's su
     IncrementalUpdate,
     threshold_for_fmr,
 )
-
-
-class Linker:
-    """The stage-1 linking rules (module docstring, points 2 and 3, and cannot-link), in one place.
-
-    Subclasses hold the union-find: :class:`ClusterState` over the positions of an array of
-    faces, :class:`facesearch.services.clusters` over the clusters and faces one catalog run touches.
-    ``_consider`` takes two *faces* (whatever the subclass keys them by) and a candidate edge.
-    """
-
-    params: ClusterParams
-    stats: dict[str, int]
-
-    # -- what a subclass provides --------------------------------------------------------------
-
-    def _node(self, face: int) -> int:
-        return face
-
-    def _find(self, node: int) -> int:
-        raise NotImplementedError
-
-    def _face_good(self, face: int) -> bool:
-        raise NotImplementedError
-
-    def _face_vector(self, face: int) -> np.ndarray:
-        raise NotImplementedError
-
-    def _alone(self, face: int) -> bool:
-        """The face is a group by itself (a poor face joins once, then never moves groups)."""
-        raise NotImplementedError
-
-    def _sum(self, root: int) -> np.ndarray | None:
-        raise NotImplementedError
-
-    def _good_count(self, root: int) -> int:
-        raise NotImplementedError
-
-    def _images_of(self, root: int) -> Set[int]:
-        """Image ids of the group's faces (empty when unknown)."""
-        return frozenset()
-
-    def _locked(self, ra: int, rb: int) -> bool:
-        """Two groups a person's edits keep apart (only the catalog service has such groups)."""
-        return False
-
-    def _union(self, ra: int, rb: int, absorbed: list[tuple[int, int]]) -> None:
-        raise NotImplementedError
-
-    # -- the rules -----------------------------------------------------------------------------
-
-    def _count(self, what: str) -> None:
-        self.stats[what] = self.stats.get(what, 0) + 1
-
-    def _clash(self, ra: int, rb: int) -> bool:
-        a, b = self._images_of(ra), self._images_of(rb)
-        if not a or not b:
-            return False
-        small, large = (a, b) if len(a) <= len(b) else (b, a)
-        return any(image in large for image in small)
-
-    def _consider(self, i: int, j: int, s: float, absorbed: list[tuple[int, int]]) -> None:
-        ri, rj = self._find(self._node(i)), self._find(self._node(j))
-        if ri == rj:
-            return
-        gi, gj = self._face_good(i), self._face_good(j)
-        if not gi and not gj:
-            self._count("blocked_poor")
-            return
-        if self._clash(ri, rj):
-            self._count("cannot_link")  # faces of one photo or frame are never one person
-            return
-        link = self.params.link_threshold
-        if not (gi and gj):
-            leaf, group = (i, rj) if not gi else (j, ri)
-            if not self._alone(leaf):
-                self._count("blocked_poor")  # a poor face joins once and never bridges
-                return
-            ngood = self._good_count(group)
-            if ngood == 0 or float(self._face_vector(leaf) @ self._sum(group)) / ngood < link:
-                self._count("refused_link")
-                return
-            self._union(group, self._find(self._node(leaf)), absorbed)
-            self._count("leaf_joins")
-            return
-        if self._locked(ri, rj):
-            self._count("refused_locked")  # a person's clusters are merged by a person only
-            return
-        if float(self._sum(ri) @ self._sum(rj)) / float(self._good_count(ri) * self._good_count(rj)) < link:
-            self._count("refused_link")
-            return
-        self._union(ri, rj, absorbed)
-        self._count("merges")
 
 
 class ClusterState(Linker):

@@ -35,6 +35,14 @@ DEFAULT_LINK_FMR = 1e-5
 #: like any face at that rate); 1e-5 cost 0.001-0.003 of precision. With ``link_fmr=3e-6`` the cores
 #: are tighter: BCubed P >= 0.99 on the hard set (0.9925) and F 0.9915 / LFW 0.9936, but 1.3 % of the
 #: faces of people with 2+ photos stay unassigned there instead of 0.7 %.
+#: One comparison (a group founded on a single cosine, :meth:`facesearch.cluster.linker.Linker._link`):
+#: on the harder LFW set almost all the precision lost was single-photo people paired with one
+#: another at cos 0.336-0.40 (about 50 such pairs; 20 more are LFW's own label errors: one photo
+#: under two names, twins). At those cosines genuine and impostor pairs are about equally common
+#: and no other evidence we tried told them apart (margin to the next neighbour, shared or mutual
+#: neighbours, local scaling; docs/accuracy.md), so the one cosine must be as strong as what an
+#: attachment needs. Hard set, B3 P / unassigned (2+): pairs at the link rate 0.9883 / 0.7 %, at
+#: 6e-6 0.9907 / 0.9 %, at the attach rate (default) 0.9915 / 1.2 %; LFW P 0.9907 -> 0.9932.
 DEFAULT_ATTACH_FMR = 3e-6
 DEFAULT_ATTACH_SUPPORT = 2
 DEFAULT_K = 10
@@ -67,6 +75,10 @@ class ClusterParams:
     attach_fmr: float = DEFAULT_ATTACH_FMR
     attach_threshold: float | None = None
     attach_support: int = DEFAULT_ATTACH_SUPPORT  # 0 turns attachment off
+    #: a group founded on one comparison (two single faces): its rate, or its cosine; both None =
+    #: the stricter of the link's and the attachment's cosines (:attr:`one_comparison_threshold`)
+    pair_fmr: float | None = None
+    pair_threshold: float | None = None
     min_size: int = DEFAULT_MIN_SIZE
     min_quality: float = USABLE_QUALITY
     mutual: bool = False
@@ -78,12 +90,12 @@ class ClusterParams:
     def resolved(self, calibration: Calibration | None = None) -> ClusterParams:
         """A copy with both cosine thresholds filled in from the calibration where not given."""
         if self.edge_threshold is not None and self.link_threshold is not None and self.attach_threshold is not None:
-            return self
+            return self._with_pair(None)
         calibration = calibration or load_calibration(self.pack)
         if calibration is None:
             raise ValueError(f"pack {self.pack!r} has no calibration: give edge_threshold and link_threshold")
         return replace(
-            self,
+            self._with_pair(calibration),
             edge_threshold=self.edge_threshold if self.edge_threshold is not None
             else threshold_for_fmr(self.edge_fmr, calibration),
             link_threshold=self.link_threshold if self.link_threshold is not None
@@ -92,13 +104,35 @@ class ClusterParams:
             else threshold_for_fmr(self.attach_fmr, calibration),
             threshold_source=f"the {calibration.pack} calibration ({calibration.impostor_pairs:,} impostor pairs)")
 
+    def _with_pair(self, calibration: Calibration | None) -> ClusterParams:
+        if self.pair_threshold is not None or self.pair_fmr is None:
+            return self
+        calibration = calibration or load_calibration(self.pack)
+        if calibration is None:
+            raise ValueError(f"pack {self.pack!r} has no calibration: give pair_threshold")
+        return replace(self, pair_threshold=threshold_for_fmr(self.pair_fmr, calibration))
+
+    @property
+    def one_comparison_threshold(self) -> float:
+        """The cosine a merge resting on one comparison must reach (resolved params only).
+
+        ``pair_threshold`` (or ``pair_fmr``) when given, never below the link; else the stricter of
+        the link and the attachment cosines: a cluster is never founded on one cosine weaker than
+        what a face needs to attach to an existing cluster."""
+        if self.link_threshold is None or self.attach_threshold is None:
+            raise ValueError("resolve the parameters first (ClusterParams.resolved)")
+        if self.pair_threshold is not None:
+            return max(self.pair_threshold, self.link_threshold)
+        return max(self.link_threshold, self.attach_threshold)
+
     def describe(self) -> str:
         p = self.resolved()
         fmr = (f"FMR {p.edge_fmr:g} / {p.link_fmr:g} of {p.threshold_source}: " if p.threshold_source else "")
         attach = (f"; attach with {p.attach_support} neighbours in one cluster at cos >= {p.attach_threshold:.3f} "
                   f"(FMR {p.attach_fmr:g})" if p.attach_support else "")
         return (f"k {p.k}{' mutual' if p.mutual else ''}; {fmr}edge cos >= {p.edge_threshold:.3f}, "
-                f"average link >= {p.link_threshold:.3f}; min size {p.min_size}; "
+                f"average link >= {p.link_threshold:.3f} (a group founded on one comparison: "
+                f">= {p.one_comparison_threshold:.3f}); min size {p.min_size}; "
                 f"faces below quality {p.min_quality:g} are leaves{attach}; faces of one image never share a cluster")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from facesearch.catalog.clusters import FaceRows
 from facesearch.cluster import ClusterParams
 from facesearch.cluster.attach import attach_faces
-from facesearch.cluster.core import Linker
+from facesearch.cluster.linker import Linker
 from facesearch.index.base import Hits
 
 
