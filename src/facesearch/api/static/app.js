@@ -75,6 +75,33 @@ const searchMemory = {
   },
 };
 
+// Weaker candidates (below the threshold: most likely strangers), the same on every search page: counted,
+// and shown only when asked by the button, which searches again with include_weaker=true stated in the
+// request (and so recorded in the audit log). p: the prefix of the ids of templates/_weaker.html.
+const weakerOffer = {
+  // the button sets the form's hidden include_weaker field for one search and sends the form again
+  init(p, form, field) {
+    $(`#${p}show-weaker`).addEventListener("click", () => { field.value = "true"; form.requestSubmit(); });
+  },
+  // says how many were withheld (or that they are shown); the candidates split: {above, below}
+  show(p, r, live) {
+    const count = r.weaker_count ?? r.weaker_withheld ?? 0;
+    $(`#${p}weaker`).hidden = !(count > 0) || r.include_weaker;
+    $(`#${p}weaker-text`).textContent = `${count} weaker candidate(s) below the threshold are not shown: `
+      + "most likely they are other people.";
+    $(`#${p}show-weaker`).hidden = !live;  // after "back to the results" a page may be unable to search again
+    $(`#${p}weaker-again`).hidden = live;
+    $(`#${p}weaker-shown`).hidden = !r.include_weaker;
+    const above = r.candidates.filter((c) => c.above_threshold);
+    const below = [...r.candidates.filter((c) => !c.above_threshold), ...(r.weaker || [])];  // (a list of its own, if the API gives one)
+    $(`#${p}weaker-group`).hidden = below.length === 0;
+    return {above, below};
+  },
+  hide(p) {
+    for (const id of ["weaker", "weaker-shown", "weaker-group"]) $(`#${p}${id}`).hidden = true;
+  },
+};
+
 // ---- login -------------------------------------------------------------------------------------
 function initLogin() {
   const form = $("#login-form");

@@ -1,5 +1,5 @@
 // facesearch web app: clusters of unknown faces (list, run, merge; one cluster: split, move, remove, name, subject).
-// Loaded after app.js (whose helpers $, esc and api it uses). No framework, no CDN.
+// Loaded after app.js (whose helpers $, esc, api, photoPage and searchMemory it uses). No framework, no CDN.
 "use strict";
 
 function clusterTitle(c) {
@@ -26,16 +26,6 @@ async function initClustersPage() {
   const page = $("#clusters-page");
   if (!page) return;
   const select = $("#cluster-collection");
-  const collections = await api("GET", "/api/collections");
-  if (!collections.length) {
-    $("#cluster-summary").textContent = "No collection granted to you yet.";
-    $("#cluster-now").disabled = true;
-    return;
-  }
-  select.innerHTML = collections.map((c) => `<option>${esc(c.name)}</option>`).join("");
-  const wanted = page.dataset.collection || sessionStorage.getItem("clusters.collection");
-  if (wanted && collections.some((c) => c.name === wanted)) select.value = wanted;
-
   const selected = new Set();
   const mergeButton = $("#merge-button");
   const refreshSelection = () => {
@@ -47,6 +37,7 @@ async function initClustersPage() {
 
   const load = async () => {
     const name = select.value;
+    if (!name) return;  // the collections have not arrived yet
     sessionStorage.setItem("clusters.collection", name);
     history.replaceState(null, "", `/clusters?collection=${encodeURIComponent(name)}`);
     const o = await api("GET", `/api/collections/${encodeURIComponent(name)}/clusters`);
@@ -67,7 +58,6 @@ async function initClustersPage() {
     refreshSelection();
     loadSuggestions(name);  // not awaited: the cluster list (and its buttons) never wait for it
   };
-  await load();
   select.addEventListener("change", load);
   initSuggestions(load);
 
@@ -81,6 +71,7 @@ async function initClustersPage() {
   $("#cluster-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const out = $("#cluster-run");
+    if (!select.value) { showStatus(out, false, "Wait for the list of collections, then choose one."); return; }
     $("#cluster-now").disabled = true;
     out.className = "meta"; out.textContent = "Clustering…";
     try {
@@ -101,6 +92,18 @@ async function initClustersPage() {
       await load();
     } catch (err) { showStatus(out, false, err.message); }
   });
+
+  // the lists load after every handler is in place: a form sent before they arrive is still handled here
+  const collections = await api("GET", "/api/collections");
+  if (!collections.length) {
+    $("#cluster-summary").textContent = "No collection granted to you yet.";
+    $("#cluster-now").disabled = true;
+    return;
+  }
+  select.innerHTML = collections.map((c) => `<option>${esc(c.name)}</option>`).join("");
+  const wanted = page.dataset.collection || sessionStorage.getItem("clusters.collection");
+  if (wanted && collections.some((c) => c.name === wanted)) select.value = wanted;
+  await load();
 }
 
 // ---- suggestions: "these two clusters may be one person", "this face may belong to cluster N" -----------
@@ -185,6 +188,7 @@ async function initClusterPage() {
       return null;
     }
     $("#cluster-title").textContent = clusterTitle(c);
+    rememberCluster(c);
     $("#back-link").href = `/clusters?collection=${encodeURIComponent(c.collection)}`;
     $("#cluster-meta").className = "meta";
     $("#cluster-meta").innerHTML = `${c.size} face(s) in collection ${esc(c.collection)}${c.pinned ? `, ${c.pinned} placed by a person` : ""} · created by ${esc(c.created_by)}`
@@ -201,7 +205,6 @@ async function initClusterPage() {
     refresh();
     return c;
   };
-  await load();
 
   $("#cluster-faces").addEventListener("change", (e) => {
     const faceId = Number(e.target.dataset?.face);
@@ -239,10 +242,6 @@ async function initClusterPage() {
     } catch (err) { showStatus($("#name-result"), false, err.message); }
   });
 
-  try {
-    const galleries = await api("GET", "/api/galleries");
-    $("#cluster-gallery-names").innerHTML = galleries.map((g) => `<option value="${esc(g.name)}">`).join("");
-  } catch (err) { /* the gallery list is a convenience only */ }
   $("#subject-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const out = $("#subject-result");
@@ -257,6 +256,20 @@ async function initClusterPage() {
     } catch (err) { showStatus(out, false, err.message); }
     finally { $("#subject-button").disabled = false; }
   });
+  // the cluster loads after every handler is in place: a form sent before it arrives is still handled here
+  await load();
+  try {
+    const galleries = await api("GET", "/api/galleries");
+    $("#cluster-gallery-names").innerHTML = galleries.map((g) => `<option value="${esc(g.name)}">`).join("");
+  } catch (err) { /* the gallery list is a convenience only */ }
+}
+
+// What a face's photo page says of the cluster that showed it, kept in this tab under the view grant
+// of that look (as a search keeps its results): the cluster and the way back to it.
+function rememberCluster(c) {
+  const token = new URLSearchParams(String(c.faces[0]?.photo_url || "").split("?")[1] || "").get("view");
+  searchMemory.save(token, {back: `/clusters/${c.id}`, cluster: {id: c.id, title: clusterTitle(c), collection: c.collection,
+    size: c.size, faces: c.faces.map((f) => ({face_id: f.face_id, pinned: f.pinned, assigned_by: f.assigned_by}))}});
 }
 
 document.addEventListener("DOMContentLoaded", () => { initClustersPage(); initClusterPage(); });

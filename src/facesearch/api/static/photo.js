@@ -25,8 +25,13 @@ function photoFail(message) {
   $("#photo-figure").hidden = true;
 }
 
-function photoFacts(face, found) {
+function photoFacts(face, found, cluster) {
   const rows = [];
+  if (cluster) {
+    const member = cluster.faces.find((f) => String(f.face_id) === String(face.face_id));
+    rows.push(["Cluster", `${cluster.title}, ${cluster.size} face(s)`]);
+    if (member) rows.push(["Placed", member.pinned ? `by ${member.assigned_by} (a person's edit)` : "by the clustering"]);
+  }
   if (found) {
     const c = found;
     rows.push(["Score", `${c.similarity.toFixed(3)} · ${c.above_threshold ? "above" : "below"} the threshold`
@@ -52,10 +57,16 @@ async function initPhoto() {
   const id = page.dataset.faceId;
   // the view grant of the search, subject or cluster that led here: the API records this look under it
   const view = new URLSearchParams(location.search).get("view") || "";
-  const search = searchMemory.load(view);
+  const saved = searchMemory.load(view);
+  const search = saved && saved.result ? saved : null;  // a search's results, or
+  const cluster = saved && saved.cluster ? saved.cluster : null;  // the cluster that showed this face
   const back = $("#back-to-results");
   if (search) {
     back.href = search.back || `/?results=${encodeURIComponent(view)}`;
+    back.hidden = false;
+  } else if (cluster) {
+    back.textContent = `← Back to ${cluster.title}`;
+    back.href = saved.back;
     back.hidden = false;
   } else if (history.length > 1) {
     back.textContent = "← Back";
@@ -70,8 +81,9 @@ async function initPhoto() {
   const found = search ? search.result.candidates.find((c) => String(c.face_id) === id) : null;
   $("#photo-meta").textContent = found
     ? `Candidate ${found.rank} of the search for ${search.case_ref} (${search.purpose}).`
+    : cluster ? `Face ${id} of ${cluster.title}, in collection ${cluster.collection}.`
     : `Face ${id}, opened under the view grant that led here.`;
-  $("#photo-facts").innerHTML = photoFacts(face, found);
+  $("#photo-facts").innerHTML = photoFacts(face, found, cluster);
   $("#photo-facts").hidden = false;
   // The photo is fetched, not linked: a refusal or a missing file is a message, never a broken image.
   let blob;

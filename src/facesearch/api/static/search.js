@@ -1,5 +1,5 @@
 // facesearch web app: the search page (1:N search and 1:1 compare). Loaded after app.js (its
-// helpers $, esc, api, drawBoxes, searchMemory, photoPage, rateWords and videoTime).
+// helpers $, esc, api, drawBoxes, searchMemory, weakerOffer, photoPage, rateWords and videoTime).
 "use strict";
 
 let probeImage = null;  // the chosen photo as a data URL, kept with the search for "back to the results"
@@ -39,12 +39,7 @@ async function initSearch() {
     } catch (err) { renderError(err); }
     finally { $("#search-button").disabled = false; }
   });
-  // Weaker candidates (below the threshold: most likely strangers) only when asked: the same search
-  // again, with include_weaker=true stated in the request and recorded in the audit log.
-  $("#show-weaker").addEventListener("click", () => {
-    $("#include-weaker").value = "true";
-    form.requestSubmit();
-  });
+  weakerOffer.init("", form, $("#include-weaker"));  // weaker candidates only when asked (audited)
   restoreSearch(new URLSearchParams(location.search).get("results"));
 }
 
@@ -106,8 +101,7 @@ function renderError(err) {
   $("#candidates").innerHTML = "";
   $("#result-meta").textContent = "";
   $("#probe-meta").textContent = "";
-  $("#weaker").hidden = true;
-  $("#weaker-shown").hidden = true;
+  weakerOffer.hide("");
 }
 
 function candidateCard(c, r) {
@@ -130,7 +124,8 @@ function renderResults(r, live) {
   const verdict = $("#verdict");
   verdict.removeAttribute("role");
   verdict.className = "verdict " + (r.confident_match ? "leads" : "none");
-  const above = r.candidates.filter((c) => c.above_threshold);
+  // above the threshold first; weaker ones (only when asked for) after them, in their own group
+  const {above, below} = weakerOffer.show("", r, live);
   verdict.textContent = r.confident_match
     ? `${above.length} candidate lead(s) above the threshold — needs human review`
     : "No confident match: nobody in the searched collections scores above the threshold.";
@@ -139,19 +134,8 @@ function renderResults(r, live) {
   // one count of the faces searched, said once: the rule and the estimates use the same number
   $("#result-meta").textContent = `Searched ${r.faces_searched.toLocaleString()} faces in ${r.collections.join(", ") || "no collection"}. ${rule}. ${r.warnings.join(" ")}`;
   drawProbeFaces(r, live);
-  const weakerCount = r.weaker_count ?? r.weaker_withheld ?? 0;
-  const weaker = $("#weaker");
-  weaker.hidden = !(weakerCount > 0) || r.include_weaker;
-  $("#weaker-text").textContent = `${weakerCount} weaker candidate(s) below the threshold are not shown: `
-    + "most likely they are other people.";
-  $("#show-weaker").hidden = !live;
-  $("#weaker-again").hidden = live;
-  $("#weaker-shown").hidden = !r.include_weaker;
-  // above the threshold first; weaker ones (only when asked for) after them, in their own group
-  const below = [...r.candidates.filter((c) => !c.above_threshold), ...(r.weaker || [])];  // (a list of its own, if the API gives one)
   $("#candidates").innerHTML = above.map((c) => candidateCard(c, r)).join("");
   $("#weaker-candidates").innerHTML = below.map((c) => candidateCard(c, r)).join("");
-  $("#weaker-group").hidden = below.length === 0;
   renderTracks([...above, ...below], r);
   // a thumbnail whose grant has expired (an hour) says so instead of showing a broken image
   document.querySelectorAll("#results .cand img").forEach((img) => img.addEventListener("error", () => {

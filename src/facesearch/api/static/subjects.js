@@ -1,5 +1,5 @@
 // facesearch web app: subjects, galleries, subject search, gallery matching and decisions.
-// Loaded after app.js (whose helpers $, esc, api and rateWords it uses). No framework, no CDN.
+// Loaded after app.js (whose helpers $, esc, api, rateWords, searchMemory and weakerOffer it uses). No framework, no CDN.
 "use strict";
 
 function parseAttributes(text) {
@@ -88,9 +88,66 @@ async function initSubjectsPage() {
       $("#match-meta").className = "error"; $("#match-meta").textContent = err.message;
     } finally { $("#match-button").disabled = false; }
   });
+  initImport(async () => { await loadGalleries(); await loadSubjects(); });
   // the lists load after every handler is in place: a form sent before they arrive is still handled here
   await loadGalleries();
   await loadSubjects();
+}
+
+// ---- a folder of people: POST /api/galleries/{name}/import, then its report as a table -------------------
+function initImport(reload) {
+  const form = $("#import-form");
+  if (!form) return;
+  const input = $("#import-folder");
+  const chosen = () => [...input.files].filter((f) => !(f.webkitRelativePath || f.name).split("/").some((p) => p.startsWith(".")));
+  input.addEventListener("change", () => {
+    const files = chosen();
+    const people = new Set(files.map((f) => (f.webkitRelativePath || f.name).split("/")).filter((p) => p.length > 2).map((p) => p[1]));
+    $("#import-chosen").textContent = files.length ? `${files.length} file(s) in ${people.size} person folder(s) chosen.` : "";
+  });
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const out = $("#import-result");
+    const gallery = $("#import-gallery").value.trim();
+    const fd = new FormData();
+    for (const f of chosen()) {
+      fd.append("files", f);
+      fd.append("paths", f.webkitRelativePath || f.name);  // TOP/PERSON/photo.jpg: the person is the folder
+    }
+    $("#import-button").disabled = true;
+    out.className = "meta"; out.removeAttribute("role"); out.textContent = "Importing… (every photo is read for its face)";
+    try {
+      const r = await api("POST", `/api/galleries/${encodeURIComponent(gallery)}/import`, fd);
+      showImportReport(r);
+      input.value = ""; $("#import-chosen").textContent = "";
+      await reload();
+    } catch (err) {
+      out.className = "error"; out.setAttribute("role", "alert"); out.textContent = `Not imported: ${err.message}`;
+      $("#import-table").hidden = true; $("#import-ignored").hidden = true;
+    } finally { $("#import-button").disabled = false; }
+  });
+}
+
+function showImportReport(r) {
+  const s = r.summary;
+  const out = $("#import-result");
+  const problems = s.no_face + s.unreadable;
+  out.className = problems ? "error" : "ok";
+  out.setAttribute("role", "status");
+  out.textContent = `Gallery ${r.gallery}${r.gallery_created ? " (new)" : ""}: ${s.people} people — ${s.created} created, `
+    + `${s.people - s.created} already there (updated); ${s.enrolled} photo(s) enrolled`
+    + (s.already_enrolled ? `, ${s.already_enrolled} enrolled before (skipped)` : "")
+    + `; ${s.no_face} without a usable face; ${s.unreadable} unreadable.` + (s.suppressed ? ` ${s.suppressed} suppressed (opt-out).` : "");
+  const files = (list) => list.length ? `<ul class="files">${list.map(([name, why]) => `<li><strong>${esc(name.split("/").pop())}</strong>: ${esc(why)}</li>`).join("")}</ul>` : "—";
+  $("#import-table tbody").innerHTML = r.people.map((p) => `<tr data-subject-id="${p.subject_id}" data-folder="${esc(p.folder)}">
+    <td>${esc(p.label)}${p.label !== p.folder ? ` <span class="meta">(folder ${esc(p.folder)})</span>` : ""}</td>
+    <td><a href="/subjects/${p.subject_id}">subject ${p.subject_id}</a> · ${p.created ? "created" : "already there"}</td>
+    <td class="enrolled">${p.enrolled.length}${p.already_enrolled ? ` <span class="meta">(+${p.already_enrolled} before)</span>` : ""}</td>
+    <td class="no-face">${files(p.no_face)}</td><td class="unreadable">${files(p.unreadable)}</td>
+    <td>${[p.attributes_updated ? "attributes updated" : "", p.suppressed ? `${p.suppressed} suppressed (opt-out)` : "", ...p.warnings].filter(Boolean).map(esc).join("; ")}</td></tr>`).join("");
+  $("#import-table").hidden = false;
+  $("#import-ignored").hidden = !r.ignored.length;
+  $("#import-ignored").textContent = r.ignored.length ? `Not imported (not in a person's folder): ${r.ignored.join(", ")}.` : "";
 }
 
 // ---- one subject ------------------------------------------------------------------------------------
@@ -157,10 +214,11 @@ async function initSubjectPage() {
     e.preventDefault();
     const fd = new FormData(form);
     why = {purpose: fd.get("purpose"), case_ref: fd.get("case_ref")};
+    $("#subject-include-weaker").value = "";  // asked for once, by the button: the next search is minimal again
     $("#subject-search-button").disabled = true;
     try {
       const r = await api("POST", `/api/subjects/${id}/search`, {...why, collections: fd.getAll("collections"), fusion: fd.get("fusion"),
-        include_weaker: fd.get("include_weaker") === "on"});
+        include_weaker: fd.get("include_weaker") === "true"});
       // kept in this tab: the photo page shows the score, and goes back to these results unsearched
       const back = `/subjects/${id}?results=${encodeURIComponent(r.view_token || "")}`;
       searchMemory.save(r.view_token, {result: r, ...why, back});
@@ -170,8 +228,11 @@ async function initSubjectPage() {
       $("#subject-results").hidden = false;
       $("#subject-verdict").className = "verdict error"; $("#subject-verdict").textContent = err.message;
       $("#subject-candidates").innerHTML = "";
+      weakerOffer.hide("subject-");
     } finally { $("#subject-search-button").disabled = false; }
   });
+
+  weakerOffer.init("subject-", form, $("#subject-include-weaker"));  // as on the search page: only when asked (audited)
 
   const saved = searchMemory.load(new URLSearchParams(location.search).get("results"));
   if (saved) {  // back from a photo: the results as they were shown, not searched again
@@ -181,7 +242,7 @@ async function initSubjectPage() {
     renderSubjectResults(saved.result);
   }
 
-  $("#subject-candidates").addEventListener("click", async (e) => {
+  $("#subject-results").addEventListener("click", async (e) => {  // the leads and the weaker candidates
     const b = e.target.closest("button[data-decide]");
     if (!b) return;
     const card = b.closest(".cand");
@@ -207,12 +268,18 @@ function renderSubjectResults(r) {
   $("#subject-results").hidden = false;
   const verdict = $("#subject-verdict");
   verdict.className = "verdict " + (r.confident_match ? "leads" : "none");
+  // the subject is the probe: its page can always search again, so the button is always live
+  const {above, below} = weakerOffer.show("subject-", r, true);
   verdict.textContent = r.confident_match
-    ? `${r.candidates.filter((c) => c.above_threshold).length} candidate lead(s) above the threshold — needs human review`
+    ? `${above.length} candidate lead(s) above the threshold — needs human review`
     : "No confident match: nobody in the searched collections scores above the threshold.";
-  const weaker = r.weaker_withheld ? ` ${r.weaker_withheld} weaker candidate(s) below the threshold not shown (tick "also show weaker candidates" to see them).` : "";
-  $("#subject-result-meta").textContent = `Searched ${r.faces_searched.toLocaleString()} faces in ${r.collections.join(", ") || "no collection"} (${r.fusion} fusion). ${r.threshold_rule}.${weaker} ${r.warnings.join(" ")}`;
-  $("#subject-candidates").innerHTML = r.candidates.map((c) => `
+  $("#subject-result-meta").textContent = `Searched ${r.faces_searched.toLocaleString()} faces in ${r.collections.join(", ") || "no collection"} (${r.fusion} fusion). ${r.threshold_rule}. ${r.warnings.join(" ")}`;
+  $("#subject-candidates").innerHTML = above.map(subjectCandidateCard).join("");
+  $("#subject-weaker-candidates").innerHTML = below.map(subjectCandidateCard).join("");
+}
+
+function subjectCandidateCard(c) {
+  return `
     <div class="cand ${c.above_threshold ? "above" : "below"}" data-face-id="${c.face_id}" data-score="${c.similarity}" data-decision="${c.decision || ""}">
       ${c.thumbnail_url ? `<img src="${c.thumbnail_url}" alt="face ${c.face_id}">` : `<div class="nothumb">no thumbnail kept</div>`}
       <div class="score">${c.similarity.toFixed(3)} ${c.above_threshold ? "· above threshold" : "· below threshold"}</div>
@@ -221,7 +288,7 @@ function renderSubjectResults(r) {
       <div class="decision">${c.decision ? (c.decision === "confirm" ? "Confirmed" : "Rejected") : ""}</div>
       <input class="note" placeholder="note (audited)" aria-label="note for face ${c.face_id}">
       <button type="button" data-decide="confirm">Confirm</button> <button type="button" class="link" data-decide="reject">Reject</button>
-    </div>`).join("");
+    </div>`;
 }
 
 document.addEventListener("DOMContentLoaded", () => { initSubjectsPage(); initSubjectPage(); });
