@@ -132,13 +132,15 @@ function showImportReport(r) {
   const s = r.summary;
   const out = $("#import-result");
   const problems = s.no_face + s.unreadable;
-  out.className = problems ? "error" : "ok";
+  out.className = problems ? "notice" : "ok";  // a report, not a failure: the table says which photos
   out.setAttribute("role", "status");
   out.textContent = `Gallery ${r.gallery}${r.gallery_created ? " (new)" : ""}: ${s.people} people — ${s.created} created, `
     + `${s.people - s.created} already there (updated); ${s.enrolled} photo(s) enrolled`
     + (s.already_enrolled ? `, ${s.already_enrolled} enrolled before (skipped)` : "")
     + `; ${s.no_face} without a usable face; ${s.unreadable} unreadable.` + (s.suppressed ? ` ${s.suppressed} suppressed (opt-out).` : "");
-  const files = (list) => list.length ? `<ul class="files">${list.map(([name, why]) => `<li><strong>${esc(name.split("/").pop())}</strong>: ${esc(why)}</li>`).join("")}</ul>` : "—";
+  // the reason without the name it may start with (the file's, or "<bytes>" for an upload)
+  const reason = (name, why) => String(why).replace(new RegExp(`^(${[name, "<bytes>"].map((n) => n.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|")}): `), "");
+  const files = (list) => list.length ? `<ul class="files">${list.map(([name, why]) => `<li><strong>${esc(name.split("/").pop())}</strong>: ${esc(reason(name, why))}</li>`).join("")}</ul>` : "—";
   $("#import-table tbody").innerHTML = r.people.map((p) => `<tr data-subject-id="${p.subject_id}" data-folder="${esc(p.folder)}">
     <td>${esc(p.label)}${p.label !== p.folder ? ` <span class="meta">(folder ${esc(p.folder)})</span>` : ""}</td>
     <td><a href="/subjects/${p.subject_id}">subject ${p.subject_id}</a> · ${p.created ? "created" : "already there"}</td>
