@@ -380,7 +380,7 @@ def browser_chromium():
 
 
 #: Where the browser tests leave their screenshots: a git-ignored build folder, so a test run leaves
-#: the work tree clean. The README shows curated copies in docs/screenshots, updated by hand.
+#: the work tree clean. The README shows curated copies in docs/screenshots (`make screenshots`).
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "build" / "screenshots"
 
 
@@ -441,6 +441,7 @@ def browser_login(browser_chromium, browser_live_server):
         page.get_by_label("Username").fill(username)
         page.get_by_label("Password").fill(BROWSER_USERS[username][1])
         if screenshot is not None:
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot), full_page=True)
         with page.expect_navigation():
             page.get_by_role("button", name="Log in").click()

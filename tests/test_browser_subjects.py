@@ -8,7 +8,7 @@ subject with a purpose and a case reference, and confirms the match, which then 
 linked on the subject's page; the auditor sees the subject search and the decision in the
 audit log (never the family's contact) and the chain verifies.
 
-Writes docs/screenshots/subject.png and docs/screenshots/subjects_audit.png.
+Writes build/screenshots/subject.png and build/screenshots/subjects_audit.png.
 """
 
 from __future__ import annotations

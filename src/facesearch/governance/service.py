@@ -36,6 +36,7 @@ class PhotoAccess:
     image_id: int
     collection: str
     is_video_frame: bool = False  # the stored frame of a video face, not the operator's file
+    rotation: int = 0  # degrees clockwise to turn the file so that the face boxes fit it (a sideways scan)
 
 
 @dataclass
@@ -200,7 +201,7 @@ class Governance:
         grant's purpose and case and the id of the record that issued the grant."""
         grant, info = self._viewable(actor, face_id, token, "photo")
         self._record_view(actor, "view_photo", grant, info)
-        return PhotoAccess(self.photo_path(info), info.image_id, info.collection, info.is_video)
+        return PhotoAccess(self.photo_path(info), info.image_id, info.collection, info.is_video, info.rotation)
 
     def face_details(self, actor: UserInfo, face_id: int, token: str | None):
         """A face's details (box, quality, the other faces of its photo) under a view grant: recorded."""

@@ -16,10 +16,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import onnxruntime as ort
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 STRIDES = (8, 16, 32)
 #: Frames up to this size are drawn at full size (the exact classic letterbox); larger

@@ -39,8 +39,6 @@ async function initSubjectsPage() {
     const rows = await api("GET", `/api/subjects${q}`);
     $("#subjects-table tbody").innerHTML = rows.map((s) => `<tr data-subject-id="${s.id}"><td>${s.id}</td><td><a href="/subjects/${s.id}">${esc(s.label)}</a></td><td>${esc(s.gallery)}</td><td>${s.faces}</td></tr>`).join("");
   };
-  await loadGalleries();
-  await loadSubjects();
   filter.addEventListener("change", loadSubjects);
 
   const form = $("#new-subject");
@@ -90,6 +88,9 @@ async function initSubjectsPage() {
       $("#match-meta").className = "error"; $("#match-meta").textContent = err.message;
     } finally { $("#match-button").disabled = false; }
   });
+  // the lists load after every handler is in place: a form sent before they arrive is still handled here
+  await loadGalleries();
+  await loadSubjects();
 }
 
 // ---- one subject ------------------------------------------------------------------------------------
@@ -118,7 +119,6 @@ async function initSubjectPage() {
     $("#links-empty").hidden = s.links.length > 0;
     return s;
   };
-  await load();
 
   $("#enrolled").addEventListener("click", async (e) => {
     const faceId = e.target.dataset?.removeFace;
@@ -144,6 +144,7 @@ async function initSubjectPage() {
     finally { $("#enrol-button").disabled = false; }
   });
 
+  await load();  // after the enrol handler is in place (a photo sent before the subject loads is still handled)
   const me = await api("GET", "/api/me");
   const picks = $("#subject-collections");
   if (!me.collections.length) picks.insertAdjacentHTML("beforeend", "<p>No collection granted to you yet.</p>");
