@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="milvus_scale_"))
     server = None
     if args.uri is None:
-        server = MilvusServer.start(args.venv, workdir / "server")
+        server = MilvusServer.start(args.venv, workdir / "server")  # --venv: relative to the current folder
     uri = args.uri or server.uri
     print(f"{p.people:,} planted mates, {len(p.probes):,} probes; Milvus server {uri}; faiss threads "
           f"{faiss.omp_get_max_threads()}", flush=True)
