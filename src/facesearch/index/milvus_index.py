@@ -35,6 +35,7 @@ from facesearch.index.base import Hits, as_queries, empty_hits
 
 _QUERY_PAGE = 10_000
 _WRITE_BATCH = 10_000
+_REPLY_BYTES = 24 << 20
 #: Lowest id a filter may name: the server refuses ``-9223372036854775808`` ("value out of range").
 _MIN_ID = -(2**63) + 1
 KINDS = ("FLAT", "BIN_RERANK", "IVF_SQ8", "HNSW")
@@ -186,10 +187,16 @@ class MilvusIndex:
 
     def _search_codes(self, queries: np.ndarray, k: int, hits: Hits, consistency: str) -> Hits:
         codes = sign_codes(queries)
-        result = self.client.search(self.name, data=[c.tobytes() for c in codes], anns_field="code",
-                                    limit=max(self.shortlist, k), output_fields=["emb"],
-                                    consistency_level=consistency,
-                                    search_params={"metric_type": "HAMMING", "params": self.search_params})
+        shortlist = max(self.shortlist, k)
+        # Each hit carries its embedding (~1.4 KB): keep a reply well under gRPC's 64 MB limit.
+        per_call = max(1, _REPLY_BYTES // (shortlist * (_b64_len(self.dim * 2) + 64)))
+        result = []
+        for lo in range(0, len(codes), per_call):
+            result += self.client.search(self.name, data=[c.tobytes() for c in codes[lo:lo + per_call]],
+                                         anns_field="code", limit=shortlist, output_fields=["emb"],
+                                         consistency_level=consistency,
+                                         search_params={"metric_type": "HAMMING", "params": self.search_params})
+            consistency = self.search_consistency
         for q, row in enumerate(result):
             if not row:
                 continue
