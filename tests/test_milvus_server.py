@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facesearch.index import open_index
-from facesearch.index import milvus_index
+from facesearch.index import milvus_index, open_index
 from facesearch.index.milvus_index import MilvusIndex, MilvusUnavailable
 from facesearch.index.milvus_standalone import free_port
 
