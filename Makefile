@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint install clean milvus-venv
+.PHONY: run test lint install clean milvus-venv screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ milvus-venv: $(STAMP)
 test: lint milvus-venv
 	bash scripts/ensure-chromium.sh  # the browser tests drive Debian's chromium
 	$(BIN)/python -m pytest
+
+# The browser tests write their screenshots to build/screenshots (git-ignored: `make test` leaves
+# the work tree clean); after looking at them, copy the ones the README shows into docs/screenshots.
+screenshots:
+	@for f in docs/screenshots/*.png; do n=$$(basename $$f); \
+		if [ -f build/screenshots/$$n ]; then cp build/screenshots/$$n $$f && echo "updated $$f"; fi; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache $(DEMO_HOME) $(MILVUS_VENV)

@@ -9,7 +9,8 @@ with an API key, list collections, jobs and the audit log. Meanwhile a prober up
 through process i, follows its ingest job through process i+1 and searches through process i+2:
 the face must be searchable there as soon as the job is reported done (the bound: each search
 reconciles the process's index with the catalog, see docs/scale.md). At the start, failed logins
-spread over the processes must throttle the next try through any of them.
+spread over the processes must throttle the next try through any of them. ``--milvus-venv`` puts
+the index on a real Milvus standalone server shared by the processes instead of each one's FAISS.
 
 Reported (``--json``): requests and errors per kind, latencies, the visibility delays, and the
 audit chain's verification after the servers stop. Exit code 1 on any error.
@@ -68,12 +69,14 @@ def _start_postgres(folder: Path):
     return server, server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
 
 
-def prepare(home: Path, db: str) -> dict[str, str]:
-    """Users, API keys and a collection holding four LFW photos; returns username -> API key."""
+def prepare(home: Path, db: str, milvus_uri: str | None = None) -> dict[str, str]:
+    """Users, API keys and a collection holding three LFW photos; returns username -> API key.
+    With ``milvus_uri`` the home's index is that Milvus server (shared by every process)."""
     from facesearch.governance import Governance, local_operator
     from facesearch.services.engine import Engine
 
-    with Engine.open(home, database_url=db) as engine:
+    backend = {"backend": "milvus", "milvus_uri": milvus_uri} if milvus_uri else {}
+    with Engine.open(home, database_url=db, **backend) as engine:
         gov = Governance(engine)
         keys = {}
         for name, (role, password) in USERS.items():
@@ -229,17 +232,21 @@ def visibility_prober(tally: Tally, urls: list[str], keys: dict[str, str], deadl
 
 
 def run(seconds: float, processes: int = 3, clients: int = 2, pause_s: float = 0.1, db: str | None = None,
-        workdir: Path | None = None) -> dict:
+        workdir: Path | None = None, milvus_venv: Path | None = None) -> dict:
     from facesearch.governance import AuditLog
     from facesearch.services.engine import Engine
 
     workdir = Path(workdir or tempfile.mkdtemp(prefix="fs-mp-load-"))
-    pg = None
+    pg = milvus = None
     if db is None:
         pg, db = _start_postgres(workdir)
     try:
+        if milvus_venv is not None:  # a real Milvus standalone server as the shared index
+            from facesearch.index.milvus_standalone import MilvusServer
+
+            milvus = MilvusServer.start(milvus_venv, workdir / "milvus")
         home = workdir / "home"
-        keys = prepare(home, db)
+        keys = prepare(home, db, milvus.uri if milvus else None)
         with Engine.open(home) as engine:
             faces_before = engine.collection("load").faces
         servers = start_servers(home, processes, workdir)
@@ -271,13 +278,17 @@ def run(seconds: float, processes: int = 3, clients: int = 2, pause_s: float = 0
         with Engine.open(home) as engine:
             check = AuditLog(engine.catalog).verify()
             dialect = engine.catalog.engine.dialect.name
+            index_backend = engine.config.backend
     finally:
+        if milvus is not None:
+            milvus.stop()
         if pg is not None:
             pg.cleanup()
     requests = sum(len(v) for v in tally.latency.values())
     report = {
         "processes": processes, "clients_per_process": clients, "pause_s": pause_s, "seconds": round(elapsed, 1),
-        "catalog": dialect, "requests": requests, "requests_per_s": round(requests / elapsed, 1),
+        "catalog": dialect, "index": index_backend + (" (standalone server)" if milvus else ""),
+        "requests": requests, "requests_per_s": round(requests / elapsed, 1),
         "errors": len(tally.errors), "error_samples": tally.errors[:10],
         "by_kind": {k: {"n": len(v), "p50_ms": round(1000 * statistics.median(v), 1),
                         "p95_ms": round(1000 * sorted(v)[round(0.95 * (len(v) - 1))], 1)}
@@ -302,9 +313,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=2, help="load threads per process")
     parser.add_argument("--pause-s", type=float, default=0.1, help="pause between one thread's requests")
     parser.add_argument("--db", default=None, help="PostgreSQL URL of an empty database (default: start one)")
+    parser.add_argument("--milvus-venv", type=Path, default=None,
+                        help="start a Milvus standalone server from this virtual environment (built there if "
+                             "missing, see facesearch.index.milvus_standalone) and use it as the shared index")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    report = run(args.seconds, args.processes, args.clients, args.pause_s, args.db)
+    report = run(args.seconds, args.processes, args.clients, args.pause_s, args.db, milvus_venv=args.milvus_venv)
     print(json.dumps(report, indent=None if args.json else 2))
     return 0 if report["ok"] else 1
 

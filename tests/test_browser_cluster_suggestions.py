@@ -8,7 +8,7 @@ calibrated evidence in words, never Powell with Bush. The investigator *accepts*
 clusters become one), splits again and *rejects* the new suggestion (it stays away on reload). The auditor sees both
 answers, with the server's score and false-match rate, in the audit log.
 
-Writes docs/screenshots/cluster_suggestions.png.
+Writes build/screenshots/cluster_suggestions.png.
 """
 
 from __future__ import annotations

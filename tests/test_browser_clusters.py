@@ -8,7 +8,7 @@ splits two of Powell's faces off into a new cluster and merges the two back; nam
 cluster and makes it a subject, whose page then shows the four enrolled faces; the auditor
 sees every step in the audit log (never the name typed) and the chain verifies.
 
-Writes docs/screenshots/clusters.png and docs/screenshots/cluster.png.
+Writes build/screenshots/clusters.png and build/screenshots/cluster.png.
 """
 
 from __future__ import annotations

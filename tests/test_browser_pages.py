@@ -355,7 +355,21 @@ def test_a_video_candidate_shows_its_frame_and_time_on_screen(browser_login, har
     result = search(ivan, lfw("Colin_Powell_0002"), collection="clips")
     top = result["candidates"][0]
     assert top["above_threshold"] and top["media"] == "video", result
+    assert len([c for c in result["candidates"] if c["media"] == "video"]) == 1  # one candidate per track
     card = ivan.locator(f"#candidates a.cand[data-face-id='{top['face_id']}']")
+    others = [f for f in top["track_faces"] if f != top["face_id"]]
+    assert others, top
+    expect(card.locator(".frames")).to_have_text(
+        f"best of {top['track_hits']} matching frame(s), {len(top['track_faces'])} in the track")
+    # the track's other faces only on demand: a view of its own, with the search's purpose and case
+    with ivan.expect_response("**/api/views") as granted:
+        ivan.get_by_role("button", name=f"Show the other {len(others)} face(s) of the track of candidate 1 "
+                                        "(recorded in the audit log)").click()
+    assert granted.value.status == 201
+    track = ivan.locator(f"#tracks .track[data-face-id='{top['face_id']}'] .track-faces a.cand")
+    expect(track).to_have_count(len(others))
+    wait_images_loaded(ivan, "#tracks img")
+    shot(ivan, "search_video_track")
     expect(card.locator(".when")).to_contain_text(re.compile(r"^video at 0:0\d\.\d · on screen 0:0\d\.\d–0:0\d\.\d$"))
     card.click()
     wait_images_loaded(ivan, "#photo")

@@ -8,7 +8,7 @@ subject with a purpose and a case reference, and confirms the match, which then 
 linked on the subject's page; the auditor sees the subject search and the decision in the
 audit log (never the family's contact) and the chain verifies.
 
-Writes docs/screenshots/subject.png and docs/screenshots/subjects_audit.png.
+Writes build/screenshots/subject.png and build/screenshots/subjects_audit.png.
 """
 
 from __future__ import annotations
@@ -75,6 +75,12 @@ def test_subject_enrol_search_confirm_and_audit(browser_login, browser_live_serv
     result = answer.value.json()
     assert result["confident_match"] and result["fusion"] == "mean", result
     expect(ivan.locator("#subject-verdict")).to_contain_text("1 candidate lead(s) above the threshold")
+    # one count of the faces searched: the rule says how 2 enrolled faces make twice as many comparisons
+    n = result["faces_searched"]
+    meta = ivan.locator("#subject-result-meta")
+    expect(meta).to_contain_text(f"Searched {n:,} faces in {COLLECTION}")
+    expect(meta).to_contain_text(f"per search of {n:,} faces, each against 2 enrolled faces ({2 * n:,} comparisons)")
+    assert f"per search of {2 * n:,} faces" not in meta.inner_text()
     above = ivan.locator("#subject-candidates .cand.above")
     expect(above).to_have_count(1)
     expect(ivan.locator("#subject-candidates .cand").first).to_have_class(re.compile(r"\babove\b"))
@@ -85,6 +91,18 @@ def test_subject_enrol_search_confirm_and_audit(browser_login, browser_live_serv
     assert sha256(source.read_bytes()).digest() == sha256(indexed[0].read_bytes()).digest(), source
     expect(above.locator(".fmr")).to_contain_text("different people score this high")
     wait_images_loaded(ivan, "#subject-candidates img")
+    # its photo shows the score it had; back to the same results, not searched again
+    score = f"{result['candidates'][0]['similarity']:.3f} · above the threshold · rank 1"
+    above.get_by_role("link", name="photo").click()
+    expect(ivan.locator("#photo-facts")).to_contain_text(score)
+    wait_images_loaded(ivan, "#photo")
+    searched_again: list[str] = []
+    ivan.on("request", lambda r: searched_again.append(r.url) if r.url.endswith("/search") else None)
+    ivan.get_by_role("link", name="← Back to the results").click()
+    expect(ivan).to_have_url(re.compile(rf"/subjects/{subject_id}\?results=fv_"))
+    expect(above).to_have_attribute("data-face-id", str(face_id))
+    expect(ivan.get_by_label("Purpose (required)")).to_have_value(PURPOSE)
+    assert searched_again == []
 
     # -- 4. the investigator confirms the match; it stays linked -------------------------------------------
     above.locator("input.note").fill("same scar above the left eyebrow")

@@ -203,3 +203,118 @@ def test_three_processes_under_load_one_truth(postgres_url, tmp_path):
     assert report["visibility"]["probes"] >= 1 and report["visibility"]["max_searches_until_visible"] == 1
     assert report["by_kind"]["me_via_other_process"]["n"] >= 1 and report["by_kind"]["search"]["n"] >= 3
     assert report["ok"] and done.returncode == 0
+
+
+APPENDER = """
+import sys
+from facesearch.services.engine import Engine
+from facesearch.governance import AuditLog
+home, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with Engine.open(home) as engine:
+    log = AuditLog(engine.catalog)
+    for i in range(count):
+        log.append(name, "search", {"i": i}, purpose="load", case_ref=name)
+"""
+
+
+def test_redteam_an_edit_hidden_among_concurrent_appends_is_caught(postgres_url, tmp_path):
+    """Red team: an insider with database access rewrites a record while three API processes append
+    to the chain at full speed, hoping the edit is lost in the noise (or "healed" by later appends).
+    The appends stay serialized and complete; verification names exactly the edited record."""
+    from sqlalchemy import create_engine, text
+
+    from facesearch.governance import AuditLog
+    from facesearch.services.engine import Engine
+
+    home = tmp_path / "home"
+    with Engine.open(home, database_url=postgres_url) as engine:
+        AuditLog(engine.catalog).append("ada", "search", {"i": -1}, purpose="the one to hide", case_ref="X-1")
+    processes, each = 3, 40
+    running = [subprocess.Popen([sys.executable, "-c", APPENDER, str(home), f"proc{n}", str(each)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+               for n in range(processes)]
+    insider = create_engine(postgres_url)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # strike while the others are appending
+            with insider.connect() as conn:
+                if conn.execute(text("SELECT count(*) FROM audit_log")).scalar() >= 20:
+                    break
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with insider.begin() as conn:
+            conn.execute(text("UPDATE audit_log SET purpose = 'routine check' WHERE id = 1"))
+    finally:
+        insider.dispose()
+    for proc in running:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    with Engine.open(home) as engine:
+        log = AuditLog(engine.catalog)
+        check = log.verify()
+        entries = log.entries()
+    assert check.records == 1 + processes * each  # no append lost or forked under contention
+    assert [e.id for e in entries] == list(range(1, 2 + processes * each))
+    assert [record_id for record_id, _ in check.problems] == [1] and "edited" in check.problems[0][1]
+    for n in range(processes):
+        assert [e.details["i"] for e in entries if e.actor == f"proc{n}"] == list(range(each))
+
+
+def test_two_api_processes_on_postgresql_share_sessions_jobs_throttling_and_faces(postgres_url, tmp_path,
+                                                                                analyzer, lfw):
+    """Two apps, each on its own Engine (own connection pool and index) over one home and one
+    PostgreSQL catalog, as two ``serve`` processes are: what one does, the other knows."""
+    import contextlib
+
+    from fastapi.testclient import TestClient
+
+    from facesearch.api.app import create_app
+    from facesearch.governance import AuditLog
+    from facesearch.services.engine import Engine
+
+    from .conftest import API_USERS, api_build_env
+
+    with contextlib.contextmanager(api_build_env)(tmp_path / "home", analyzer, {"alpha": ["Colin_Powell_0001"]},
+                                                  {"alpha": ["api_ivy"]}, postgres_url) as env:
+        assert env.engine.catalog.engine.dialect.name == "postgresql"
+        opened = Engine.open(env.home)  # the home remembers its PostgreSQL catalog
+        second = Engine(opened.home, opened.config, opened.catalog, analyzer_factory=lambda: analyzer)
+        try:
+            with TestClient(create_app(second)) as other:
+                # a session made through the first process is honoured by the second
+                first = env.login("api_ivy")
+                me = other.get("/api/me", cookies={"fs_session": first.cookies.get("fs_session")})
+                assert me.status_code == 200 and me.json()["username"] == "api_ivy"
+                # logging out through the second ends it for the first
+                out = other.post("/api/logout", cookies={"fs_session": first.cookies.get("fs_session")},
+                                 headers={"X-CSRF-Token": first.csrf})
+                assert out.status_code in (200, 204), out.text
+                assert first.get("/api/me").status_code == 401
+
+                # a face indexed through the first process is searchable through the second at once
+                def searched() -> int:
+                    response = other.post("/api/search", headers=env.headers("api_ivy"),
+                                          data={"purpose": "p", "case_ref": "C-1"},
+                                          files={"probe": ("p.jpg", lfw("Colin_Powell_0002").read_bytes(),
+                                                           "image/jpeg")})
+                    assert response.status_code == 200, response.text
+                    return response.json()["faces_searched"]
+
+                assert searched() == 1
+                job = env.upload("alpha", [lfw("George_W_Bush_0001")])
+                seen = other.get(f"/api/jobs/{job['id']}", headers=env.headers("api_admin"))  # its job too
+                assert seen.status_code == 200 and seen.json()["state"] == "done"
+                assert seen.json()["faces_indexed"] == 1
+                assert searched() == 2
+
+                # guesses spread over both processes are counted together
+                for client in (env.anon, other, env.anon):
+                    wrong = client.post("/api/login", json={"username": "api_gina", "password": "guess"})
+                    assert wrong.status_code == 401
+                right = other.post("/api/login", json={"username": "api_gina",
+                                                       "password": API_USERS["api_gina"][1]})
+                assert right.status_code == 429
+        finally:
+            second.close()
+        check = AuditLog(env.engine.catalog).verify()
+        assert check.ok, check.problems

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from facesearch.governance import AuditLog, Governance
 from facesearch.services.engine import Engine
@@ -52,6 +53,8 @@ def sample_folder(tmp_path, two_people, no_face_path) -> Path:
     shutil.copyfile(LFW / "Hugo_Chavez_0001.jpg", folder / "zz_duplicate.jpg")
     (folder / "copy.jpg").write_bytes(jpeg_with_comment((LFW / "Colin_Powell_0002.jpg").read_bytes(), "another"))
     (folder / "notes.txt").write_text("not a photo")
+    with Image.open(LFW / "George_W_Bush_0001.jpg") as img:  # a sideways scan without EXIF: turned upright
+        img.convert("RGB").resize((150, 200)).transpose(Image.Transpose.ROTATE_90).save(folder / "scan.jpg")
     return folder
 
 
@@ -109,6 +112,16 @@ def test_ray_ingest_on_two_nodes_matches_a_local_run(ray_cluster_address, sample
             return {(f.image_sha256, tuple(round(v) for v in f.box)): vectors[f.id]
                     for f in engine.catalog.faces(ids).values()}
 
+        def shapes(engine: Engine) -> dict[str, tuple[int, int, int]]:
+            from sqlalchemy import select
+
+            from facesearch.catalog.schema import ImageRecord
+
+            with engine.catalog.session() as s:
+                return {r.sha256: (r.rotation, r.width, r.height) for r in s.scalars(select(ImageRecord))}
+
+        # a photo an actor turned upright is stored turned on the driver too (size, thumbnails)
+        assert shapes(b) == shapes(a) and (90, 150, 200) in shapes(a).values()
         here, there = placed(a), placed(b)
         assert sorted(here) == sorted(there)
         assert min(float(np.dot(here[k], there[k])) for k in here) > 0.999

@@ -7,6 +7,8 @@ a machine without a GPU.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -93,9 +95,18 @@ def test_a_tampered_model_is_refused_by_openvino_too(make_local_pack):
         runtime.open_session(pack.recognizer.path, verify_sha256=pack.recognizer.sha256, runtime="openvino")
 
 
+def test_choosing_a_runtime_on_a_cpu_build_does_not_import_onnxruntime():
+    """Start-up: OpenVINO runs need not pay for importing onnxruntime (0.1-0.3 s)."""
+    code = ("import sys; from facesearch.models import runtime; runtime.resolve_runtime('auto'); "
+            "runtime.default_providers(); print('onnxruntime' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ("True" if runtime._gpu_build_installed() else "False")
+
+
 def test_gpu_provider_selection_on_a_cpu_machine(monkeypatch):
     """The GPU install path (onnxruntime-gpu): CUDA first when offered, and auto stays on ONNX Runtime there."""
     assert runtime.default_providers()[-1] == "CPUExecutionProvider"
+    monkeypatch.setattr(runtime, "_gpu_build_installed", lambda: True)  # as with onnxruntime-gpu installed
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert runtime.default_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert runtime.resolve_runtime("auto") == "onnxruntime"

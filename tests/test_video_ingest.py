@@ -71,6 +71,27 @@ def test_a_probe_returns_its_persons_track_and_times(footage, person):
     assert all(not c.above_threshold for c in others)
 
 
+def test_a_track_is_one_candidate_so_top_k_counts_people_in_clips(footage):
+    """A track's frames fold into its best face: top_k candidates are top_k different tracks or photos."""
+    engine, _ = footage
+    result = engine.search(LFW / "Colin_Powell_0002.jpg", collections=["footage"], top_k=3)
+    keys = [(c.image_id, c.track_id) if c.track_id is not None else c.face_id for c in result.candidates]
+    assert len(result.candidates) == 3 and len(set(keys)) == 3, keys  # not three frames of one track
+    best = result.candidates[0]
+    assert best.above_threshold and best.media == "video"
+    track = [f for f in video_faces(engine) if f.track_id == best.track_id]
+    assert len(track) >= 2  # else there would be nothing to fold
+    assert best.face_id in best.track_faces and set(best.track_faces) == {f.id for f in track}
+    times = [f.timestamp_s for f in sorted(track, key=lambda f: best.track_faces.index(f.id))]
+    assert times == sorted(times)  # the other faces, in time order
+    assert 2 <= best.track_hits <= len(track)
+    # the best-scoring face of the track is the one shown
+    scores = engine.search(LFW / "Colin_Powell_0002.jpg", collections=["footage"], top_k=50)
+    assert best.similarity == max(c.similarity for c in scores.candidates if c.track_id == best.track_id)
+    photo = [c for c in result.candidates if c.media == "image"]
+    assert all(not c.track_faces and c.track_hits == 0 for c in photo)
+
+
 def test_cli_indexes_a_video_and_prints_the_time(footage, video, cli, tmp_path):
     code, out, _ = cli("index", str(video), "--collection", "clips", "--home", str(tmp_path / "home"))
     assert code == 0 and "1 videos (3 face tracks)" in out
@@ -89,6 +110,9 @@ def test_api_shows_the_time_and_a_frame(api_fresh_env, video):
     assert top["above_threshold"] and top["media"] == "video"
     assert 20.0 - 0.5 <= top["timestamp_s"] <= 40.5
     assert top["track_span"][0] == pytest.approx(20.0, abs=1.0) and top["track_span"][1] == pytest.approx(40.0, abs=1.0)
+    assert top["face_id"] in top["track_faces"] and top["track_hits"] >= 1
+    tracks = [(c["image_id"], c["track_id"]) for c in body["candidates"] if c["media"] == "video"]
+    assert len(tracks) == len(set(tracks))  # one candidate per track
     with env.as_user("api_ivy") as client:
         face = client.get(f"/api/faces/{top['face_id']}", params={"view": body["view_token"]}).json()
         assert face["media"] == "video" and face["timestamp_s"] == top["timestamp_s"]

@@ -98,13 +98,15 @@ class JobRunner:
         self._lock = threading.Lock()
         self._store = JobStore(catalog) if catalog is not None else None
         self._stop = threading.Event()
+        self._write_lock = threading.Lock()
         if self._store is not None:  # progress counts reach the other processes within flush_every_s
             threading.Thread(target=self._flush_loop, args=(flush_every_s,), daemon=True,
                              name="facesearch-job-flush").start()
 
     def _save(self, job: Job) -> None:
         if self._store is not None:
-            self._store.write(job)
+            with self._write_lock:  # the flusher never overwrites a newer state with an older snapshot
+                self._store.write(job)
 
     def _flush_loop(self, every_s: float) -> None:
         while not self._stop.wait(every_s):

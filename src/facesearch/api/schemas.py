@@ -158,6 +158,8 @@ class CandidateOut(BaseModel):
     timestamp_s: float | None = None  # video: when the face appears, seconds from the start
     track_id: int | None = None
     track_span: tuple[float, float] | None = None  # video: when this person's track is on screen
+    track_faces: list[int] = []  # video: every face of the track, time order (this one is its best)
+    track_hits: int = 0  # video: how many of the track's faces scored among the hits (folded into this one)
 
 
 class ProbeOut(BaseModel):

@@ -46,4 +46,5 @@ def candidate_fields(c: Candidate, token: str | None) -> dict[str, Any]:
             "collection": c.collection, "image_id": c.image_id, "box": c.box, "quality": c.quality,
             "thumbnail_url": face_thumbnail_url(c.face_id, token) if c.thumbnail else None,
             "photo_url": face_photo_url(c.face_id, token), "media": c.media, "timestamp_s": c.timestamp_s,
-            "track_id": c.track_id, "track_span": c.track_span}
+            "track_id": c.track_id, "track_span": c.track_span, "track_faces": list(c.track_faces),
+            "track_hits": c.track_hits}

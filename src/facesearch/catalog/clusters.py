@@ -59,6 +59,22 @@ class Placement:
     assigned_by: str = ""
 
 
+#: Video frames get cannot-link keys of their own, above every photo's image id (bit 62 set).
+_FRAME_KEYS = 1 << 62
+
+
+def shot_key(image_id: int, timestamp_s: float | None) -> int:
+    """The cannot-link key of a face: its photo, or for a video face its frame.
+
+    Two faces of one photo, or of one video frame, are two people (siblings, twins, a poster):
+    they never share a cluster. Faces of one video at different times may well be one person
+    (one track), so the video's image id alone would keep a person's own frames apart."""
+    if timestamp_s is None:
+        return int(image_id)
+    millis = min(max(round(timestamp_s * 1000), 0), (1 << 30) - 1)  # up to 12 days into a video
+    return _FRAME_KEYS | (int(image_id) & ((1 << 32) - 1)) << 30 | millis
+
+
 @dataclass
 class FaceRows:
     """Faces read for clustering, in id order."""
@@ -66,7 +82,7 @@ class FaceRows:
     ids: np.ndarray  # (n,) int64
     embeddings: np.ndarray  # (n, d) float32
     quality: np.ndarray  # (n,) float32
-    image_ids: np.ndarray  # (n,) int64: faces of one image never share a cluster
+    image_ids: np.ndarray  # (n,) int64: cannot-link keys (shot_key): one photo's or one frame's faces never share
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -135,7 +151,8 @@ class ClusterStore:
     def face_rows(self, collection_id: int, *, after_id: int = 0, ids: Iterable[int] | None = None,
                   chunk: int = 20_000) -> FaceRows:
         """Embeddings and quality of a collection's faces with id > ``after_id`` (or of ``ids``), by id."""
-        query = (select(FaceRecord.id, FaceRecord.embedding, FaceRecord.quality, FaceRecord.image_id)
+        query = (select(FaceRecord.id, FaceRecord.embedding, FaceRecord.quality, FaceRecord.image_id,
+                        FaceRecord.timestamp_s)
                  .where(FaceRecord.collection_id == collection_id))
         queries = []
         if ids is not None:
@@ -149,7 +166,7 @@ class ClusterStore:
                     out_ids.append(np.fromiter((r[0] for r in part), np.int64, len(part)))
                     vectors.append(np.frombuffer(b"".join(r[1] for r in part), "<f4").reshape(len(part), -1))
                     quality.append(np.fromiter((r[2] for r in part), np.float32, len(part)))
-                    images.append(np.fromiter((r[3] for r in part), np.int64, len(part)))
+                    images.append(np.fromiter((shot_key(r[3], r[4]) for r in part), np.int64, len(part)))
         if not out_ids:
             return FaceRows(np.zeros(0, np.int64), np.zeros((0, 512), np.float32), np.zeros(0, np.float32),
                             np.zeros(0, np.int64))

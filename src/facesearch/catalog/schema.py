@@ -58,6 +58,9 @@ class ImageRecord(Base):
     ingested_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     media: Mapped[str] = mapped_column(String(10), default="image", server_default="image")  # image | video
     duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # videos only
+    # degrees clockwise the decoded file was turned to show a face (a sideways scan without EXIF);
+    # width, height and every face box are of the turned, upright picture
+    rotation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     collection: Mapped[Collection] = relationship(back_populates="images")
     faces: Mapped[list[FaceRecord]] = relationship(back_populates="image", passive_deletes=True)

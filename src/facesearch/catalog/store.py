@@ -93,6 +93,7 @@ class FaceInfo:
     frame: str | None = None
     image_size: tuple[int, int] = (0, 0)  # (width, height) of the photo or video
     track_span: tuple[float, float] | None = None  # video: when this face's track is on screen
+    rotation: int = 0  # degrees clockwise the photo file is turned to be upright (the box is of the upright one)
 
     @property
     def is_video(self) -> bool:
@@ -192,12 +193,12 @@ class Catalog:
 
     def add_image(self, collection_id: int, sha256: str, source: str, width: int, height: int,
                   size_bytes: int, faces: list[NewFace], pack: str, *, media: str = "image",
-                  duration_s: float | None = None) -> list[int]:
+                  duration_s: float | None = None, rotation: int = 0) -> list[int]:
         """Insert an image (or a video) and its faces atomically; returns the new face ids (= vector ids)."""
         with self.session() as s:
             image = ImageRecord(collection_id=collection_id, sha256=sha256, source=source, width=width,
                                 height=height, size_bytes=size_bytes, face_count=len(faces), media=media,
-                                duration_s=duration_s)
+                                duration_s=duration_s, rotation=rotation)
             s.add(image)
             s.flush()
             rows = [
@@ -273,8 +274,25 @@ class Catalog:
                                    tuple(filter(None, f.quality_issues.split(","))), image.source, image.sha256,
                                    f.thumbnail, image.media, f.timestamp_s, f.track_id, f.frame,
                                    (image.width, image.height),
-                                   (f.track_start_s, f.track_end_s) if f.track_start_s is not None else None)
+                                   (f.track_start_s, f.track_end_s) if f.track_start_s is not None else None,
+                                   image.rotation or 0)
                     for f, image, name in rows}
+
+    def track_faces(self, tracks: list[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
+        """(video image id, track id) -> the ids of that track's faces, in time order."""
+        out: dict[tuple[int, int], list[int]] = {}
+        wanted = set(tracks)
+        if not wanted:
+            return out
+        with self.session() as s:
+            rows = s.execute(select(FaceRecord.image_id, FaceRecord.track_id, FaceRecord.id)
+                             .where(FaceRecord.image_id.in_({image for image, _ in wanted}),
+                                    FaceRecord.track_id.is_not(None))
+                             .order_by(FaceRecord.timestamp_s, FaceRecord.id))
+            for image_id, track_id, face_id in rows:
+                if (image_id, track_id) in wanted:
+                    out.setdefault((image_id, track_id), []).append(face_id)
+        return out
 
     def image_faces(self, image_id: int) -> list[FaceInfo]:
         with self.session() as s:

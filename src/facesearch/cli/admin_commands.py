@@ -139,6 +139,10 @@ def _read_password(args: Namespace) -> str:
     env = os.environ.get("FACESEARCH_PASSWORD")
     if env:
         return env
+    if not sys.stdin.isatty():  # getpass would fall back to echoing, or end in EOFError
+        raise SystemExit(f"facesearch: error: no terminal to ask for the password of {args.username!r}: "
+                         "pipe it in with --password-stdin (e.g. `printf '%s\\n' \"$PW\" | facesearch user ... "
+                         "--password-stdin`) or set FACESEARCH_PASSWORD")
     first = getpass.getpass("password: ")
     if first != getpass.getpass("again: "):
         raise SystemExit("facesearch: error: the passwords differ")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from argparse import Namespace
 from dataclasses import asdict
 
-from facesearch.cli.common import operator_command, print_json
+from facesearch.cli.common import action_adder, operator_command, print_json
 from facesearch.errors import FacesearchError
 from facesearch.governance import UserInfo
 from facesearch.governance.clusters import ClusterGovernance
@@ -34,11 +34,7 @@ def add_cluster_commands(sub, home_args) -> None:
     p.set_defaults(handler=cluster_run)
     actions = p.add_subparsers(metavar="ACTION")
 
-    def action(name: str, help_text: str, handler):
-        a = actions.add_parser(name, help=help_text)
-        home_args(a)
-        a.set_defaults(handler=handler)
-        return a
+    action = action_adder(actions, home_args)
 
     a = action("list", "a collection's clusters, largest first, with their best faces", cluster_list)
     a.add_argument("--collection", required=True)

@@ -72,6 +72,19 @@ def operator_command(make: Callable[[Governance], S]) -> Callable[[Callable[[Nam
     return decorate
 
 
+def action_adder(actions: Any, home_args: Callable[[Any], None]) -> Callable[..., Any]:
+    """``action(name, help, handler)``: a subcommand of ``actions`` (argparse subparsers) taking the home
+    arguments and running ``handler``; returns its parser for the action's own arguments."""
+
+    def action(name: str, help_text: str, handler: Callable[[Namespace], int]) -> Any:
+        parser = actions.add_parser(name, help=help_text)
+        home_args(parser)
+        parser.set_defaults(handler=handler)
+        return parser
+
+    return action
+
+
 def print_json(data: Any, *, sort_keys: bool = False, indent: int | None = 2) -> None:
     """The one JSON printer of the CLI (``--json``): dataclass dicts, paths and dates as strings."""
     print(json.dumps(data, indent=indent, default=str, sort_keys=sort_keys))

@@ -108,7 +108,9 @@ def print_result(result: SearchResult) -> None:
         when = ""
         if c.timestamp_s is not None:
             span = f", on screen {format_time(c.track_span[0])}-{format_time(c.track_span[1])}" if c.track_span else ""
-            when = f" at {format_time(c.timestamp_s)} (track {c.track_id}{span})"
+            frames = (f"; best of {c.track_hits} matching frame(s), {len(c.track_faces)} in the track"
+                      if c.track_faces else "")
+            when = f" at {format_time(c.timestamp_s)} (track {c.track_id}{span}{frames})"
         print(f"  #{c.rank:<3} face {c.face_id:<7} {c.similarity:.4f} {mark}  {c.image_source}{when} "
               f"[{x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f}]  ({c.collection})")
         if c.false_match:

@@ -1,7 +1,10 @@
 """The ``facesearch`` command: a thin shell over the pipeline, models and eval packages.
 
 Each subcommand parses arguments, calls the library and prints; ``--json`` gives the
-same result machine-readably. Typed facesearch errors exit with status 2 and one line.
+same result machine-readably. Every error is one line on stderr saying what to do, never a
+traceback: bad arguments (status 2, with the command's ``--help`` named), typed facesearch errors
+and OS errors (status 2), an interrupted command (130) and, as a last resort, an unexpected
+error (status 3; ``FACESEARCH_TRACEBACK=1`` shows where it came from).
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ def main(argv: list[str] | None = None) -> int:
 
     private_umask()  # catalog, thumbnails, uploads, index and keys: readable by this user only
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help exits 0; an argument error was already said in one line
+        return int(exc.code or 0) if not isinstance(exc.code, str) else _fail(exc.code)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # reports record the exact command
     if args.runtime:  # every analyzer this process opens (engine, eval, serve) reads it
         os.environ["FACESEARCH_RUNTIME"] = args.runtime
@@ -29,12 +35,41 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _configure_logging(args)
         return args.handler(args) or 0
-    except FacesearchError as exc:
-        print(f"facesearch: error: {exc}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as exc:
-        print(f"facesearch: error: {exc}", file=sys.stderr)
-        return 2
+    except SystemExit as exc:  # a handler's own "facesearch: error: ..." line
+        if isinstance(exc.code, str):
+            return _fail(exc.code)
+        return int(exc.code or 0)
+    except (FacesearchError, OSError) as exc:
+        return _fail(f"facesearch: error: {_one_line(exc)}")
+    except KeyboardInterrupt:
+        return _fail("facesearch: interrupted", 130)
+    except Exception as exc:  # a bug: still one line for the user, the traceback on request
+        if os.environ.get("FACESEARCH_TRACEBACK"):
+            raise
+        return _fail(f"facesearch: unexpected error ({type(exc).__name__}: {_one_line(exc)}); "
+                     "set FACESEARCH_TRACEBACK=1 to see where, and report it", 3)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:  # "PATH: not a directory", not "[Errno 20] ..."
+        return f"{exc.filename}: {exc.strerror[0].lower()}{exc.strerror[1:]}"
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _fail(line: str, status: int = 2) -> int:
+    line = " ".join(line.split())
+    if not line.startswith("facesearch"):
+        line = f"facesearch: error: {line}"
+    print(line, file=sys.stderr)
+    return status
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors: what is wrong and where the help is, no usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise SystemExit(f"{self.prog}: error: {message} (see {self.prog} --help)")
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
@@ -48,7 +83,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from facesearch.cli import commands
 
-    parser = argparse.ArgumentParser(prog="facesearch", description="Self-hosted, accountable face search.")
+    parser = OneLineParser(prog="facesearch", description="Self-hosted, accountable face search.")
     parser.add_argument("--pack", default=None, help="built-in pack name or pinned local pack directory "
                         "(default: buffalo_s)")
     parser.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
@@ -106,7 +141,28 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write a score calibration from all cross-identity pairs")
     lfw.set_defaults(handler=commands.eval_lfw)
     _add_eval_commands(eval_sub, sub)
+    _require_actions(parser)
     return parser
+
+
+def command_parsers(parser: argparse.ArgumentParser):
+    """Every (sub)command parser under ``parser``, depth first: what the CLI error test runs."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                yield from command_parsers(child)
+
+
+def _require_actions(parser: argparse.ArgumentParser) -> None:
+    """A group command without its action (``facesearch user``) is an argument error in one line."""
+    for p in command_parsers(parser):
+        if p is parser or p.get_default("handler") is not None:
+            continue
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                action.required = True
+                action.dest = action.dest if action.dest not in (None, argparse.SUPPRESS) else "action"
 
 
 def _eval_common(p: argparse.ArgumentParser, data_help: str) -> None:

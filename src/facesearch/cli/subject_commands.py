@@ -12,7 +12,7 @@ from argparse import Namespace
 from dataclasses import asdict
 from pathlib import Path
 
-from facesearch.cli.common import operator_command, print_json
+from facesearch.cli.common import action_adder, operator_command, print_json
 from facesearch.errors import FacesearchError
 from facesearch.governance import UserInfo
 from facesearch.governance.subjects import SubjectGovernance
@@ -24,11 +24,7 @@ def add_subject_commands(sub, home_args) -> None:
     p = sub.add_parser("subject", help="people enrolled in galleries: add, enroll, list, show, search, remove")
     actions = p.add_subparsers(metavar="ACTION")
 
-    def action(name: str, help_text: str, handler):
-        a = actions.add_parser(name, help=help_text)
-        home_args(a)
-        a.set_defaults(handler=handler)
-        return a
+    action = action_adder(actions, home_args)
 
     def justification(a) -> None:
         a.add_argument("--purpose", required=True, help="why this search is made (audited)")
@@ -49,6 +45,11 @@ def add_subject_commands(sub, home_args) -> None:
     a.add_argument("--face", type=int, default=None, help="enrol face N of each photo (default: the primary one)")
     a.add_argument("--from-face", type=int, action="append", default=[], metavar="ID",
                    help="enrol a face already indexed in a collection (repeatable)")
+
+    a = action("import", "enrol a registry: one folder per person (its name is the label), optional "
+               "manifest.csv or subjects.json with attributes; re-running adds only what is new", subject_import)
+    a.add_argument("directory", type=Path, metavar="DIR")
+    a.add_argument("--gallery", required=True, help="the registry the people belong to (created if missing)")
 
     a = action("list", "subjects, by gallery", subject_list)
     a.add_argument("--gallery", default=None)
@@ -171,6 +172,38 @@ def subject_enroll(args: Namespace, sg: SubjectGovernance, actor: UserInfo) -> i
                 print(f"  {r.suppressed} face(s) not enrolled: they match an opt-out request")
     failed = sum(len(r.failed) for r in reports)
     return 0 if failed == 0 else 1
+
+
+@_run
+def subject_import(args: Namespace, sg: SubjectGovernance, actor: UserInfo) -> int:
+    """Folder-per-person import through the same governed, audited calls as one-by-one enrolment."""
+    from facesearch.governance.subject_import import import_people, read_folder
+
+    people, ignored = read_folder(args.directory)
+    report = import_people(sg, actor, args.gallery, people, ignored)
+    data = report.to_dict()
+    if args.json:
+        print_json(data)
+        return 0 if report.problems == 0 else 1
+    total = data["summary"]
+    print(f"gallery {report.gallery!r}{' (created)' if report.gallery_created else ''}: {total['people']} people "
+          f"({total['created']} new), {total['enrolled']} face(s) enrolled, {total['already_enrolled']} photo(s) "
+          f"enrolled before, {total['no_face']} without a usable face, {total['unreadable']} unreadable")
+    for p in report.people:
+        state = "new" if p.created else "found again" + (", attributes updated" if p.attributes_updated else "")
+        print(f"  {p.label!r} (subject {p.subject_id}, {state}): {len(p.enrolled)} enrolled"
+              + (f", {p.already_enrolled} before" if p.already_enrolled else ""))
+        for name, why in p.no_face:
+            print(f"    ! no usable face: {name}: {why}")
+        for name, why in p.unreadable:
+            print(f"    ! unreadable: {name}: {why}")
+        if p.suppressed:
+            print(f"    {p.suppressed} face(s) not enrolled: they match an opt-out request")
+        for warning in p.warnings:
+            print(f"    WARNING {warning}")
+    for name in report.ignored:
+        print(f"  ignored {name}: not in a person folder")
+    return 0 if report.problems == 0 else 1
 
 
 @_run

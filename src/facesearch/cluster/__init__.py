@@ -1,6 +1,7 @@
 """Unknown-face clustering: group a collection's faces into unnamed identities.
 
-This package owns: the k-NN graph over embeddings (:mod:`.knn`), the clustering itself --
+This package owns: the k-NN graph over embeddings (:mod:`.knn`), the calibrated parameters
+(:mod:`.params`), the linking rules (:mod:`.linker`), the clustering itself --
 quality-aware sparse average-linkage, batch and incremental (:mod:`.core`) -- the
 clustering metrics used to judge it (:mod:`.metrics`), and the Immich-style baseline it is
 compared with (:mod:`.baseline`). It works on arrays (embeddings, quality); reading a

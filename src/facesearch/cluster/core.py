@@ -13,6 +13,8 @@ face into an empty :class:`ClusterState`):
    of embeddings, O(d) per test -- is at least ``link_threshold``. One stray edge between
    two people (a look-alike, a mislabeled photo) cannot chain them: the whole of both
    groups has to agree, unlike single-linkage components or DBSCAN's density chaining.
+   A group founded on **one comparison** (two single faces) rests on a single cosine: it needs
+   the attachment's cosine (FMR 3e-6), not only the link's (``pair_fmr`` sets another).
 3. **Quality.** A face with quality below ``min_quality`` is a *leaf*: it may join one
    group, through its single best edge and only if it also passes the average-linkage test
    against that group's good faces, but its embedding never enters a group's sums, it is
@@ -49,234 +51,27 @@ import json
 import os
 import time
 from collections.abc import Set
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from facesearch.cluster.attach import attach_faces
-from facesearch.cluster.knn import DEFAULT_ASSIGN, DEFAULT_EXACT_LIMIT, KnnGraph, NeighbourIndex, drop_self
-from facesearch.models.calibration import Calibration, load_calibration, threshold_at_fmr
-from facesearch.pipeline.quality import USABLE_QUALITY
-
-#: Defaults, chosen on LFW by the sweep in ``bench/cluster_lfw.py`` (``docs/cluster_lfw_output.txt``),
-#: BCubed F on all 13,232 faces, edge FMR 1e-4 throughout:
-#:   link FMR 1e-4 (cos 0.280) 0.969 | 3e-5 (0.308) 0.986 | **1e-5 (0.336) 0.9925** | 3e-6 (0.365) 0.992 |
-#:   1e-6 (0.391) 0.991; the same order on two disjoint halves of the people (0.9955 / 0.9940 at 1e-5).
-#:   k 5, 10, 20: identical at 1e-5. min size 3 instead of 2: 0.966 (LFW's 779 two-photo people are
-#:   lost). mutual k-NN: 0.964 at k 10, 0.983 at k 20 (big identities fall apart): off.
-#: The edge floor (1e-4) only admits candidates; the linkage test decides, so an edge floor equal
-#: to the link threshold gave the same result on LFW.
-#: Size matters: a face meets ~n x FMR impostors above the link threshold. On 1M synthetic faces
-#: (exact graph built on a GPU) link FMR 1e-6 (cos 0.391) scored BCubed F 0.990 against 0.981 at
-#: 1e-5 and 0.976 at 1e-7; for collections far larger than LFW pass a stricter ``link_fmr``.
-DEFAULT_EDGE_FMR = 1e-4
-DEFAULT_LINK_FMR = 1e-5
-#: Attachment (stage 2, :mod:`facesearch.cluster.attach`): an unassigned face joins a cluster when at
-#: least ``attach_support`` of its k nearest neighbours are core members of that one cluster, each at
-#: or above the cosine of ``attach_fmr``, and no other cluster has that support. Swept on LFW and on
-#: the harder LFW set of ``bench/cluster_hard.py`` (BCubed P / F; docs/accuracy.md): support 2 at
-#: attach FMR 3e-6 (cos 0.365) raised F on both (LFW 0.9925 -> 0.9928, hard 0.9900 -> 0.9905) at the
-#: same precision and left fewer faces out; FMR 1e-4 (cos 0.280, the edge floor) with support 2
-#: dropped precision to 0.94 (a big cluster -- Bush's 530 photos -- always has two members that look
-#: like any face at that rate); 1e-5 cost 0.001-0.003 of precision. With ``link_fmr=3e-6`` the cores
-#: are tighter: BCubed P >= 0.99 on the hard set (0.9925) and F 0.9915 / LFW 0.9936, but 1.3 % of the
-#: faces of people with 2+ photos stay unassigned there instead of 0.7 %.
-DEFAULT_ATTACH_FMR = 3e-6
-DEFAULT_ATTACH_SUPPORT = 2
-DEFAULT_K = 10
-DEFAULT_MIN_SIZE = 2
-DEFAULT_PACK = "buffalo_s"
-
-
-def threshold_for_fmr(fmr: float, calibration: Calibration) -> float:
-    """The cosine at which ``fmr`` of the calibration's impostor pairs score at or above it
-    (:func:`facesearch.models.calibration.threshold_at_fmr`, the one rule)."""
-    return threshold_at_fmr(calibration, fmr)
-
-
-@dataclass(frozen=True)
-class ClusterParams:
-    """How faces are grouped (the module docstring explains each rule; the defaults above, why).
-
-    Thresholds are false-match rates of the pack's calibration (``edge_fmr``, ``link_fmr``);
-    ``edge_threshold`` / ``link_threshold`` given as cosines override them. ``min_quality``
-    is the pipeline's "unusable for search" score (:data:`USABLE_QUALITY`): faces below it
-    are leaves. Beyond ``exact_limit`` faces the k-NN graph is approximate (``assign`` cells
-    per face, :mod:`facesearch.cluster.knn`).
-    """
-
-    k: int = DEFAULT_K
-    edge_fmr: float = DEFAULT_EDGE_FMR
-    link_fmr: float = DEFAULT_LINK_FMR
-    edge_threshold: float | None = None
-    link_threshold: float | None = None
-    attach_fmr: float = DEFAULT_ATTACH_FMR
-    attach_threshold: float | None = None
-    attach_support: int = DEFAULT_ATTACH_SUPPORT  # 0 turns attachment off
-    min_size: int = DEFAULT_MIN_SIZE
-    min_quality: float = USABLE_QUALITY
-    mutual: bool = False
-    pack: str = DEFAULT_PACK
-    exact_limit: int = DEFAULT_EXACT_LIMIT
-    assign: int = DEFAULT_ASSIGN
-    threshold_source: str = ""  # set by resolved(): where the cosines came from
-
-    def resolved(self, calibration: Calibration | None = None) -> ClusterParams:
-        """A copy with both cosine thresholds filled in from the calibration where not given."""
-        if self.edge_threshold is not None and self.link_threshold is not None and self.attach_threshold is not None:
-            return self
-        calibration = calibration or load_calibration(self.pack)
-        if calibration is None:
-            raise ValueError(f"pack {self.pack!r} has no calibration: give edge_threshold and link_threshold")
-        return replace(
-            self,
-            edge_threshold=self.edge_threshold if self.edge_threshold is not None
-            else threshold_for_fmr(self.edge_fmr, calibration),
-            link_threshold=self.link_threshold if self.link_threshold is not None
-            else threshold_for_fmr(self.link_fmr, calibration),
-            attach_threshold=self.attach_threshold if self.attach_threshold is not None
-            else threshold_for_fmr(self.attach_fmr, calibration),
-            threshold_source=f"the {calibration.pack} calibration ({calibration.impostor_pairs:,} impostor pairs)")
-
-    def describe(self) -> str:
-        p = self.resolved()
-        fmr = (f"FMR {p.edge_fmr:g} / {p.link_fmr:g} of {p.threshold_source}: " if p.threshold_source else "")
-        attach = (f"; attach with {p.attach_support} neighbours in one cluster at cos >= {p.attach_threshold:.3f} "
-                  f"(FMR {p.attach_fmr:g})" if p.attach_support else "")
-        return (f"k {p.k}{' mutual' if p.mutual else ''}; {fmr}edge cos >= {p.edge_threshold:.3f}, "
-                f"average link >= {p.link_threshold:.3f}; min size {p.min_size}; "
-                f"faces below quality {p.min_quality:g} are leaves{attach}; faces of one image never share a cluster")
-
-
-@dataclass
-class ClusterResult:
-    """Labels of every face (``-1`` = unassigned) and how they were obtained."""
-
-    labels: np.ndarray  # (n,) int64
-    params: ClusterParams  # resolved: both thresholds are cosines
-    graph_mode: str
-    timings: dict[str, float] = field(default_factory=dict)
-    stats: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def sizes(self) -> dict[int, int]:
-        """Faces per cluster label (unassigned faces excluded)."""
-        labels, counts = np.unique(self.labels[self.labels >= 0], return_counts=True)
-        return dict(zip(labels.tolist(), counts.tolist()))
-
-    @property
-    def n_clusters(self) -> int:
-        return len(np.unique(self.labels[self.labels >= 0]))
-
-    @property
-    def unassigned_fraction(self) -> float:
-        return float(np.mean(self.labels < 0)) if len(self.labels) else 0.0
-
-
-@dataclass
-class IncrementalUpdate:
-    """What one :meth:`ClusterState.add` changed."""
-
-    positions: np.ndarray  # positions given to the new faces
-    labels: np.ndarray  # their labels (-1 = unassigned)
-    new_clusters: list[int]  # labels created by this add
-    grown: list[int]  # existing labels that gained faces
-    merges: list[tuple[int, int]]  # (kept label, absorbed label): the absorbed label no longer exists
-    relabelled_old: int  # old faces whose label changed (joined a group, or absorbed by a merge)
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-class Linker:
-    """The stage-1 linking rules (module docstring, points 2 and 3, and cannot-link), in one place.
-
-    Subclasses hold the union-find: :class:`ClusterState` over the positions of an array of
-    faces, :class:`facesearch.services.clusters` over the clusters and faces one catalog run touches.
-    ``_consider`` takes two *faces* (whatever the subclass keys them by) and a candidate edge.
-    """
-
-    params: ClusterParams
-    stats: dict[str, int]
-
-    # -- what a subclass provides --------------------------------------------------------------
-
-    def _node(self, face: int) -> int:
-        return face
-
-    def _find(self, node: int) -> int:
-        raise NotImplementedError
-
-    def _face_good(self, face: int) -> bool:
-        raise NotImplementedError
-
-    def _face_vector(self, face: int) -> np.ndarray:
-        raise NotImplementedError
-
-    def _alone(self, face: int) -> bool:
-        """The face is a group by itself (a poor face joins once, then never moves groups)."""
-        raise NotImplementedError
-
-    def _sum(self, root: int) -> np.ndarray | None:
-        raise NotImplementedError
-
-    def _good_count(self, root: int) -> int:
-        raise NotImplementedError
-
-    def _images_of(self, root: int) -> Set[int]:
-        """Image ids of the group's faces (empty when unknown)."""
-        return frozenset()
-
-    def _locked(self, ra: int, rb: int) -> bool:
-        """Two groups a person's edits keep apart (only the catalog service has such groups)."""
-        return False
-
-    def _union(self, ra: int, rb: int, absorbed: list[tuple[int, int]]) -> None:
-        raise NotImplementedError
-
-    # -- the rules -----------------------------------------------------------------------------
-
-    def _count(self, what: str) -> None:
-        self.stats[what] = self.stats.get(what, 0) + 1
-
-    def _clash(self, ra: int, rb: int) -> bool:
-        a, b = self._images_of(ra), self._images_of(rb)
-        if not a or not b:
-            return False
-        small, large = (a, b) if len(a) <= len(b) else (b, a)
-        return any(image in large for image in small)
-
-    def _consider(self, i: int, j: int, s: float, absorbed: list[tuple[int, int]]) -> None:
-        ri, rj = self._find(self._node(i)), self._find(self._node(j))
-        if ri == rj:
-            return
-        gi, gj = self._face_good(i), self._face_good(j)
-        if not gi and not gj:
-            self._count("blocked_poor")
-            return
-        if self._clash(ri, rj):
-            self._count("cannot_link")  # faces of one photo or frame are never one person
-            return
-        link = self.params.link_threshold
-        if not (gi and gj):
-            leaf, group = (i, rj) if not gi else (j, ri)
-            if not self._alone(leaf):
-                self._count("blocked_poor")  # a poor face joins once and never bridges
-                return
-            ngood = self._good_count(group)
-            if ngood == 0 or float(self._face_vector(leaf) @ self._sum(group)) / ngood < link:
-                self._count("refused_link")
-                return
-            self._union(group, self._find(self._node(leaf)), absorbed)
-            self._count("leaf_joins")
-            return
-        if self._locked(ri, rj):
-            self._count("refused_locked")  # a person's clusters are merged by a person only
-            return
-        if float(self._sum(ri) @ self._sum(rj)) / float(self._good_count(ri) * self._good_count(rj)) < link:
-            self._count("refused_link")
-            return
-        self._union(ri, rj, absorbed)
-        self._count("merges")
+from facesearch.cluster.knn import KnnGraph, NeighbourIndex, drop_self
+from facesearch.cluster.linker import Linker
+from facesearch.cluster.params import (  # noqa: F401 - part of this module's surface
+    DEFAULT_ATTACH_FMR,
+    DEFAULT_ATTACH_SUPPORT,
+    DEFAULT_EDGE_FMR,
+    DEFAULT_K,
+    DEFAULT_LINK_FMR,
+    DEFAULT_MIN_SIZE,
+    DEFAULT_PACK,
+    ClusterParams,
+    ClusterResult,
+    IncrementalUpdate,
+    threshold_for_fmr,
+)
 
 
 class ClusterState(Linker):

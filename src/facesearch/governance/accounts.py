@@ -252,7 +252,9 @@ class LoginThrottle:
     guesser learns nothing -- while the same user from another address is not slowed at all (an
     attacker cannot lock the admins out). One address that fails ``max_failures_per_client`` times,
     whatever the usernames, is refused for ``lockout_s``. Kept in memory and bounded
-    (``max_tracked`` keys): a restart forgets, which only ever helps the real user.
+    (``max_tracked`` keys): a restart forgets, which only ever helps the real user. The server uses
+    :class:`~facesearch.governance.shared.SharedLoginThrottle`: the same rules, counted in the
+    database, so that every API process of a home shares them.
 
     The client address is whatever the server proved: the TCP peer, or the address a *trusted*
     proxy put in ``X-Forwarded-For`` (see :mod:`facesearch.api.proxies`), never a header a client

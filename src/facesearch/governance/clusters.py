@@ -192,6 +192,13 @@ class ClusterGovernance:
         self._collection(actor, collection)
         return self.suggestions_service.suggest(collection, hide=self._hide(), limit=limit)
 
+    def suggestion_samples(self, actor: UserInfo, cluster_ids: set[int], per_cluster: int = 4) -> dict[int, list[int]]:
+        """The best faces of each cluster a suggestion names (opted-out faces left out): what the
+        suggestions show beside their evidence. Showing them is the caller's audited cluster view."""
+        self.gov.require(actor, Action.CLUSTERS)
+        hide = self._hide()
+        return {c: list(self.clusters.cluster(c, hide=hide).cluster.samples[:per_cluster]) for c in cluster_ids}
+
     def _suggestion_record(self, kind: str, decision: str, ids: dict, score: float) -> dict:
         fmr = self.suggestions_service.evidence(score, 0).fmr
         return {"kind": kind, "decision": decision, **ids, "score": round(score, 4),

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facesearch.catalog import CatalogError
-from facesearch.catalog.store import CollectionInfo
+from facesearch.catalog.store import CollectionInfo, FaceInfo
 from facesearch.errors import FacesearchError, ImageError, NoFaceError
 from facesearch.governance import policy
 from facesearch.governance.accounts import Accounts, UserInfo
@@ -36,6 +36,7 @@ class PhotoAccess:
     image_id: int
     collection: str
     is_video_frame: bool = False  # the stored frame of a video face, not the operator's file
+    rotation: int = 0  # degrees clockwise to turn the file so that the face boxes fit it (a sideways scan)
 
 
 @dataclass
@@ -200,13 +201,17 @@ class Governance:
         grant's purpose and case and the id of the record that issued the grant."""
         grant, info = self._viewable(actor, face_id, token, "photo")
         self._record_view(actor, "view_photo", grant, info)
-        return PhotoAccess(self.photo_path(info), info.image_id, info.collection, info.is_video)
+        return PhotoAccess(self.photo_path(info), info.image_id, info.collection, info.is_video, info.rotation)
 
     def face_details(self, actor: UserInfo, face_id: int, token: str | None):
         """A face's details (box, quality, the other faces of its photo) under a view grant: recorded."""
         grant, info = self._viewable(actor, face_id, token, "details")
         self._record_view(actor, "view_face", grant, info)
         return info
+
+    def photo_faces(self, info: FaceInfo) -> list[FaceInfo]:
+        """The faces of the photo of a face just shown by :meth:`face_details` (their boxes, for the photo view)."""
+        return self.engine.catalog.image_faces(info.image_id)
 
     def grant_view(self, actor: UserInfo, face_ids: list[int], *, purpose: str, case_ref: str) -> str:
         """Look at faces by id for a stated purpose and case (no search): audited, then granted."""

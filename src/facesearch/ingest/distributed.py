@@ -88,8 +88,10 @@ class _AnalyzerActor:
     def __init__(self, pack: str | None, threads: int) -> None:
         self.analyzer = FaceAnalyzer(pack, threads=threads)
 
-    def analyze_photos(self, photos: list[Photo], embed: bool) -> list[list[Face]]:
-        return self.analyzer.analyze_photos(photos, embed=embed)
+    def analyze_photos(self, photos: list[Photo], embed: bool) -> list[tuple[list[Face], int]]:
+        """Faces of each photo, and how far it was turned upright (the driver turns its own copy)."""
+        found = self.analyzer.analyze_photos(photos, embed=embed)
+        return [(faces, photo.rotation) for faces, photo in zip(found, photos)]
 
     def node(self) -> str:
         import ray
@@ -136,7 +138,11 @@ class RayAnalyzer:
             chunks.append(photos[start:end])
             start = end
         futures = [actor.analyze_photos.remote(chunk, embed) for actor, chunk in zip(self._actors, chunks)]
-        return [faces for part in self._ray.get(futures) for faces in part]
+        results = [result for part in self._ray.get(futures) for result in part]
+        for photo, (_, rotation) in zip(photos, results):
+            if rotation != photo.rotation:  # an actor turned its copy of a sideways scan: turn ours alike
+                photo.turn((rotation - photo.rotation) % 360)
+        return [faces for faces, _ in results]
 
     def analyze_batch(self, images, *, embed: bool = True) -> list[list[Face]]:
         """Video frames (tracked in order on the driver) and anything else: a local analyzer."""

@@ -381,7 +381,8 @@ class Ingestor:
         width, height = photo.full_size
         with self.lock:
             ids = self.catalog.add_image(self.collection.id, item.sha256, display_name(item.path.resolve()),
-                                         width, height, item.size, new_faces, self.analyzer.pack.name)
+                                         width, height, item.size, new_faces, self.analyzer.pack.name,
+                                         rotation=photo.rotation)
             if ids:
                 self.index.add(np.array(ids, np.int64), np.stack([f.embedding for f in faces]))
         if not ids:

@@ -48,6 +48,10 @@ class _Port:
 class OpenVinoSession:
     """An ONNX model compiled by OpenVINO for the CPU, used like an ``ort.InferenceSession``."""
 
+    #: OpenVINO's CPU plugin prepares kernels for each new input shape on first use (50-250 ms
+    #: here, measured per shape): callers round batch and view sizes to a few buckets.
+    specialises_shapes = True
+
     def __init__(self, path: Path, *, threads: int, precision: str = "auto") -> None:
         import openvino as ov
 

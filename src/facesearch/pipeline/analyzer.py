@@ -23,6 +23,11 @@ from facesearch.pipeline.embed import ArcFaceEmbedder
 from facesearch.pipeline.imageio import ImageSource, Photo, open_photo
 from facesearch.pipeline.quality import FaceQuality, assess_quality
 
+#: A photo whose best face scores below this is also tried turned (sideways faces score low).
+TURN_BELOW_SCORE = 0.7
+#: A turned photo is kept only if its best face scores this much above the upright one's.
+TURN_MARGIN = 0.1
+
 #: A face narrower than this in working resolution is aligned from full resolution.
 ALIGN_MIN_PX = 112.0
 
@@ -73,6 +78,9 @@ class AnalyzerConfig:
     providers: tuple[str, ...] | None = None
     runtime: str | None = None  # "onnxruntime" | "openvino" | "auto" (default: FACESEARCH_RUNTIME)
     precision: str | None = None  # OpenVINO: "auto" | "bf16" | "fp32" (default: FACESEARCH_PRECISION)
+    # A photo with no face is looked at again turned 90, 180 and 270 degrees (scans and phone
+    # pictures saved sideways without EXIF): at most three more detector passes, faceless photos only.
+    rotate_retry: bool = True
 
 
 class FaceAnalyzer:
@@ -103,8 +111,15 @@ class FaceAnalyzer:
         return self.analyze_photos([open_photo(img) for img in images], embed=embed)
 
     def analyze_photos(self, photos: list[Photo], *, embed: bool = True) -> list[list[Face]]:
-        """Faces of each photo, in its original's pixel coordinates."""
+        """Faces of each photo, in its original's pixel coordinates.
+
+        A photo where no face is found upright is tried turned 90, 180 and 270 degrees; if a turn
+        shows a face, the photo is turned upright *in place* (``photo.rotation`` says by how much)
+        and its faces are in the turned photo's coordinates, so crops made from it are upright."""
         detections = self.detector.detect_batch([photo.pixels for photo in photos])
+        if self.config.rotate_retry:
+            for i, dets in enumerate(detections):
+                detections[i] = self._turn_upright(photos[i], dets)
         results: list[list[Face]] = []
         crops: list[np.ndarray] = []
         for photo, dets in zip(photos, detections):
@@ -119,6 +134,24 @@ class FaceAnalyzer:
         if embed and crops:
             self._embed_into(results, crops)
         return results
+
+    def _turn_upright(self, photo: Photo, dets: Detections) -> Detections:
+        """Detections of the photo upright, turning it in place when it is sideways or upside down.
+
+        Looked at again only when no face was found, the best face is weak (a sideways face is often
+        found weakly, with made-up landmarks) or the faces' eye lines say they lie on their side:
+        then the three turns are tried (three more detector passes) and the orientation whose best
+        face is the most confident wins, by a margin over the upright one."""
+        best_upright = float(dets.scores.max()) if len(dets) else 0.0
+        if len(dets) and best_upright >= TURN_BELOW_SCORE and upright_turn(dets) == 0:
+            return dets
+        turns = [photo.turned(degrees) for degrees in (90, 180, 270)]
+        found = self.detector.detect_batch([turn.pixels for turn in turns])
+        best = max(range(3), key=lambda i: float(found[i].scores.max()) if len(found[i]) else -1.0)
+        if not len(found[best]) or float(found[best].scores.max()) < best_upright + TURN_MARGIN:
+            return dets  # no turn shows a clearly better face: the photo stays as it was
+        photo.turn((best + 1) * 90)
+        return found[best]
 
     def faces_from_detections(self, pixels: list[np.ndarray], detections: list[Detections],
                               *, embed: bool = True) -> list[list[Face]]:
@@ -149,6 +182,19 @@ class FaceAnalyzer:
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         return self.embedder.embed(crops)
+
+
+def upright_turn(dets: Detections) -> int:
+    """Degrees clockwise (0, 90, 180, 270) that would make most of these faces upright.
+
+    Each face votes, weighted by its detector score, with the angle of its eye line (left eye to
+    right eye points right in an upright face); a face tilted less than 45 degrees votes 0."""
+    eyes = dets.landmarks[:, 1] - dets.landmarks[:, 0]
+    angles = np.degrees(np.arctan2(eyes[:, 1], eyes[:, 0]))  # image y points down
+    votes = np.zeros(4)
+    for angle, score in zip(angles, dets.scores):
+        votes[int(np.round(-angle / 90.0)) % 4] += float(score)
+    return int(np.argmax(votes)) * 90 if votes.max() > votes[0] else 0
 
 
 def primary_face(faces: list[Face], image_shape: tuple[int, ...]) -> Face | None:

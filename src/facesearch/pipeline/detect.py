@@ -16,10 +16,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import onnxruntime as ort
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 STRIDES = (8, 16, 32)
 #: Frames up to this size are drawn at full size (the exact classic letterbox); larger
@@ -92,6 +95,7 @@ class ScrfdDetector:
         self.std = std
         self.config = config or DetectorConfig()
         self._anchor_cache: dict[tuple[int, int, int], np.ndarray] = {}
+        self._pad_multiple = 128 if getattr(session, "specialises_shapes", False) else 32
 
     # -- public -----------------------------------------------------------------------
 
@@ -193,10 +197,11 @@ class ScrfdDetector:
 
     def _padded_view(self, index: int, image: np.ndarray, offset: tuple[int, int],
                      size: tuple[int, int] | None = None) -> _View:
-        """The ``size`` (w, h) region of ``image`` at ``offset``, at native scale, padded to 32."""
+        """The ``size`` (w, h) region of ``image`` at ``offset``, at native scale, padded to 32
+        (to 128 on a runtime that prepares kernels per input shape: fewer distinct shapes)."""
         x, y = offset
         width, height = size or (image.shape[1], image.shape[0])
-        pad_h, pad_w = _ceil_to(height, 32), _ceil_to(width, 32)
+        pad_h, pad_w = _ceil_to(height, self._pad_multiple), _ceil_to(width, self._pad_multiple)
 
         def canvas() -> np.ndarray:
             out = np.zeros((pad_h, pad_w, 3), np.uint8)

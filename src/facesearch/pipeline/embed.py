@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import onnxruntime as ort
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 
 class ArcFaceEmbedder:
@@ -17,6 +21,9 @@ class ArcFaceEmbedder:
         # Flip test-time augmentation: embed the mirror image too and sum; costs 2x.
         self.flip_augment = flip_augment
         self.dim = int(session.get_outputs()[0].shape[-1])
+        # A runtime that prepares kernels per input shape gets power-of-two batches (at most
+        # log2(batch_size) + 1 shapes in a run, instead of one per face count).
+        self.bucket_batches = bool(getattr(session, "specialises_shapes", False))
 
     def embed(self, crops: np.ndarray | list[np.ndarray]) -> np.ndarray:
         """``crops``: (N, 112, 112, 3) uint8 RGB. Returns (N, dim) unit-length float32."""
@@ -38,8 +45,14 @@ class ArcFaceEmbedder:
             batch = crops[start:start + self.batch_size]
             # (crop - mean) / std as (N, 3, 112, 112) float32, written once (no float, transposed
             # and contiguous copies of each batch)
-            blob = np.empty((len(batch), 3, *batch.shape[1:3]), np.float32)
-            np.subtract(batch.transpose(0, 3, 1, 2), self.mean, out=blob, casting="unsafe")
-            np.divide(blob, self.std, out=blob)
-            out[start:start + len(batch)] = self.session.run(None, {self.input_name: blob})[0]
+            rows = _next_power_of_two(len(batch)) if self.bucket_batches else len(batch)
+            blob = np.zeros((rows, 3, *batch.shape[1:3]), np.float32)
+            real = blob[:len(batch)]
+            np.subtract(batch.transpose(0, 3, 1, 2), self.mean, out=real, casting="unsafe")
+            np.divide(real, self.std, out=real)
+            out[start:start + len(batch)] = self.session.run(None, {self.input_name: blob})[0][:len(batch)]
         return out
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()

@@ -118,6 +118,7 @@ class Photo:
     full_size: tuple[int, int]  # (width, height) of the upright original
     name: str
     _full: Callable[[], np.ndarray] | None = None  # None: ``pixels`` are full resolution
+    rotation: int = 0  # degrees clockwise the decoded picture was turned to be upright (a scan without EXIF)
 
     @property
     def reduced(self) -> bool:
@@ -142,6 +143,23 @@ class Photo:
     def full_pixels(self) -> np.ndarray:
         """Full-resolution pixels: decoded again (bounded by ``max_pixels``), never cached."""
         return self.pixels if self._full is None else self._full()
+
+    def turn(self, degrees: int) -> None:
+        """Turn this photo ``degrees`` clockwise in place (what the analyzer found upright)."""
+        turned = self.turned(degrees)
+        self.pixels, self.full_size, self._full, self.rotation = (turned.pixels, turned.full_size, turned._full,
+                                                                  turned.rotation)
+
+    def turned(self, degrees: int) -> Photo:
+        """This photo turned ``degrees`` (90, 180, 270) clockwise more; full resolution turns with it."""
+        k = -(degrees // 90) % 4  # np.rot90 turns counter-clockwise
+        if k == 0:
+            return self
+        size = self.full_size if k == 2 else (self.full_size[1], self.full_size[0])
+        full = self._full
+        return Photo(np.ascontiguousarray(np.rot90(self.pixels, k)), size, self.name,
+                     None if full is None else (lambda: np.ascontiguousarray(np.rot90(full(), k))),
+                     (self.rotation + degrees) % 360)
 
 
 def open_photo(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS,

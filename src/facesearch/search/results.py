@@ -33,6 +33,11 @@ class Candidate:
     timestamp_s: float | None = None  # video: when the face appears, seconds from the start
     track_id: int | None = None  # video: which face track
     track_span: tuple[float, float] | None = None  # video: first and last time the track is on screen
+    # video: every face of the track, in time order (this one is the track's best-scoring face; the
+    # others are folded into it so that top_k counts people-in-clips, not frames), and how many
+    # of them scored among the hits
+    track_faces: tuple[int, ...] = ()
+    track_hits: int = 0
 
 
 @dataclass(frozen=True)

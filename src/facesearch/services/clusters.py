@@ -36,16 +36,25 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from facesearch.catalog import CatalogError, CollectionInfo
 from facesearch.catalog.clusters import ClusterRow, ClusterStateInfo, ClusterStore, FaceRows, RunWrite
 from facesearch.cluster import ClusterParams, cluster_faces
-from facesearch.cluster.attach import attach_faces
-from facesearch.cluster.core import Linker
 from facesearch.errors import FacesearchError
+from facesearch.services.cluster_groups import Groups
+from facesearch.services.cluster_results import (  # noqa: F401 - part of this module's surface
+    ClusterDetail,
+    ClusterError,
+    ClusterInfo,
+    ClusterMember,
+    ClusterOverview,
+    ClusterRun,
+    EditResult,
+    MergeResult,
+    params_key,
+)
 from facesearch.services.engine import Engine
 
 #: mask of the embeddings that must not be clustered or shown (opt-out): (n, d) -> (n,) bool
@@ -58,186 +67,6 @@ SAMPLES = 8
 INCREMENTAL_LIMIT = 1_000
 #: faces enrolled when a cluster becomes a subject (its best by quality)
 MAX_SUBJECT_FACES = 50
-
-
-class ClusterError(FacesearchError):
-    """A cluster edit that does not make sense (faces of another collection, merging one cluster, ...)."""
-
-
-@dataclass(frozen=True)
-class ClusterInfo:
-    id: int
-    collection: str
-    name: str | None
-    subject_id: int | None
-    size: int  # faces shown (opted-out faces are not)
-    pinned: int  # of them, placed by a person
-    created_by: str
-    created_at: str
-    updated_at: str
-    samples: tuple[int, ...] = ()  # face ids, best quality first
-
-
-@dataclass(frozen=True)
-class ClusterMember:
-    face_id: int
-    pinned: bool
-    quality: float
-    assigned_by: str
-    image_id: int
-    has_thumbnail: bool
-
-
-@dataclass
-class ClusterDetail:
-    cluster: ClusterInfo
-    faces: list[ClusterMember]
-
-
-@dataclass
-class ClusterOverview:
-    collection: str
-    faces: int  # in the collection
-    in_clusters: int  # shown in a cluster
-    unassigned: int
-    clusters: list[ClusterInfo]  # largest first
-    total_clusters: int
-    state: ClusterStateInfo | None
-
-
-@dataclass
-class ClusterRun:
-    collection: str
-    mode: str  # full | incremental | none
-    reason: str
-    faces: int  # in the collection
-    faces_processed: int  # placed by this run
-    suppressed: int  # skipped: they match an opt-out request
-    clusters: int  # non-empty clusters after the run
-    in_clusters: int
-    unassigned: int
-    new_clusters: list[int] = field(default_factory=list)
-    grown: list[int] = field(default_factory=list)
-    merged: list[tuple[int, int]] = field(default_factory=list)  # (kept, absorbed)
-    params: str = ""
-    graph: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
-    stats: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class MergeResult:
-    cluster_id: int  # the one kept
-    merged: list[int]  # absorbed (deleted)
-    faces_moved: int
-
-
-@dataclass
-class EditResult:
-    cluster_id: int | None  # where the faces are now (None: out of every cluster)
-    faces: list[int]
-    emptied: list[int]  # clusters left without a face, deleted
-
-
-def params_key(params: ClusterParams) -> dict:
-    """What identifies a clustering configuration (stored with the state; a change forces a full run)."""
-    data = asdict(params)
-    data.pop("threshold_source", None)
-    return data
-
-
-class _Groups(Linker):
-    """Union-find over the groups one incremental run touches: existing clusters and single faces.
-
-    The linking rules themselves are :class:`facesearch.cluster.core.Linker`'s (one home for
-    batch, incremental and this service); this class only says where a face's group is."""
-
-    def __init__(self, params: ClusterParams, vector: dict[int, np.ndarray], good: dict[int, bool],
-                 image: dict[int, int]) -> None:
-        self.params = params
-        self.stats = {"edges": 0, "merges": 0, "leaf_joins": 0, "refused_link": 0, "blocked_poor": 0,
-                      "refused_locked": 0, "cannot_link": 0, "attached": 0}
-        self.vector, self.good, self.image = vector, good, image
-        self.node: dict[int, int] = {}  # face id -> its node
-        self.parent: list[int] = []
-        self.size: list[int] = []
-        self.ngood: list[int] = []
-        self.sums: list[np.ndarray | None] = []  # sum of good members' embeddings (float64)
-        self.images: list[set[int]] = []  # image ids of the members (cannot-link)
-        self.clusters: list[set[int]] = []  # existing clusters in the group (at roots)
-        self.locked: list[bool] = []  # holds a cluster a person named, linked or edited: never auto-merged
-        self.faces: list[list[int]] = []  # faces not yet in a cluster (new or unassigned), at roots
-
-    def add(self, faces: list[int], cluster: int | None = None, locked: bool = False) -> int:
-        """A node for an existing cluster's faces (``cluster`` given) or for one face not in a cluster."""
-        node = len(self.parent)
-        good = [f for f in faces if self.good[f]]
-        self.parent.append(node)
-        self.size.append(len(faces))
-        self.ngood.append(len(good))
-        self.sums.append(np.sum([self.vector[f] for f in good], axis=0, dtype=np.float64) if good else None)
-        self.images.append({self.image[f] for f in faces})
-        self.clusters.append({cluster} if cluster is not None else set())
-        self.locked.append(locked)
-        self.faces.append([] if cluster is not None else list(faces))
-        for f in faces:
-            self.node[f] = node
-        return node
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    # -- what the linking rules read (Linker) -----------------------------------------------------------
-
-    def _node(self, face: int) -> int:
-        return self.node[face]
-
-    def _find(self, node: int) -> int:
-        return self.find(node)
-
-    def _face_good(self, face: int) -> bool:
-        return self.good[face]
-
-    def _face_vector(self, face: int) -> np.ndarray:
-        return self.vector[face]
-
-    def _alone(self, face: int) -> bool:
-        node = self.node[face]
-        return self.size[node] == 1 and self.parent[node] == node
-
-    def _sum(self, root: int) -> np.ndarray | None:
-        return self.sums[root]
-
-    def _good_count(self, root: int) -> int:
-        return self.ngood[root]
-
-    def _images_of(self, root: int) -> set[int]:
-        return self.images[root]
-
-    def _locked(self, ra: int, rb: int) -> bool:
-        return bool(self.clusters[ra] and self.clusters[rb] and (self.locked[ra] or self.locked[rb]))
-
-    def _union(self, a: int, b: int, absorbed: list[tuple[int, int]] | None = None) -> None:
-        if (self.size[a], -a) < (self.size[b], -b):
-            a, b = b, a
-        self.parent[b] = a
-        self.size[a] += self.size[b]
-        self.ngood[a] += self.ngood[b]
-        sa, sb = self.sums[a], self.sums[b]
-        self.sums[a] = sb.copy() if sa is None and sb is not None else (sa if sb is None else sa + sb)
-        self.sums[b] = None
-        self.images[a] |= self.images[b]
-        self.images[b] = set()
-        self.clusters[a] |= self.clusters[b]
-        self.locked[a] = self.locked[a] or self.locked[b]
-        self.faces[a].extend(self.faces[b])
-        self.faces[b] = []
 
 
 class Clusters:
@@ -415,7 +244,7 @@ class Clusters:
             vector[face_id], quality[face_id], image[face_id] = x, q, img
 
         good = {f: q >= params.min_quality for f, q in quality.items()}
-        groups = _Groups(params, vector, good, image)
+        groups = Groups(params, vector, good, image)
         for cluster_id in sorted(touched):
             faces = [f for f in cluster_faces_.get(cluster_id, []) if f in vector]
             if faces:
@@ -432,7 +261,7 @@ class Clusters:
         groups.stats["edges"] = len(edges)
         for (a, b), score in edges:
             groups._consider(a, b, score, [])
-        self._attach(groups, params, fresh, hits)
+        groups.attach_left_out(fresh, hits)
         stats = groups.stats
 
         write = RunWrite(info.id, by, "incremental", key, last_id, state.faces_processed + len(fresh))
@@ -460,56 +289,6 @@ class Clusters:
         run.stats = stats
         run.timings = {k: round(v, 6) for k, v in timings.items()}
         return run
-
-    def _attach(self, groups: _Groups, params: ClusterParams, fresh: FaceRows, hits) -> None:
-        """Stage 2 for the new faces left out of every group: :func:`facesearch.cluster.attach.attach_faces`
-        against the clusters their neighbours are in after stage 1 (existing ids, or groups just formed)."""
-        if not params.attach_support:
-            return
-        rows = [r for r, f in enumerate(fresh.ids.tolist())
-                if not groups.clusters[groups.find(groups.node[f])]
-                and groups.size[groups.find(groups.node[f])] < params.min_size]
-        if not rows:
-            return
-        root_label: dict[int, int] = {}  # a group that is (or becomes) a cluster -> a local label
-        for node in groups.node.values():
-            root = groups.find(node)
-            if groups.clusters[root] or groups.size[root] >= params.min_size:
-                root_label.setdefault(root, len(root_label))
-        local: dict[int, int] = {}  # face id -> local index
-        core: list[int] = []
-
-        def index_of(face: int) -> int:
-            if face not in local:
-                local[face] = len(core)
-                node = groups.node.get(face)
-                core.append(root_label.get(groups.find(node), -1) if node is not None else -1)
-            return local[face]
-        faces = np.array([index_of(int(fresh.ids[r])) for r in rows], np.int64)
-        nbr_ids = np.full((len(rows), params.k), -1, np.int64)
-        nbr_sims = np.full((len(rows), params.k), -np.inf, np.float32)
-        for out, r in enumerate(rows):
-            face_id, kept = int(fresh.ids[r]), 0
-            for other, score in zip(hits.ids[r].tolist(), hits.scores[r].tolist()):
-                if other < 0 or other == face_id or other not in groups.node:
-                    continue
-                if kept == params.k:
-                    break
-                nbr_ids[out, kept], nbr_sims[out, kept] = index_of(other), score
-                kept += 1
-        ids = np.array(list(local), np.int64)
-        attached, labels = attach_faces(
-            np.array(core, np.int64), faces, nbr_ids, nbr_sims, threshold=params.attach_threshold,
-            support=params.attach_support, good=np.array([groups.good[f] for f in ids.tolist()], bool),
-            image_ids=np.array([groups.image[f] for f in ids.tolist()], np.int64))
-        target = {label: root for root, label in root_label.items()}
-        for position, label in zip(attached.tolist(), labels.tolist()):
-            root, face = groups.find(target[label]), int(ids[position])
-            if groups.image[face] in groups.images[root]:
-                groups.stats["cannot_link"] += 1  # a member outside the face's neighbours is of its image
-                continue
-            groups._union(root, groups.find(groups.node[face]))
-            groups.stats["attached"] += 1
 
     # -- reading --------------------------------------------------------------------------------------------
 

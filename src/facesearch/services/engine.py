@@ -31,6 +31,10 @@ from facesearch.models.calibration import Calibration, load_calibration
 from facesearch.pipeline import Face, FaceAnalyzer, load_image
 from facesearch.pipeline.imageio import ImageSource
 from facesearch.search import Candidate, ProbeFace, SearchResult, false_match, pick_face, search_threshold
+from facesearch.search.tracks import best_per_group, group_key
+
+#: Hits fetched per candidate wanted, before a video track's frames fold into one candidate.
+TRACK_FANOUT = 4
 
 
 @dataclass
@@ -250,25 +254,33 @@ class Engine:
             searched = sum(len(index) for index in indexes)
         # The threshold depends on how many faces are searched: FPIR 0.01 at this gallery size.
         limit, rule = search_threshold(self.calibration, threshold, searched)
-        pool: list[tuple[float, int]] = []
-        fetch = top_k + len(exclude or ())
-        for index in indexes:
-            with self.mutex:
-                hits = index.search(vector, fetch).row(0)
-            pool.extend((score, face_id) for face_id, score in hits if not exclude or face_id not in exclude)
-        pool.sort(reverse=True)
-        pool = pool[:top_k]
-        rows = self.catalog.faces([face_id for _, face_id in pool])
+        # One candidate per video track (facesearch.search.tracks): fetch more hits than top_k, and
+        # more again while a long track's frames leave fewer than top_k groups and more hits exist.
+        fetch = top_k * TRACK_FANOUT + len(exclude or ())
+        while True:
+            pool: list[tuple[float, int]] = []
+            for index in indexes:
+                with self.mutex:
+                    hits = index.search(vector, fetch).row(0)
+                pool.extend((score, face_id) for face_id, score in hits if not exclude or face_id not in exclude)
+            rows = self.catalog.faces([face_id for _, face_id in pool])
+            groups = best_per_group(pool, lambda f, rows=rows: group_key(rows[f].image_id, rows[f].track_id, f)
+                                    if f in rows else None, top_k)  # no catalog row: never shown (doctor)
+            if len(groups) >= top_k or fetch >= searched:
+                break
+            fetch *= 4
+        tracks = self.catalog.track_faces([(rows[g.face_id].image_id, rows[g.face_id].track_id) for g in groups
+                                           if rows[g.face_id].track_id is not None])
         candidates = []
-        for score, face_id in pool:
-            row = rows.get(face_id)
-            if row is None:  # vector without a catalog row: never shown (doctor repairs it)
-                continue
-            candidates.append(Candidate(len(candidates) + 1, face_id, round(score, 5), score >= limit,
+        for group in groups:
+            score, row = group.score, rows[group.face_id]
+            track = tuple(tracks.get((row.image_id, row.track_id), ())) if row.track_id is not None else ()
+            candidates.append(Candidate(len(candidates) + 1, row.id, round(score, 5), score >= limit,
                                         false_match(self.calibration, score, searched), row.collection,
                                         row.image_id, row.image_source, row.box, row.quality,
                                         str(self.thumbnails.path(row.thumbnail)) if row.thumbnail else None,
-                                        row.media, row.timestamp_s, row.track_id, row.track_span))
+                                        row.media, row.timestamp_s, row.track_id, row.track_span,
+                                        track, group.hits if track else 0))
         return SearchResult(None, [t.name for t in targets], searched, limit, rule, candidates)
 
     def similar(self, face_id: int, *, collections: list[str] | None = None, top_k: int = 20) -> SearchResult:

@@ -35,7 +35,7 @@ from facesearch.catalog.subjects import (
     SubjectInfo,
     SubjectStore,
 )
-from facesearch.errors import FacesearchError
+from facesearch.errors import FacesearchError, ImageError
 from facesearch.pipeline import choose_face, open_photo
 from facesearch.pipeline.imageio import ImageSource
 from facesearch.search import Candidate, SearchResult, false_match, search_threshold
@@ -50,6 +50,7 @@ from facesearch.search.subjects import (
     mean_template,
     top_pairs,
 )
+from facesearch.search.tracks import one_per_track
 from facesearch.services.engine import Engine
 
 #: mask of the embeddings that must not be enrolled or shown (opt-out): (n, d) -> (n,) bool
@@ -66,6 +67,7 @@ class EnrolReport:
     subject_id: int
     added: list[SubjectFaceInfo] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (photo, why)
+    unreadable: list[str] = field(default_factory=list)  # photos of ``failed`` that did not decode at all
     suppressed: int = 0  # faces matching an opt-out request: not enrolled
     warnings: list[str] = field(default_factory=list)
     photo_sha256: list[str] = field(default_factory=list)
@@ -197,6 +199,8 @@ class Subjects:
                 face, rule = choose_face(faces, decoded.shape, name, face_index)
             except FacesearchError as exc:
                 report.failed.append((name, str(exc)))
+                if isinstance(exc, ImageError):  # not a picture (or a broken one), not a picture without a face
+                    report.unreadable.append(name)
                 continue
             if digest:
                 report.photo_sha256.append(digest)
@@ -339,7 +343,8 @@ class Subjects:
                 for c in result.candidates:
                     if c.face_id not in best or c.similarity > best[c.face_id].similarity:
                         best[c.face_id] = c
-            pool = sorted(best.values(), key=lambda c: (-c.similarity, c.face_id))[:top_k]
+            # each search gave one face per video track, not necessarily the same one: one per track again
+            pool = one_per_track(sorted(best.values(), key=lambda c: (-c.similarity, c.face_id)))[:top_k]
         # k enrolled faces against n indexed faces count as k * n comparisons, whichever the fusion:
         # they decide the threshold and the false-match estimates (see facesearch.search.subjects)
         comparisons = result.faces_searched * len(vectors)

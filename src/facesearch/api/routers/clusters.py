@@ -314,7 +314,7 @@ async def cluster_suggestions(name: str, who: Member, clusters: Clusters, cpu: C
     found = await cpu.run(clusters.suggestions, who.user, name, limit=limit)
     ids = {m.cluster_a for m in found.merges} | {m.cluster_b for m in found.merges} | {
         a.cluster_id for a in found.attaches}
-    samples = {c: list(clusters.clusters.cluster(c, hide=clusters._hide()).cluster.samples[:4]) for c in ids}
+    samples = clusters.suggestion_samples(who.user, ids)
     # the faces these suggestions show may be looked at, under an audited cluster view
     shown = [f for faces in samples.values() for f in faces] + [a.face_id for a in found.attaches]
     token = clusters.shown(who.user, {"collection": name, "suggestions": True}, shown)

@@ -37,13 +37,18 @@ def frame_box(info: FaceInfo, frame_path: Path) -> tuple[float, float, float, fl
     return tuple(round(v * scale, 1) for v in info.box)
 
 
-def _upright_jpeg(path: Path) -> bytes:
+def _upright_jpeg(path: Path, rotation: int = 0) -> bytes:
+    """The photo as the face boxes see it: EXIF applied, and turned as ingest turned a sideways scan."""
     from io import BytesIO
 
+    import numpy as np
     from PIL import Image
 
     buffer = BytesIO()
-    Image.fromarray(load_image(path)).save(buffer, format="JPEG", quality=90)
+    pixels = load_image(path)
+    if rotation % 360:
+        pixels = np.ascontiguousarray(np.rot90(pixels, -(rotation // 90) % 4))
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
 
 
@@ -64,7 +69,7 @@ def face(face_id: schemas.RowIdPath, who: Searcher, ctx: Ctx, view: ViewToken = 
     else:
         box = info.box
         others = [{"face_id": f.id, "box": f.box, "quality": f.quality}
-                  for f in ctx.engine.catalog.image_faces(info.image_id)]
+                  for f in gov.photo_faces(info)]
     return schemas.FaceOut(face_id=info.id, image_id=info.image_id, collection=info.collection, box=box,
                            quality=info.quality, quality_issues=list(info.quality_issues),
                            thumbnail_url=face_thumbnail_url(face_id, view) if info.thumbnail else None,
@@ -90,5 +95,5 @@ async def photo(face_id: schemas.RowIdPath, who: Searcher, ctx: Ctx, view: ViewT
     if access.is_video_frame:
         return FileResponse(access.path, media_type="image/jpeg", headers=NO_STORE)
     # Re-encoded upright (browsers differ on EXIF orientation; the boxes are for the upright image).
-    jpeg = await ctx.cpu.run(_upright_jpeg, access.path)
+    jpeg = await ctx.cpu.run(_upright_jpeg, access.path, access.rotation)
     return Response(jpeg, media_type="image/jpeg", headers=NO_STORE)

@@ -29,8 +29,9 @@ function photoFacts(face, found) {
   const rows = [];
   if (found) {
     const c = found;
-    rows.push(["Score", `${c.similarity.toFixed(3)} · ${c.above_threshold ? "above" : "below"} the threshold · rank ${c.rank}`]);
-    rows.push(["False-match estimate", rateWords(c)]);
+    rows.push(["Score", `${c.similarity.toFixed(3)} · ${c.above_threshold ? "above" : "below"} the threshold`
+      + (c.rank ? ` · rank ${c.rank}` : "")]);
+    if (c.false_match_words || c.false_match_rate == null) rows.push(["False-match estimate", rateWords(c)]);
   }
   rows.push(["Collection", face.collection]);
   rows.push(["Source", face.source_name || "uploaded file (its name is not kept)"]);
@@ -54,7 +55,7 @@ async function initPhoto() {
   const search = searchMemory.load(view);
   const back = $("#back-to-results");
   if (search) {
-    back.href = `/?results=${encodeURIComponent(view)}`;
+    back.href = search.back || `/?results=${encodeURIComponent(view)}`;
     back.hidden = false;
   } else if (history.length > 1) {
     back.textContent = "← Back";

@@ -112,8 +112,10 @@ function renderError(err) {
 
 function candidateCard(c, r) {
   const status = c.above_threshold ? "above the threshold" : "below the threshold";
+  const frames = c.track_faces && c.track_faces.length > 1
+    ? `<div class="frames">best of ${c.track_hits || 1} matching frame(s), ${c.track_faces.length} in the track</div>` : "";
   const video = c.media === "video" ? `<div class="when">video at ${videoTime(c.timestamp_s)}`
-    + `${c.track_span ? ` · on screen ${videoTime(c.track_span[0])}–${videoTime(c.track_span[1])}` : ""}</div>` : "";
+    + `${c.track_span ? ` · on screen ${videoTime(c.track_span[0])}–${videoTime(c.track_span[1])}` : ""}</div>${frames}` : "";
   return `<a class="cand ${c.above_threshold ? "above" : "below"}" href="${photoPage(c.face_id, c.photo_url)}" data-face-id="${c.face_id}"
       aria-label="candidate ${c.rank}: similarity ${c.similarity.toFixed(3)}, ${status}, in ${esc(c.collection)}; open the photo">
       ${c.thumbnail_url ? `<img src="${c.thumbnail_url}" alt="face ${c.face_id}">` : `<div class="nothumb">no thumbnail kept</div>`}
@@ -150,6 +152,7 @@ function renderResults(r, live) {
   $("#candidates").innerHTML = above.map((c) => candidateCard(c, r)).join("");
   $("#weaker-candidates").innerHTML = below.map((c) => candidateCard(c, r)).join("");
   $("#weaker-group").hidden = below.length === 0;
+  renderTracks([...above, ...below], r);
   // a thumbnail whose grant has expired (an hour) says so instead of showing a broken image
   document.querySelectorAll("#results .cand img").forEach((img) => img.addEventListener("error", () => {
     const note = document.createElement("div");
@@ -157,6 +160,58 @@ function renderResults(r, live) {
     note.textContent = "no longer viewable: search again";
     img.replaceWith(note);
   }, {once: true}));
+}
+
+// A video candidate is one face track (its best face); the track's other faces only on demand, as
+// a look of their own: POST /api/views with the search's purpose and case (audited, then granted).
+function renderTracks(candidates, r) {
+  const tracks = candidates.filter((c) => c.track_faces && c.track_faces.length > 1);
+  const box = $("#tracks");
+  box.hidden = tracks.length === 0;
+  box.replaceChildren(...tracks.map((c) => {
+    const others = c.track_faces.filter((f) => f !== c.face_id);
+    const row = document.createElement("div");
+    row.className = "track";
+    row.dataset.faceId = c.face_id;
+    const say = document.createElement("p");
+    say.className = "meta";
+    say.textContent = `Candidate ${c.rank} (face ${c.face_id}) is one of ${c.track_faces.length} faces of one person's `
+      + `track in a video (${c.collection}). `;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "link";
+    button.textContent = `Show the other ${others.length} face(s) of this track`;
+    button.setAttribute("aria-label", `Show the other ${others.length} face(s) of the track of candidate ${c.rank} (recorded in the audit log)`);
+    const faces = document.createElement("div");
+    faces.className = "grid track-faces";
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        const saved = searchMemory.load(r.view_token) || {};
+        const grant = await api("POST", "/api/views", {face_ids: others, purpose: saved.purpose || $("#purpose").value,
+          case_ref: saved.case_ref || $("#case_ref").value});
+        faces.innerHTML = others.map((f) => {
+          const urls = grant.faces[f] || grant.faces[String(f)] || {};
+          return `<a class="cand" href="${photoPage(f, urls.photo_url)}" data-face-id="${f}" aria-label="face ${f} of the track; open its frame">`
+            + `<img src="${urls.thumbnail_url}" alt="face ${f} of the track"><div class="src">face ${f}</div></a>`;
+        }).join("");
+        faces.querySelectorAll("img").forEach((img) => img.addEventListener("error", () => {
+          const note = document.createElement("div");
+          note.className = "nothumb";
+          note.textContent = "no thumbnail kept";
+          img.replaceWith(note);
+        }, {once: true}));
+        button.hidden = true;
+      } catch (err) {
+        say.className = "error";
+        say.textContent = err.message;
+        button.disabled = false;
+      }
+    });
+    say.appendChild(button);
+    row.append(say, faces);
+    return row;
+  }));
 }
 
 // ---- compare (1:1) ------------------------------------------------------------------------------------

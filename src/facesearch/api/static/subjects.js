@@ -39,8 +39,6 @@ async function initSubjectsPage() {
     const rows = await api("GET", `/api/subjects${q}`);
     $("#subjects-table tbody").innerHTML = rows.map((s) => `<tr data-subject-id="${s.id}"><td>${s.id}</td><td><a href="/subjects/${s.id}">${esc(s.label)}</a></td><td>${esc(s.gallery)}</td><td>${s.faces}</td></tr>`).join("");
   };
-  await loadGalleries();
-  await loadSubjects();
   filter.addEventListener("change", loadSubjects);
 
   const form = $("#new-subject");
@@ -90,6 +88,9 @@ async function initSubjectsPage() {
       $("#match-meta").className = "error"; $("#match-meta").textContent = err.message;
     } finally { $("#match-button").disabled = false; }
   });
+  // the lists load after every handler is in place: a form sent before they arrive is still handled here
+  await loadGalleries();
+  await loadSubjects();
 }
 
 // ---- one subject ------------------------------------------------------------------------------------
@@ -118,7 +119,6 @@ async function initSubjectPage() {
     $("#links-empty").hidden = s.links.length > 0;
     return s;
   };
-  await load();
 
   $("#enrolled").addEventListener("click", async (e) => {
     const faceId = e.target.dataset?.removeFace;
@@ -144,6 +144,7 @@ async function initSubjectPage() {
     finally { $("#enrol-button").disabled = false; }
   });
 
+  await load();  // after the enrol handler is in place (a photo sent before the subject loads is still handled)
   const me = await api("GET", "/api/me");
   const picks = $("#subject-collections");
   if (!me.collections.length) picks.insertAdjacentHTML("beforeend", "<p>No collection granted to you yet.</p>");
@@ -160,6 +161,10 @@ async function initSubjectPage() {
     try {
       const r = await api("POST", `/api/subjects/${id}/search`, {...why, collections: fd.getAll("collections"), fusion: fd.get("fusion"),
         include_weaker: fd.get("include_weaker") === "on"});
+      // kept in this tab: the photo page shows the score, and goes back to these results unsearched
+      const back = `/subjects/${id}?results=${encodeURIComponent(r.view_token || "")}`;
+      searchMemory.save(r.view_token, {result: r, ...why, back});
+      if (r.view_token) history.replaceState(null, "", back);
       renderSubjectResults(r);
     } catch (err) {
       $("#subject-results").hidden = false;
@@ -167,6 +172,14 @@ async function initSubjectPage() {
       $("#subject-candidates").innerHTML = "";
     } finally { $("#subject-search-button").disabled = false; }
   });
+
+  const saved = searchMemory.load(new URLSearchParams(location.search).get("results"));
+  if (saved) {  // back from a photo: the results as they were shown, not searched again
+    why = {purpose: saved.purpose, case_ref: saved.case_ref};
+    $("#subject-purpose").value = saved.purpose || "";
+    $("#subject-case").value = saved.case_ref || "";
+    renderSubjectResults(saved.result);
+  }
 
   $("#subject-candidates").addEventListener("click", async (e) => {
     const b = e.target.closest("button[data-decide]");

@@ -1,0 +1,174 @@
+"""Clustering's parameters and results: the defaults (false-match rates of the shipped calibration,
+with the measurements that chose them), :class:`ClusterParams` and what a run returns
+(:class:`ClusterResult`, :class:`IncrementalUpdate`). The algorithm is :mod:`facesearch.cluster.core`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from facesearch.cluster.knn import DEFAULT_ASSIGN, DEFAULT_EXACT_LIMIT
+from facesearch.models.calibration import Calibration, load_calibration, threshold_at_fmr
+from facesearch.pipeline.quality import USABLE_QUALITY
+
+#: Defaults, chosen on LFW by the sweep in ``bench/cluster_lfw.py`` (``docs/cluster_lfw_output.txt``),
+#: BCubed F on all 13,232 faces, edge FMR 1e-4 throughout:
+#:   link FMR 1e-4 (cos 0.280) 0.969 | 3e-5 (0.308) 0.986 | **1e-5 (0.336) 0.9925** | 3e-6 (0.365) 0.992 |
+#:   1e-6 (0.391) 0.991; the same order on two disjoint halves of the people (0.9955 / 0.9940 at 1e-5).
+#:   k 5, 10, 20: identical at 1e-5. min size 3 instead of 2: 0.966 (LFW's 779 two-photo people are
+#:   lost). mutual k-NN: 0.964 at k 10, 0.983 at k 20 (big identities fall apart): off.
+#: The edge floor (1e-4) only admits candidates; the linkage test decides, so an edge floor equal
+#: to the link threshold gave the same result on LFW.
+#: Size matters: a face meets ~n x FMR impostors above the link threshold. On 1M synthetic faces
+#: (exact graph built on a GPU) link FMR 1e-6 (cos 0.391) scored BCubed F 0.990 against 0.981 at
+#: 1e-5 and 0.976 at 1e-7; for collections far larger than LFW pass a stricter ``link_fmr``.
+DEFAULT_EDGE_FMR = 1e-4
+DEFAULT_LINK_FMR = 1e-5
+#: Attachment (stage 2, :mod:`facesearch.cluster.attach`): an unassigned face joins a cluster when at
+#: least ``attach_support`` of its k nearest neighbours are core members of that one cluster, each at
+#: or above the cosine of ``attach_fmr``, and no other cluster has that support. Swept on LFW and on
+#: the harder LFW set of ``bench/cluster_hard.py`` (BCubed P / F; docs/accuracy.md): support 2 at
+#: attach FMR 3e-6 (cos 0.365) raised F on both (LFW 0.9925 -> 0.9928, hard 0.9900 -> 0.9905) at the
+#: same precision and left fewer faces out; FMR 1e-4 (cos 0.280, the edge floor) with support 2
+#: dropped precision to 0.94 (a big cluster -- Bush's 530 photos -- always has two members that look
+#: like any face at that rate); 1e-5 cost 0.001-0.003 of precision. With ``link_fmr=3e-6`` the cores
+#: are tighter: BCubed P >= 0.99 on the hard set (0.9925) and F 0.9915 / LFW 0.9936, but 1.3 % of the
+#: faces of people with 2+ photos stay unassigned there instead of 0.7 %.
+#: One comparison (a group founded on a single cosine, :meth:`facesearch.cluster.linker.Linker._link`):
+#: on the harder LFW set almost all the precision lost was single-photo people paired with one
+#: another at cos 0.336-0.40 (about 50 such pairs; 20 more are LFW's own label errors: one photo
+#: under two names, twins). At those cosines genuine and impostor pairs are about equally common
+#: and no other evidence we tried told them apart (margin to the next neighbour, shared or mutual
+#: neighbours, local scaling; docs/accuracy.md), so the one cosine must be as strong as what an
+#: attachment needs. Hard set, B3 P / unassigned (2+): pairs at the link rate 0.9883 / 0.7 %, at
+#: 6e-6 0.9907 / 0.9 %, at the attach rate (default) 0.9915 / 1.2 %; LFW P 0.9907 -> 0.9932.
+DEFAULT_ATTACH_FMR = 3e-6
+DEFAULT_ATTACH_SUPPORT = 2
+DEFAULT_K = 10
+DEFAULT_MIN_SIZE = 2
+DEFAULT_PACK = "buffalo_s"
+
+
+def threshold_for_fmr(fmr: float, calibration: Calibration) -> float:
+    """The cosine at which ``fmr`` of the calibration's impostor pairs score at or above it
+    (:func:`facesearch.models.calibration.threshold_at_fmr`, the one rule)."""
+    return threshold_at_fmr(calibration, fmr)
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    """How faces are grouped (the module docstring explains each rule; the defaults above, why).
+
+    Thresholds are false-match rates of the pack's calibration (``edge_fmr``, ``link_fmr``);
+    ``edge_threshold`` / ``link_threshold`` given as cosines override them. ``min_quality``
+    is the pipeline's "unusable for search" score (:data:`USABLE_QUALITY`): faces below it
+    are leaves. Beyond ``exact_limit`` faces the k-NN graph is approximate (``assign`` cells
+    per face, :mod:`facesearch.cluster.knn`).
+    """
+
+    k: int = DEFAULT_K
+    edge_fmr: float = DEFAULT_EDGE_FMR
+    link_fmr: float = DEFAULT_LINK_FMR
+    edge_threshold: float | None = None
+    link_threshold: float | None = None
+    attach_fmr: float = DEFAULT_ATTACH_FMR
+    attach_threshold: float | None = None
+    attach_support: int = DEFAULT_ATTACH_SUPPORT  # 0 turns attachment off
+    #: a group founded on one comparison (two single faces): its rate, or its cosine; both None =
+    #: the stricter of the link's and the attachment's cosines (:attr:`one_comparison_threshold`)
+    pair_fmr: float | None = None
+    pair_threshold: float | None = None
+    min_size: int = DEFAULT_MIN_SIZE
+    min_quality: float = USABLE_QUALITY
+    mutual: bool = False
+    pack: str = DEFAULT_PACK
+    exact_limit: int = DEFAULT_EXACT_LIMIT
+    assign: int = DEFAULT_ASSIGN
+    threshold_source: str = ""  # set by resolved(): where the cosines came from
+
+    def resolved(self, calibration: Calibration | None = None) -> ClusterParams:
+        """A copy with both cosine thresholds filled in from the calibration where not given."""
+        if self.edge_threshold is not None and self.link_threshold is not None and self.attach_threshold is not None:
+            return self._with_pair(None)
+        calibration = calibration or load_calibration(self.pack)
+        if calibration is None:
+            raise ValueError(f"pack {self.pack!r} has no calibration: give edge_threshold and link_threshold")
+        return replace(
+            self._with_pair(calibration),
+            edge_threshold=self.edge_threshold if self.edge_threshold is not None
+            else threshold_for_fmr(self.edge_fmr, calibration),
+            link_threshold=self.link_threshold if self.link_threshold is not None
+            else threshold_for_fmr(self.link_fmr, calibration),
+            attach_threshold=self.attach_threshold if self.attach_threshold is not None
+            else threshold_for_fmr(self.attach_fmr, calibration),
+            threshold_source=f"the {calibration.pack} calibration ({calibration.impostor_pairs:,} impostor pairs)")
+
+    def _with_pair(self, calibration: Calibration | None) -> ClusterParams:
+        if self.pair_threshold is not None or self.pair_fmr is None:
+            return self
+        calibration = calibration or load_calibration(self.pack)
+        if calibration is None:
+            raise ValueError(f"pack {self.pack!r} has no calibration: give pair_threshold")
+        return replace(self, pair_threshold=threshold_for_fmr(self.pair_fmr, calibration))
+
+    @property
+    def one_comparison_threshold(self) -> float:
+        """The cosine a merge resting on one comparison must reach (resolved params only).
+
+        ``pair_threshold`` (or ``pair_fmr``) when given, never below the link; else the stricter of
+        the link and the attachment cosines: a cluster is never founded on one cosine weaker than
+        what a face needs to attach to an existing cluster."""
+        if self.link_threshold is None or self.attach_threshold is None:
+            raise ValueError("resolve the parameters first (ClusterParams.resolved)")
+        if self.pair_threshold is not None:
+            return max(self.pair_threshold, self.link_threshold)
+        return max(self.link_threshold, self.attach_threshold)
+
+    def describe(self) -> str:
+        p = self.resolved()
+        fmr = (f"FMR {p.edge_fmr:g} / {p.link_fmr:g} of {p.threshold_source}: " if p.threshold_source else "")
+        attach = (f"; attach with {p.attach_support} neighbours in one cluster at cos >= {p.attach_threshold:.3f} "
+                  f"(FMR {p.attach_fmr:g})" if p.attach_support else "")
+        return (f"k {p.k}{' mutual' if p.mutual else ''}; {fmr}edge cos >= {p.edge_threshold:.3f}, "
+                f"average link >= {p.link_threshold:.3f} (a group founded on one comparison: "
+                f">= {p.one_comparison_threshold:.3f}); min size {p.min_size}; "
+                f"faces below quality {p.min_quality:g} are leaves{attach}; faces of one image never share a cluster")
+
+
+@dataclass
+class ClusterResult:
+    """Labels of every face (``-1`` = unassigned) and how they were obtained."""
+
+    labels: np.ndarray  # (n,) int64
+    params: ClusterParams  # resolved: both thresholds are cosines
+    graph_mode: str
+    timings: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def sizes(self) -> dict[int, int]:
+        """Faces per cluster label (unassigned faces excluded)."""
+        labels, counts = np.unique(self.labels[self.labels >= 0], return_counts=True)
+        return dict(zip(labels.tolist(), counts.tolist()))
+
+    @property
+    def n_clusters(self) -> int:
+        return len(np.unique(self.labels[self.labels >= 0]))
+
+    @property
+    def unassigned_fraction(self) -> float:
+        return float(np.mean(self.labels < 0)) if len(self.labels) else 0.0
+
+
+@dataclass
+class IncrementalUpdate:
+    """What one :meth:`ClusterState.add` changed."""
+
+    positions: np.ndarray  # positions given to the new faces
+    labels: np.ndarray  # their labels (-1 = unassigned)
+    new_clusters: list[int]  # labels created by this add
+    grown: list[int]  # existing labels that gained faces
+    merges: list[tuple[int, int]]  # (kept label, absorbed label): the absorbed label no longer exists
+    relabelled_old: int  # old faces whose label changed (joined a group, or absorbed by a merge)
+    timings: dict[str, float] = field(default_factory=dict)
