@@ -151,6 +151,10 @@ def test_bin_rerank_keeps_the_exact_nearest_neighbour_and_true_scores(milvus_uri
     split = reopened.search(queries, 5)
     assert np.array_equal(split.ids, whole.ids) and np.allclose(split.scores, whole.scores)
 
+    # "everything" (erase --like asks for more than the server's 16,384 per query) is every face
+    everything = reopened.search(queries[:1], 40_000)
+    assert everything.ids.shape == (1, 40_000) and int((everything.ids[0] >= 0).sum()) == 2990
+
 
 def test_ivf_sq8_search_params_reach_the_server(milvus_uri, tmp_path):
     rng = np.random.default_rng(22)
