@@ -4,6 +4,8 @@ the same table), and creating a collection is recorded from the CLI as from the 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from facesearch.cluster.core import ClusterParams, threshold_for_fmr
@@ -72,3 +74,17 @@ def test_creating_a_collection_from_the_cli_is_audited(tmp_path, cli):
     assert len(records) == 1
     assert records[0].details == {"collection": "cases", "legal_basis": "court order 7"}
     assert records[0].actor.startswith("local:")
+
+
+def test_reading_the_audit_log_goes_through_governance_from_the_cli_too(tmp_path, cli):
+    home = tmp_path / "home"
+    assert cli("collections", "--home", home, "--create", "cases", "--legal-basis", "consent")[0] == 0
+    code, out, err = cli("audit", "export", "--home", home)
+    assert code == 0, err
+    assert [json.loads(line)["action"] for line in out.splitlines()] == ["collection_create"]
+    with Engine.open(home, backend="faiss") as engine:
+        gov = Governance(engine)
+        exports = gov.audit.entries(action="audit_export")
+        assert len(exports) == 1 and exports[0].details == {"returned": 1}
+        with pytest.raises(PermissionDenied, match="needs auditor"):
+            gov.read_audit(UserInfo(1, "ada", "admin"))

@@ -10,6 +10,7 @@ from argparse import Namespace
 
 from facesearch.cli.common import governed, operator_command, print_json
 from facesearch.governance import AccountError, Governance, UserInfo, local_operator
+from facesearch.governance.accounts import local_auditor
 from facesearch.services.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -292,8 +293,7 @@ def audit_checkpoint(args: Namespace, gov: Governance, actor: UserInfo) -> int:
 
 @_governed
 def audit_export(args: Namespace, gov: Governance, actor: UserInfo) -> int:
-    entries = gov.audit.entries(actor=args.actor, action=args.action, case_ref=args.case)
-    gov.audit.append(actor.username, "audit_export", {"returned": len(entries)})
+    entries = gov.read_audit(local_auditor(), export=True, actor=args.actor, action=args.action, case_ref=args.case)
     for entry in entries:
         print_json(entry.to_dict(), sort_keys=True, indent=None)
     return 0

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from facesearch.catalog import Catalog
 from facesearch.catalog.schema import Collection, utcnow
 from facesearch.errors import FacesearchError
-from facesearch.governance.policy import ADMIN, INVESTIGATOR, ROLES
+from facesearch.governance.policy import ADMIN, AUDITOR, INVESTIGATOR, ROLES
 from facesearch.governance.schema import ApiKey, Grant, User, WebSession
 
 SESSION_HOURS = 12
@@ -49,6 +49,12 @@ def local_operator() -> UserInfo:
     """Whoever runs the CLI on a home can read its files anyway: they act as an admin, audited under
     ``local:<login>`` (searches still need a purpose and a case reference)."""
     return UserInfo(0, f"local:{getpass.getuser()}", ADMIN)
+
+
+def local_auditor() -> UserInfo:
+    """The CLI's audit commands: whoever can read the home's files can read its audit log, so they
+    act as an auditor, recorded under the same ``local:<login>``."""
+    return UserInfo(0, f"local:{getpass.getuser()}", AUDITOR)
 
 
 def _digest(secret: str) -> str:

@@ -21,7 +21,7 @@ from facesearch.catalog.store import CollectionInfo, FaceInfo
 from facesearch.errors import FacesearchError, ImageError, NoFaceError
 from facesearch.governance import policy
 from facesearch.governance.accounts import Accounts, UserInfo
-from facesearch.governance.audit import AuditLog
+from facesearch.governance.audit import AuditEntry, AuditLog
 from facesearch.governance.optout import OptOutList, optout_threshold
 from facesearch.governance.policy import Action, MissingJustification, PermissionDenied, justify
 from facesearch.governance.views import Grant, RefusalTally, ViewGrants, ViewRefused
@@ -244,6 +244,17 @@ class Governance:
 
     def face(self, actor: UserInfo, face_id: int):
         return self._face_collection_check(actor, face_id)
+
+    # -- the audit log ----------------------------------------------------------------------------------
+
+    def read_audit(self, reader: UserInfo, *, export: bool = False, limit: int | None = None,
+                   newest_first: bool = False, **filters: str | None) -> list[AuditEntry]:
+        """Audit records matching ``filters`` (actor, action, case_ref, purpose, since, until), for an
+        auditor; the read itself is recorded (``audit_read``, or ``audit_export``)."""
+        self.require(reader, Action.READ_AUDIT)
+        entries = self.audit.entries(**filters, limit=limit, newest_first=newest_first)
+        self.audit.append(reader.username, "audit_export" if export else "audit_read", {"returned": len(entries)})
+        return entries
 
     # -- collections ------------------------------------------------------------------------------------
 

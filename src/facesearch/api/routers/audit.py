@@ -31,15 +31,13 @@ Filters = Annotated[dict, Depends(audit_filters)]
 @router.get("/api/audit", response_model=list[schemas.AuditOut])
 def audit_log(who: Auditor, ctx: Ctx, filters: Filters,
               limit: Annotated[int, Query(ge=1, le=10_000)] = 500) -> list:
-    entries = ctx.gov.audit.entries(**filters, limit=limit, newest_first=True)
-    ctx.gov.audit.append(who.user.username, "audit_read", {"returned": len(entries)})
+    entries = ctx.gov.read_audit(who.user, limit=limit, newest_first=True, **filters)
     return [schemas.AuditOut(**e.to_dict()) for e in entries]
 
 
 @router.get("/api/audit/export")
 def audit_export(who: Auditor, ctx: Ctx, filters: Filters) -> StreamingResponse:
-    entries = ctx.gov.audit.entries(**filters)
-    ctx.gov.audit.append(who.user.username, "audit_export", {"returned": len(entries)})
+    entries = ctx.gov.read_audit(who.user, export=True, **filters)
     lines = (json.dumps(e.to_dict(), sort_keys=True) + "\n" for e in entries)
     return StreamingResponse(lines, media_type="application/x-ndjson",
                              headers={"Content-Disposition": "attachment; filename=facesearch-audit.jsonl"})
