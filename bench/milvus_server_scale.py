@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="milvus_scale_"))
     server = None
     if args.uri is None:
-        server = MilvusServer.start(args.venv, workdir / "server")
+        server = MilvusServer.start(args.venv, workdir / "server")  # --venv: relative to the current folder
     uri = args.uri or server.uri
     print(f"{p.people:,} planted mates, {len(p.probes):,} probes; Milvus server {uri}; faiss threads "
           f"{faiss.omp_get_max_threads()}", flush=True)
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server is not None:
             server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # the server's data: GBs per run
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
     return 0

@@ -562,18 +562,19 @@ def api_sha256(data: bytes) -> str:
 
 
 def api_build_env(home: Path, analyzer, layout: dict[str, list[str]], grants: dict[str, list[str]],
-                  database_url: str | None = None):
+                  database_url: str | None = None, engine_options: dict | None = None):
     """Yield an :class:`ApiEnv` on a fresh ``home``: the users of ``API_USERS`` (each with an API key),
     one collection per ``layout`` entry holding those LFW photos (uploaded through the API), and the
     ``grants`` (collection -> usernames). The session's analyzer is shared (models load once).
-    ``database_url``: the catalog (default: SQLite in the home)."""
+    ``database_url``: the catalog (default: SQLite in the home); ``engine_options``: the index backend
+    (default FAISS)."""
     from fastapi.testclient import TestClient
 
     from facesearch.api.app import create_app
     from facesearch.api.limits import ServerLimits
     from facesearch.services.engine import Engine
 
-    opened = Engine.open(home, backend="faiss", database_url=database_url)
+    opened = Engine.open(home, database_url=database_url, **(engine_options or {"backend": "faiss"}))
     engine = Engine(opened.home, opened.config, opened.catalog, analyzer_factory=lambda: analyzer)
     from facesearch.governance import Governance
 
@@ -612,18 +613,21 @@ def api_env(tmp_path_factory, analyzer):
 
 
 @pytest.fixture
-def api_fresh_env(tmp_path, analyzer):
+def api_fresh_env(tmp_path, analyzer, request):
     """``api_fresh_env(layout=API_LAYOUT, grants={"alpha": ["api_ivy"]})`` -> an ApiEnv on a home of
     its own, for tests that change what is indexed (erasure, opt-out) or count audit records."""
     import contextlib
 
     made = []
     with contextlib.ExitStack() as stack:
-        def make(layout: dict[str, list[str]] | None = None, grants: dict[str, list[str]] | None = None):
+        def make(layout: dict[str, list[str]] | None = None, grants: dict[str, list[str]] | None = None,
+                 backend: str = "faiss"):
             made.append(len(made))
             home = tmp_path / f"api_home{len(made)}"
             build = contextlib.contextmanager(api_build_env)
+            name, options = backend_options(request, backend)
             return stack.enter_context(build(home, analyzer, API_LAYOUT if layout is None else layout,
-                                             {"alpha": ["api_ivy"]} if grants is None else grants))
+                                             {"alpha": ["api_ivy"]} if grants is None else grants,
+                                             engine_options={"backend": name, **options}))
 
         yield make

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 
 from facesearch.governance import Governance
 from facesearch.services.engine import Engine
-from tests.conftest import API_USERS, LFW, YALE_GIF, ApiEnv, api_sha256
+from tests.conftest import API_USERS, INDEX_BACKENDS, LFW, YALE_GIF, ApiEnv, api_sha256
 
 PURPOSE = "identify the person in the CCTV still"
 
@@ -177,8 +177,9 @@ def test_erase_like_takes_only_faces_above_the_score(api_fresh_env):
 OPTOUT_LAYOUT = {"alpha": ["Colin_Powell_0001", "George_W_Bush_0001", "Hugo_Chavez_0001"]}
 
 
-def test_opt_out_hides_the_person_from_searches_and_ingests(api_fresh_env, tmp_path):
-    env = api_fresh_env(OPTOUT_LAYOUT)
+@pytest.mark.parametrize("backend", INDEX_BACKENDS)
+def test_opt_out_hides_the_person_from_searches_and_ingests(backend, api_fresh_env, tmp_path):
+    env = api_fresh_env(OPTOUT_LAYOUT, backend=backend)
     chavez = env.faces["Hugo_Chavez_0001"][0]
     probe = mirrored("Hugo_Chavez_0001", tmp_path)  # another photo of P than the opt-out's
     assert found(env, "api_ivy", probe)[0] == chavez  # the control: before the opt-out P is found

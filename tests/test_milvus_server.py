@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facesearch.index import open_index
+from facesearch.index import milvus_index, open_index
 from facesearch.index.milvus_index import MilvusIndex, MilvusUnavailable
 from facesearch.index.milvus_standalone import free_port
 
@@ -110,7 +110,7 @@ def test_unreachable_server_raises_a_typed_error_quickly():
 # -- the sign-code index kind ---------------------------------------------------------------------------------
 
 
-def test_bin_rerank_keeps_the_exact_nearest_neighbour_and_true_scores(milvus_uri, tmp_path):
+def test_bin_rerank_keeps_the_exact_nearest_neighbour_and_true_scores(milvus_uri, tmp_path, monkeypatch):
     rng = np.random.default_rng(21)
     vectors = unit_vectors(rng, 3000)
     ids = np.arange(50_000, 53_000, dtype=np.int64)
@@ -144,6 +144,16 @@ def test_bin_rerank_keeps_the_exact_nearest_neighbour_and_true_scores(milvus_uri
     reopened = open_index("milvus", directory=tmp_path, collection_id=7, milvus_uri=milvus_uri)
     assert reopened.index_type == "BIN_RERANK"  # the collection keeps its kind
     assert float(np.mean(reopened.search(queries[10:], 1).ids[:, 0] == best[10:])) >= 0.98
+
+    # a batch whose replies (shortlist x ~1.4 KB each) would pass gRPC's 64 MB limit is split
+    whole = reopened.search(queries, 5)
+    monkeypatch.setattr(milvus_index, "_REPLY_BYTES", 7 * 64 * 1500)  # 7 queries per call
+    split = reopened.search(queries, 5)
+    assert np.array_equal(split.ids, whole.ids) and np.allclose(split.scores, whole.scores)
+
+    # "everything" (erase --like asks for more than the server's 16,384 per query) is every face
+    everything = reopened.search(queries[:1], 40_000)
+    assert everything.ids.shape == (1, 40_000) and int((everything.ids[0] >= 0).sum()) == 2990
 
 
 def test_ivf_sq8_search_params_reach_the_server(milvus_uri, tmp_path):

@@ -35,6 +35,8 @@ from facesearch.index.base import Hits, as_queries, empty_hits
 
 _QUERY_PAGE = 10_000
 _WRITE_BATCH = 10_000
+_REPLY_BYTES = 24 << 20
+_MAX_TOPK = 16_384
 #: Lowest id a filter may name: the server refuses ``-9223372036854775808`` ("value out of range").
 _MIN_ID = -(2**63) + 1
 KINDS = ("FLAT", "BIN_RERANK", "IVF_SQ8", "HNSW")
@@ -171,6 +173,10 @@ class MilvusIndex:
         hits = empty_hits(len(queries), max(k, 0))
         if k <= 0:
             return hits
+        if k > _MAX_TOPK:  # the server's limit; callers asking for "everything" get all there is
+            k = min(k, max(len(self), 1))
+            if k > _MAX_TOPK:
+                raise ValueError(f"Milvus returns at most {_MAX_TOPK:,} hits per query (asked for {k:,})")
         consistency = "Strong" if self._unseen_writes else self.search_consistency
         self._unseen_writes = False
         if self.index_type == "BIN_RERANK":
@@ -186,10 +192,16 @@ class MilvusIndex:
 
     def _search_codes(self, queries: np.ndarray, k: int, hits: Hits, consistency: str) -> Hits:
         codes = sign_codes(queries)
-        result = self.client.search(self.name, data=[c.tobytes() for c in codes], anns_field="code",
-                                    limit=max(self.shortlist, k), output_fields=["emb"],
-                                    consistency_level=consistency,
-                                    search_params={"metric_type": "HAMMING", "params": self.search_params})
+        shortlist = min(max(self.shortlist, k), _MAX_TOPK)
+        # Each hit carries its embedding (~1.4 KB): keep a reply well under gRPC's 64 MB limit.
+        per_call = max(1, _REPLY_BYTES // (shortlist * (_b64_len(self.dim * 2) + 64)))
+        result = []
+        for lo in range(0, len(codes), per_call):
+            result += self.client.search(self.name, data=[c.tobytes() for c in codes[lo:lo + per_call]],
+                                         anns_field="code", limit=shortlist, output_fields=["emb"],
+                                         consistency_level=consistency,
+                                         search_params={"metric_type": "HAMMING", "params": self.search_params})
+            consistency = self.search_consistency
         for q, row in enumerate(result):
             if not row:
                 continue

@@ -54,15 +54,21 @@ default_server.listen_port = port
 if auth:
     default_server.config.update(authorization_enabled=True)
 
-# The embedded etcd's peer port is fixed (2380) unless etcd gets a config file: give it free
-# loopback ports so that several servers (other test sessions, benchmarks) can run side by side.
+# Every port from the OS's free ephemeral range: the wheel probes upwards from fixed defaults
+# (2379, 53100, ...), so two servers starting at once can pick the same one. The embedded etcd's
+# peer port is fixed (2380) unless etcd gets a config file: it gets one below.
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
 config = default_server.config
+for key in [k for k in config.configurable_items if k.endswith("_port") and k != "proxy_port"]:
+    config.configs[key] = _free_port()
 _write_config = config.write_config
 def write_config_with_etcd_ports():
     _write_config()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        peer = sock.getsockname()[1]
+    peer = _free_port()
     client = config.configurable_items["etcd_port"][1]
     configs = os.path.join(config.base_data_dir, "configs")
     etcd_yaml = os.path.join(configs, "etcd.yaml")
@@ -131,7 +137,7 @@ class MilvusServer:
 
     @classmethod
     def start(cls, venv: Path, base_dir: Path, port: int | None = None, auth: bool = False,
-              timeout: float = 180.0) -> MilvusServer:
+              timeout: float = 600.0) -> MilvusServer:
         python = ensure_venv(venv)
         port = port or free_port()
         base_dir = Path(base_dir).resolve()
