@@ -111,8 +111,8 @@ def test_import_a_folder_of_people_shows_a_report_per_person(browser_login, regi
     assert answer.ok, answer.text()
     # (a person per folder and the manifest's label: the files' relative paths were sent, not bare names)
     result = ivan.locator("#import-result")
-    expect(result).to_have_text(f"Gallery {GALLERY} (new): 2 people — 2 created, 0 already there (updated); 4 photo(s) "
-                                "enrolled; 1 without a usable face; 1 unreadable.")
+    expect(result).to_have_text(f"Gallery {GALLERY} (new): 2 people — 2 created, 0 already in the gallery (found by "
+                                "name); 4 photo(s) enrolled; 1 without a usable face; 1 unreadable.")
     rows = ivan.locator("#import-table tbody tr")
     expect(rows).to_have_count(2)
     powell, bush = rows.filter(has_text="Colin Powell"), rows.filter(has_text="George W. Bush")
@@ -135,12 +135,14 @@ def test_import_a_folder_of_people_shows_a_report_per_person(browser_login, regi
         expect(table.locator("tr", has_text=label).locator("td").nth(3)).to_have_text("2")
     shot(ivan, "subjects_import")
 
-    # -- again: found by name, nothing enrolled twice --------------------------------------------------------
+    # -- again, with a changed manifest: found by name, attributes updated, nothing enrolled twice --------------
+    (registry / "manifest.csv").write_text("folder,label,case\nGeorge Bush,George W. Bush,MP-2026-10\n")
     again = import_folder(ivan, registry)
     assert again.ok, again.text()
-    expect(result).to_contain_text("2 people — 0 created, 2 already there (updated); 0 photo(s) enrolled, "
-                                   "4 enrolled before (skipped)")
+    expect(result).to_contain_text("2 people — 0 created, 2 already in the gallery (found by name, 1 with attributes "
+                                   "updated); 0 photo(s) enrolled, 4 enrolled before (skipped)")
     expect(powell.locator("td").nth(1)).to_contain_text("already there")
+    expect(bush.locator("td").last).to_have_text("attributes updated")
     expect(ivan.locator("#subjects-table tbody tr")).to_have_count(2)
 
     # -- a tree that cannot be imported: a message saying what to fix ----------------------------------------

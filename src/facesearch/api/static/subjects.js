@@ -132,10 +132,12 @@ function showImportReport(r) {
   const s = r.summary;
   const out = $("#import-result");
   const problems = s.no_face + s.unreadable;
+  const updated = r.people.filter((p) => p.attributes_updated).length;
   out.className = problems ? "notice" : "ok";  // a report, not a failure: the table says which photos
   out.setAttribute("role", "status");
   out.textContent = `Gallery ${r.gallery}${r.gallery_created ? " (new)" : ""}: ${s.people} people — ${s.created} created, `
-    + `${s.people - s.created} already there (updated); ${s.enrolled} photo(s) enrolled`
+    + `${s.people - s.created} already in the gallery (found by name`
+    + `${updated ? `, ${updated} with attributes updated` : ""}); ${s.enrolled} photo(s) enrolled`
     + (s.already_enrolled ? `, ${s.already_enrolled} enrolled before (skipped)` : "")
     + `; ${s.no_face} without a usable face; ${s.unreadable} unreadable.` + (s.suppressed ? ` ${s.suppressed} suppressed (opt-out).` : "");
   // the reason without the name it may start with (the file's, or "<bytes>" for an upload)
