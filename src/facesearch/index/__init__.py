@@ -30,7 +30,8 @@ def open_index(backend: str, *, directory: Path, collection_id: int, dim: int = 
             Path(directory).mkdir(parents=True, exist_ok=True)
         # New collections on a server get sign codes + exact re-rank (p50 and misses within target
         # at 1M, docs/scale.md); milvus-lite keeps FLAT. An existing collection keeps its kind.
-        options.setdefault("index_type", "BIN_RERANK" if milvus_uri else "FLAT")
+        on_server = milvus_uri is not None and milvus_uri.split("://", 1)[0] in ("http", "https", "tcp", "grpc")
+        options.setdefault("index_type", "BIN_RERANK" if on_server else "FLAT")
         uri = milvus_uri or str(Path(directory) / "milvus.db")
         return MilvusIndex(uri, f"facesearch_c{collection_id}", dim, **options)
     raise ValueError(f"unknown index backend {backend!r} (choose from {', '.join(BACKENDS)})")
