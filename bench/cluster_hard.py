@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-lfw", action="store_true", help="no plain-LFW reference run")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--quick", action="store_true",
-                        help="only the previous defaults and the current ones (for the slow synthetic set)")
+                        help="only the current defaults (for the slow synthetic set)")
     parser.add_argument("--seed", type=int, default=17)
     args = parser.parse_args(argv)
 
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "facesearch (defaults: pairs at the attach rate, cores + attach)": ClusterParams(pack=args.pack),
     }
     if args.quick:
-        methods = {name: p for name, p in methods.items() if "(before)" in name or "defaults" in name}
+        methods = {name: p for name, p in methods.items() if "defaults" in name}
     if not args.no_baseline:
         methods["Immich-style baseline"] = None
     if not args.skip_lfw:

@@ -138,3 +138,24 @@ def test_a_folder_upload_imports_the_same_way(registry, tmp_path, analyzer):
         assert again.to_dict()["summary"]["already_enrolled"] == 3 and again.problems == 2
     finally:
         engine.close()
+
+
+def test_api_imports_a_folder_upload(api_fresh_env, registry):
+    """POST /api/galleries/{name}/import: the browser's folder upload, the same report as the CLI."""
+    env = api_fresh_env(layout={"alpha": []})
+    ivy = env.as_user("api_ivy")
+    uploads = sorted(p for p in registry.rglob("*") if p.is_file())
+    files = [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in uploads]
+    paths = {"paths": [f"registry/{p.relative_to(registry).as_posix()}" for p in uploads]}
+    done = ivy.post("/api/galleries/missing/import", files=files, data=paths)
+    assert done.status_code == 200, done.text
+    body = done.json()
+    assert body["summary"] == {"people": 2, "created": 2, "enrolled": 3, "already_enrolled": 0, "no_face": 1,
+                               "unreadable": 1, "suppressed": 0}
+    assert {p["label"] for p in body["people"]} == {"Colin Powell", "H. Chavez"}
+    again = ivy.post("/api/galleries/missing/import", files=files, data=paths).json()
+    assert again["summary"]["already_enrolled"] == 3 and again["summary"]["created"] == 0
+    bad = ivy.post("/api/galleries/missing/import", files=files[:1], data={"paths": ["loose.jpg"]})
+    assert bad.status_code == 400 and "no person folders" in bad.json()["detail"]
+    # subjects are not the auditors' to see or change
+    assert env.as_user("api_audrey").post("/api/galleries/missing/import", files=files, data=paths).status_code == 403

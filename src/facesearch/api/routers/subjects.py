@@ -24,11 +24,13 @@ from facesearch.api.schemas import RowId, RowIdPath, from_dataclass
 from facesearch.api.urls import candidate_fields, face_photo_url, face_thumbnail_url, subject_face_thumbnail_url
 from facesearch.catalog.subjects import DecisionInfo, GalleryInfo, SubjectFaceInfo, SubjectInfo
 from facesearch.governance import PermissionDenied
+from facesearch.governance.subject_import import import_people, people_from_uploads
 from facesearch.governance.subjects import SubjectGovernance
 from facesearch.search.subjects import DEFAULT_FUSION, FUSIONS
 from facesearch.services.subjects import EnrolReport, SubjectRemoval
 
 MAX_ENROL_FILES = 20
+MAX_IMPORT_FILES = 500
 MAX_PHOTO_BYTES = 25 * 1024 * 1024
 FUSION_PATTERN = "^(" + "|".join(FUSIONS) + ")$"
 
@@ -370,6 +372,27 @@ async def enrol_photos(subject_id: RowIdPath, who: Member, subjects: Subjects, c
             raise HTTPException(413, f"{upload.filename}: larger than {MAX_PHOTO_BYTES // 2**20} MB")
         photos.append((upload.filename or "photo", data))
     return enrol_out(subjects, await cpu.run(subjects.enroll, who.user, subject_id, photos, face_index=face), who)
+
+
+@router.post("/api/galleries/{name}/import")
+async def import_registry(name: str, who: Member, subjects: Subjects, cpu: Cpu,
+                          files: Annotated[list[UploadFile], File()],
+                          paths: Annotated[list[str] | None, Form()] = None) -> dict:
+    """A folder per person (a browser's folder upload: ``paths`` are the files' relative paths,
+    else their names), with an optional manifest: the same governed, audited import as
+    ``facesearch subject import`` (docs/api.md gives the answer's shape)."""
+    if len(files) > MAX_IMPORT_FILES:
+        raise HTTPException(413, f"at most {MAX_IMPORT_FILES} files per import: import the registry in parts")
+    names = paths if paths and len(paths) == len(files) else [f.filename or "photo" for f in files]
+    uploaded = []
+    for upload, path in zip(files, names):
+        data = await upload.read(MAX_PHOTO_BYTES + 1)
+        if len(data) > MAX_PHOTO_BYTES:
+            raise HTTPException(413, f"{path}: larger than {MAX_PHOTO_BYTES // 2**20} MB")
+        uploaded.append((path, data))
+    people, ignored = people_from_uploads(uploaded)
+    report = await cpu.run(import_people, subjects, who.user, name, people, ignored)
+    return report.to_dict()
 
 
 @router.post("/api/subjects/{subject_id}/faces/from-index", response_model=EnrolOut)
