@@ -93,6 +93,18 @@ async def _checkpoint_sweeps(gov: Governance, every_s: float, export: list[str] 
         await asyncio.sleep(every_s)
 
 
+def error_detail(exc: Exception, code: int) -> str | list[dict[str, object]]:
+    """The ``detail`` of an error answer. A 422 always has the one shape the OpenAPI schema
+    documents for it (FastAPI's ``HTTPValidationError``: a list of ``{loc, msg, type}``), whether
+    FastAPI's validation refused the request or governance did (a blank purpose or case passes the
+    form's validation and is refused by ``policy.justify``); clients read one shape. Other
+    statuses carry the message as a string."""
+    if code != 422:
+        return str(exc)
+    kind = "".join(f"_{c.lower()}" if c.isupper() else c for c in type(exc).__name__).lstrip("_")
+    return [{"loc": ["body"], "msg": str(exc), "type": kind}]
+
+
 def _add_error_map(app: FastAPI) -> None:
     @app.exception_handler(FacesearchError)
     async def facesearch_error(_request: Request, exc: FacesearchError) -> JSONResponse:
@@ -100,7 +112,7 @@ def _add_error_map(app: FastAPI) -> None:
         headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, ServerBusy) else None
         if code >= 500:  # the server could not serve it (busy): worth an operator's look if it keeps happening
             log.warning("%s %s: %d %s", _request.method, _request.url.path, code, exc)
-        return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
+        return JSONResponse({"detail": error_detail(exc, code)}, status_code=code, headers=headers)
 
     @app.exception_handler(MemoryError)
     async def out_of_memory(_request: Request, _exc: MemoryError) -> JSONResponse:
