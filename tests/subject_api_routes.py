@@ -82,6 +82,14 @@ def subject_routes(Call, Route) -> dict:  # noqa: N803 - the classes of test_api
         return Call("/api/galleries/match", {"json": _why(gallery_a=GALLERY, gallery_b=GALLERY)},
                     _audited(env, "gallery_match"))
 
+    def import_folder(env, _tmp):
+        _subjects(env)
+        name, label = _unique("api_import_gal_"), _unique("imported person ")
+        photo = (LFW / "Colin_Powell_0002.jpg").read_bytes()
+        return Call(f"/api/galleries/{name}/import",
+                    {"files": [("files", ("a.jpg", photo, "image/jpeg"))], "data": {"paths": [f"{label}/a.jpg"]}},
+                    lambda: bool(_subjects(env).store.subjects(label=label)))
+
     def add_subject(env, _tmp):
         _subjects(env)
         label = _unique("new person ")
@@ -147,6 +155,7 @@ def subject_routes(Call, Route) -> dict:  # noqa: N803 - the classes of test_api
         ("POST", "/api/galleries"): Route(SEARCHERS, create_gallery, 201),
         ("DELETE", "/api/galleries/{name}"): Route(("admin",), remove_gallery),
         ("POST", "/api/galleries/match"): Route(SEARCHERS, match),
+        ("POST", "/api/galleries/{name}/import"): Route(SEARCHERS, import_folder),
         ("GET", "/api/subjects"): Route(SEARCHERS, get(lambda env: f"/api/subjects?gallery={GALLERY}")),
         ("POST", "/api/subjects"): Route(SEARCHERS, add_subject, 201),
         ("GET", "/api/subjects/{subject_id}"): Route(
