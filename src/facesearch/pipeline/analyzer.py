@@ -79,7 +79,8 @@ class AnalyzerConfig:
     runtime: str | None = None  # "onnxruntime" | "openvino" | "auto" (default: FACESEARCH_RUNTIME)
     precision: str | None = None  # OpenVINO: "auto" | "bf16" | "fp32" (default: FACESEARCH_PRECISION)
     # A photo with no face is looked at again turned 90, 180 and 270 degrees (scans and phone
-    # pictures saved sideways without EXIF): at most three more detector passes, faceless photos only.
+    # pictures saved sideways without EXIF): three quick base-view passes, and one full pass of the
+    # best turn, only for photos with no face, a weak best face or faces lying on their side.
     rotate_retry: bool = True
 
 
@@ -145,13 +146,18 @@ class FaceAnalyzer:
         best_upright = float(dets.scores.max()) if len(dets) else 0.0
         if len(dets) and best_upright >= TURN_BELOW_SCORE and upright_turn(dets) == 0:
             return dets
+        # A quick look at each turn (the base view only: three small passes, not three full
+        # ones with native views of big photos), then a full look at the most promising turn.
         turns = [photo.turned(degrees) for degrees in (90, 180, 270)]
-        found = self.detector.detect_batch([turn.pixels for turn in turns])
-        best = max(range(3), key=lambda i: float(found[i].scores.max()) if len(found[i]) else -1.0)
-        if not len(found[best]) or float(found[best].scores.max()) < best_upright + TURN_MARGIN:
+        glance = self.detector.detect_batch([turn.pixels for turn in turns], base_view_only=True)
+        best = max(range(3), key=lambda i: float(glance[i].scores.max()) if len(glance[i]) else -1.0)
+        if not len(glance[best]) or float(glance[best].scores.max()) < best_upright + TURN_MARGIN:
             return dets  # no turn shows a clearly better face: the photo stays as it was
+        found = self.detector.detect_batch([turns[best].pixels])[0]
+        if not len(found) or float(found.scores.max()) < best_upright + TURN_MARGIN:
+            return dets
         photo.turn((best + 1) * 90)
-        return found[best]
+        return found
 
     def faces_from_detections(self, pixels: list[np.ndarray], detections: list[Detections],
                               *, embed: bool = True) -> list[list[Face]]:

@@ -102,8 +102,11 @@ class ScrfdDetector:
     def detect(self, image: np.ndarray) -> Detections:
         return self.detect_batch([image])[0]
 
-    def detect_batch(self, images: list[np.ndarray]) -> list[Detections]:
-        views = [view for i, img in enumerate(images) for view in self._views(i, img)]
+    def detect_batch(self, images: list[np.ndarray], *, base_view_only: bool = False) -> list[Detections]:
+        """Faces of each image. ``base_view_only``: only the letterboxed base view (a quick look,
+        e.g. to judge which way up a photo is), not the native-resolution views of big photos."""
+        views = [view for i, img in enumerate(images)
+                 for view in (self._views(i, img)[:1] if base_view_only else self._views(i, img))]
         results = self._run(views, len(images))
         # A face that fills the whole frame (passport photos, tight crops) is missed by a
         # detector trained on faces with context: look again with a border around it.
