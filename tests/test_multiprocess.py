@@ -21,6 +21,8 @@ from facesearch.catalog import Catalog, sqlite_url
 from facesearch.governance.accounts import LoginThrottle
 from facesearch.governance.shared import SharedLoginThrottle
 
+from .test_audit import APPENDER  # one script appends to the chain from a child process
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -203,18 +205,6 @@ def test_three_processes_under_load_one_truth(postgres_url, tmp_path):
     assert report["visibility"]["probes"] >= 1 and report["visibility"]["max_searches_until_visible"] == 1
     assert report["by_kind"]["me_via_other_process"]["n"] >= 1 and report["by_kind"]["search"]["n"] >= 3
     assert report["ok"] and done.returncode == 0
-
-
-APPENDER = """
-import sys
-from facesearch.services.engine import Engine
-from facesearch.governance import AuditLog
-home, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-with Engine.open(home) as engine:
-    log = AuditLog(engine.catalog)
-    for i in range(count):
-        log.append(name, "search", {"i": i}, purpose="load", case_ref=name)
-"""
 
 
 def test_redteam_an_edit_hidden_among_concurrent_appends_is_caught(postgres_url, tmp_path):
