@@ -60,6 +60,13 @@ def test_blank_case_on_a_view_grant_is_a_documented_422(api_env, spec):
     assert_documented_422(spec, "/api/views", "POST", response)
 
 
+def test_a_face_id_past_the_database_integer_is_a_documented_422(api_env, spec):
+    """Found by the API fuzzer: an id over 2**63 reached SQLite and failed with a 500."""
+    response = api_env.as_user("api_ivy").post(
+        "/api/views", json={"face_ids": [2**70], "purpose": WHY["purpose"], "case_ref": WHY["case_ref"]})
+    assert_documented_422(spec, "/api/views", "POST", response)
+
+
 def test_a_probe_without_a_face_is_a_documented_422(api_env, spec, no_face_path):
     response = api_env.search("api_ivy", no_face_path)
     (detail,) = assert_documented_422(spec, "/api/search", "POST", response)

@@ -239,7 +239,7 @@ class FaceOut(BaseModel):
 
 
 class ViewRequest(BaseModel):
-    face_ids: list[int] = Field(min_length=1, max_length=200)
+    face_ids: list[RowId] = Field(min_length=1, max_length=200)
     purpose: str = Field(min_length=1, max_length=500)
     case_ref: str = Field(min_length=1, max_length=200)
 
