@@ -46,7 +46,8 @@ class ArcFaceEmbedder:
             # (crop - mean) / std as (N, 3, 112, 112) float32, written once (no float, transposed
             # and contiguous copies of each batch)
             rows = _next_power_of_two(len(batch)) if self.bucket_batches else len(batch)
-            blob = np.zeros((rows, 3, *batch.shape[1:3]), np.float32)
+            blob = np.empty((rows, 3, *batch.shape[1:3]), np.float32)
+            blob[len(batch):] = 0  # only the padding rows: the real ones are written below
             real = blob[:len(batch)]
             np.subtract(batch.transpose(0, 3, 1, 2), self.mean, out=real, casting="unsafe")
             np.divide(real, self.std, out=real)
