@@ -2,9 +2,9 @@
 :class:`ClusterState`, and the catalog service's full and incremental runs.
 
 - Cannot-link: faces of one image (photo or video frame) never share a cluster.
-- One comparison: a cluster founded on a single cosine (two single faces) needs the attachment's
-  cosine, not only the average-link one; a face joining a group of two is an average over two
-  comparisons and needs the link cosine.
+- One comparison: a cluster founded on a single cosine (two single faces) needs the cosine of
+  ``pair_fmr`` (6e-6, 0.348), not only the average-link one (0.336); a face joining a group of two
+  is an average over two comparisons and needs the link cosine.
 """
 
 from __future__ import annotations
@@ -32,17 +32,22 @@ def with_cosines(rng, cosines: list[float]) -> np.ndarray:
     return unit(np.array(rows))
 
 
-def test_a_pair_founded_on_one_cosine_needs_the_attachment_cosine():
+def test_a_pair_founded_on_one_cosine_needs_the_pair_cosine():
+    pair = PARAMS.resolved().one_comparison_threshold
+    assert 0.345 < pair < 0.352  # FMR 6e-6 of the buffalo_s calibration: between the link and the attachment
     rng = np.random.default_rng(3)
-    weak = with_cosines(rng, [0.35])  # above the link (0.336), below the one-comparison cosine (0.365)
+    weak = with_cosines(rng, [0.342])  # above the link (0.336), below the one-comparison cosine (0.348)
     assert (cluster_faces(weak, params=PARAMS).labels == -1).all()
-    strong = with_cosines(rng, [0.38])
+    strong = with_cosines(rng, [0.36])
     labels = cluster_faces(strong, params=PARAMS).labels
     assert labels[0] == labels[1] >= 0
-    # with the pair rule at the link's cosine (the rule before), the weak pair forms: the test can fail
+    # with the pair rule at the link's cosine (the rule before issue 17), the weak pair forms: the test can fail
     loose = ClusterParams(edge_threshold=0.22, link_threshold=0.336, attach_threshold=0.365, pair_threshold=0.336)
     labels = cluster_faces(weak, params=loose).labels
     assert labels[0] == labels[1] >= 0
+    # no pair rate at all: the stricter of the link and the attachment cosines (0.365)
+    strict = ClusterParams(edge_threshold=0.22, link_threshold=0.336, attach_threshold=0.365, pair_fmr=None)
+    assert (cluster_faces(with_cosines(rng, [0.36]), params=strict).labels == -1).all()
 
 
 def test_a_face_joining_a_group_of_two_needs_only_the_link_on_average():

@@ -14,7 +14,7 @@ face into an empty :class:`ClusterState`):
    two people (a look-alike, a mislabeled photo) cannot chain them: the whole of both
    groups has to agree, unlike single-linkage components or DBSCAN's density chaining.
    A group founded on **one comparison** (two single faces) rests on a single cosine: it needs
-   the attachment's cosine (FMR 3e-6), not only the link's (``pair_fmr`` sets another).
+   the cosine of ``pair_fmr`` (6e-6), not only the link's (1e-5).
 3. **Quality.** A face with quality below ``min_quality`` is a *leaf*: it may join one
    group, through its single best edge and only if it also passes the average-linkage test
    against that group's good faces, but its embedding never enters a group's sums, it is
@@ -26,7 +26,8 @@ face into an empty :class:`ClusterState`):
    group: a merge that would put two of them together is refused.
 6. **Attachment (stage 2).** Steps 2-4 form tight *cores*. A face left out of every core then
    joins one when at least ``attach_support`` of its k nearest neighbours are members of that
-   one core at or above the cosine of ``attach_fmr`` (and no other core has that support);
+   one core at or above the cosine of ``attach_fmr``, or ``attach_wide_support`` at a looser
+   rate scaled by the core's size (and no other core has that support);
    the rule and its reasons are :mod:`facesearch.cluster.attach`. Attached faces are
    satellites: they never enter a core's sums or vote, so :meth:`ClusterState.labels` is a
    function of the cores and the k-NN lists, whatever order the faces came in.
@@ -167,9 +168,13 @@ class ClusterState(Linker):
         if not self.params.attach_support or not self._n:
             return core
         faces = np.flatnonzero(core < 0)
+        wide = None
+        if self.params.attach_wide_support and (core >= 0).any():
+            wide = self.params.wide_thresholds(np.bincount(core[core >= 0]))  # by each core's size
         attached, labels = attach_faces(
             core, faces, self._nbr_ids[faces], self._nbr_sims[faces], threshold=self.params.attach_threshold,
-            support=self.params.attach_support, good=self._good[:self._n], image_ids=self._image[:self._n])
+            support=self.params.attach_support, good=self._good[:self._n], image_ids=self._image[:self._n],
+            wide_support=self.params.attach_wide_support, wide_thresholds=wide)
         core[attached] = labels
         return core
 

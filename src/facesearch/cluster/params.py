@@ -45,6 +45,22 @@ DEFAULT_LINK_FMR = 1e-5
 #: 6e-6 0.9907 / 0.9 %, at the attach rate (default) 0.9915 / 1.2 %; LFW P 0.9907 -> 0.9932.
 DEFAULT_ATTACH_FMR = 3e-6
 DEFAULT_ATTACH_SUPPORT = 2
+#: Wide attachment (issue 17, second rule of :mod:`facesearch.cluster.attach`): a face also joins a
+#: core when **4** of its k nearest neighbours are members of that one core at or above the cosine of
+#: a per-comparison FMR of **3e-5** (0.308) -- for a core of at most k members; a larger core of n
+#: members needs the rate divided by n / k (rounded up to a power of two), so that the number of the
+#: core's members one different person is expected to reach, n x FMR, never exceeds k x 3e-5. A big
+#: cluster (Bush's 530 photos) always has a few members like any face at a fixed rate: without the
+#: scaling 27 wrong faces joined on LFW, with it 3 (and 8 right ones). Chosen on the harder LFW set
+#: (bench/cluster_hard.py, docs/accuracy.md): 3 supporters at 3e-5 took 14 right faces and 16 wrong
+#: ones, 5 at 1e-4 10 and 9, 3 at 1e-5 8 and 1, **4 at 3e-5 11 and 3**.
+DEFAULT_ATTACH_WIDE_FMR = 3e-5
+DEFAULT_ATTACH_WIDE_SUPPORT = 4
+#: how many halvings of the wide rate are tabulated (cores up to k x 2^24 members)
+WIDE_STEPS = 25
+#: One comparison: a group founded on a single cosine (two single faces) needs FMR 6e-6 (cos 0.348),
+#: between the link's 1e-5 and the attachment's 3e-6 (the sweep is in the comment above).
+DEFAULT_PAIR_FMR = 6e-6
 DEFAULT_K = 10
 DEFAULT_MIN_SIZE = 2
 DEFAULT_PACK = "buffalo_s"
@@ -75,9 +91,14 @@ class ClusterParams:
     attach_fmr: float = DEFAULT_ATTACH_FMR
     attach_threshold: float | None = None
     attach_support: int = DEFAULT_ATTACH_SUPPORT  # 0 turns attachment off
-    #: a group founded on one comparison (two single faces): its rate, or its cosine; both None =
-    #: the stricter of the link's and the attachment's cosines (:attr:`one_comparison_threshold`)
-    pair_fmr: float | None = None
+    #: the wide rule (4 supporters at a size-scaled 3e-5; 0 turns it off) and its cosines, one per
+    #: halving of the rate (filled by :meth:`resolved`; :meth:`wide_thresholds` picks by core size)
+    attach_wide_support: int = DEFAULT_ATTACH_WIDE_SUPPORT
+    attach_wide_fmr: float = DEFAULT_ATTACH_WIDE_FMR
+    attach_wide_table: tuple[float, ...] | None = None
+    #: a group founded on one comparison (two single faces): its rate (default 6e-6), or its cosine;
+    #: both None = the stricter of the link's and the attachment's cosines (:attr:`one_comparison_threshold`)
+    pair_fmr: float | None = DEFAULT_PAIR_FMR
     pair_threshold: float | None = None
     min_size: int = DEFAULT_MIN_SIZE
     min_quality: float = USABLE_QUALITY
@@ -90,12 +111,12 @@ class ClusterParams:
     def resolved(self, calibration: Calibration | None = None) -> ClusterParams:
         """A copy with both cosine thresholds filled in from the calibration where not given."""
         if self.edge_threshold is not None and self.link_threshold is not None and self.attach_threshold is not None:
-            return self._with_pair(None)
+            return self._with_wide(self._with_pair(None), None)
         calibration = calibration or load_calibration(self.pack)
         if calibration is None:
             raise ValueError(f"pack {self.pack!r} has no calibration: give edge_threshold and link_threshold")
         return replace(
-            self._with_pair(calibration),
+            self._with_wide(self._with_pair(calibration), calibration),
             edge_threshold=self.edge_threshold if self.edge_threshold is not None
             else threshold_for_fmr(self.edge_fmr, calibration),
             link_threshold=self.link_threshold if self.link_threshold is not None
@@ -111,6 +132,25 @@ class ClusterParams:
         if calibration is None:
             raise ValueError(f"pack {self.pack!r} has no calibration: give pair_threshold")
         return replace(self, pair_threshold=threshold_for_fmr(self.pair_fmr, calibration))
+
+    def _with_wide(self, params: ClusterParams, calibration: Calibration | None) -> ClusterParams:
+        if not params.attach_wide_support or params.attach_wide_table is not None:
+            return params
+        calibration = calibration or load_calibration(params.pack)
+        if calibration is None:
+            raise ValueError(f"pack {params.pack!r} has no calibration: give attach_wide_table or no wide rule")
+        table = tuple(threshold_for_fmr(params.attach_wide_fmr / 2 ** step, calibration) for step in range(WIDE_STEPS))
+        return replace(params, attach_wide_table=table)
+
+    def wide_thresholds(self, core_sizes: np.ndarray) -> np.ndarray:
+        """The wide rule's cosine for cores of these sizes (resolved params only): the cosine of
+        ``attach_wide_fmr`` up to ``k`` members, of the rate halved once per doubling beyond, so that
+        n x FMR (different people's expected supporters in a core of n) never exceeds k x ``attach_wide_fmr``."""
+        if self.attach_wide_table is None:
+            raise ValueError("resolve the parameters first (ClusterParams.resolved)")
+        ratio = np.maximum(np.asarray(core_sizes, np.float64), 1.0) / self.k
+        steps = np.ceil(np.log2(np.maximum(ratio, 1.0)) - 1e-9).astype(np.int64)
+        return np.asarray(self.attach_wide_table, np.float64)[np.minimum(steps, len(self.attach_wide_table) - 1)]
 
     @property
     def one_comparison_threshold(self) -> float:
@@ -130,6 +170,9 @@ class ClusterParams:
         fmr = (f"FMR {p.edge_fmr:g} / {p.link_fmr:g} of {p.threshold_source}: " if p.threshold_source else "")
         attach = (f"; attach with {p.attach_support} neighbours in one cluster at cos >= {p.attach_threshold:.3f} "
                   f"(FMR {p.attach_fmr:g})" if p.attach_support else "")
+        if p.attach_support and p.attach_wide_support and p.attach_wide_table:
+            attach += (f" or {p.attach_wide_support} at cos >= {p.attach_wide_table[0]:.3f} (FMR {p.attach_wide_fmr:g} "
+                       f"per comparison for clusters of up to {p.k}, halved per doubling beyond)")
         return (f"k {p.k}{' mutual' if p.mutual else ''}; {fmr}edge cos >= {p.edge_threshold:.3f}, "
                 f"average link >= {p.link_threshold:.3f} (a group founded on one comparison: "
                 f">= {p.one_comparison_threshold:.3f}); min size {p.min_size}; "

@@ -139,10 +139,14 @@ class Groups(Linker):
                 nbr_ids[out, kept], nbr_sims[out, kept] = index_of(other), score
                 kept += 1
         ids = np.array(list(local), np.int64)
+        wide = None
+        if self.params.attach_wide_support and root_label:  # by each cluster's size, as the batch run
+            wide = self.params.wide_thresholds(np.array([self.size[r] for r in root_label], np.int64))
         attached, labels = attach_faces(
             np.array(core, np.int64), faces, nbr_ids, nbr_sims, threshold=self.params.attach_threshold,
             support=self.params.attach_support, good=np.array([self.good[f] for f in ids.tolist()], bool),
-            image_ids=np.array([self.image[f] for f in ids.tolist()], np.int64))
+            image_ids=np.array([self.image[f] for f in ids.tolist()], np.int64),
+            wide_support=self.params.attach_wide_support, wide_thresholds=wide)
         target = {label: root for root, label in root_label.items()}
         for position, label in zip(attached.tolist(), labels.tolist()):
             root, face = self.find(target[label]), int(ids[position])

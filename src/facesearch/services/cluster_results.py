@@ -4,6 +4,7 @@ The service is :mod:`facesearch.services.clusters`."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 
 from facesearch.catalog.clusters import ClusterStateInfo
@@ -97,4 +98,4 @@ def params_key(params: ClusterParams) -> dict:
     """What identifies a clustering configuration (stored with the state; a change forces a full run)."""
     data = asdict(params)
     data.pop("threshold_source", None)
-    return data
+    return json.loads(json.dumps(data))  # as stored (tuples become lists), so an unchanged key compares equal
