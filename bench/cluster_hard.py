@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "facesearch (defaults: pairs at 6e-6, 2 supporters or 4 wide)": ClusterParams(pack=args.pack),
     }
     if args.quick:
-        methods = {name: p for name, p in methods.items() if "defaults" in name}
+        methods = {name: p for name, p in methods.items() if "(defaults" in name}
     if not args.no_baseline:
         methods["Immich-style baseline"] = None
     if not args.skip_lfw:
