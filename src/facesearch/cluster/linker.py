@@ -78,8 +78,8 @@ class Linker:
         """The cosine the average of ``comparisons`` face pairs must reach for two groups to join.
 
         A group founded on one comparison (two single faces) rests on one cosine, the least evidence
-        a cluster can have: it needs the attachment's calibrated rate
-        (:attr:`ClusterParams.one_comparison_threshold`). An average over 2+ pairs is harder for two
+        a cluster can have: it needs a stricter calibrated rate than the link's (``pair_fmr``, 6e-6;
+        :attr:`ClusterParams.one_comparison_threshold`). An average over 2+ pairs is harder for two
         different people to reach at the same cosine, and keeps the link's rate."""
         if comparisons == 1:
             return self.params.one_comparison_threshold
