@@ -52,7 +52,7 @@ DEFAULT_ATTACH_SUPPORT = 2
 #: members needs the rate divided by n / k (rounded up to a power of two), so that the number of the
 #: core's members one different person is expected to reach, n x FMR, never exceeds k x 3e-5. A big
 #: cluster (Bush's 530 photos) always has a few members like any face at a fixed rate: without the
-#: scaling stage 2 put 27 wrong faces (and 8 right ones) into clusters on LFW, with it 4 (and 8).
+#: scaling stage 2 put 27 wrong faces (and 8 right ones) into clusters on LFW, with it 3 (and 8).
 #: Chosen on the harder LFW set (bench/cluster_hard.py, docs/accuracy.md; pairs at 6e-6), faces
 #: stage 2 attached right / wrong: the 2-supporter rule alone 6 / 0; with 3 more supporters at 1e-5
 #: 8 / 1, 3 at 3e-5 14 / 16, 5 at 1e-4 10 / 9, **4 at 3e-5 11 / 3** (no hard-set core exceeds k, so
