@@ -140,7 +140,9 @@ class Groups(Linker):
                 kept += 1
         ids = np.array(list(local), np.int64)
         wide = None
-        if self.params.attach_wide_support and root_label:  # by each cluster's size, as the batch run
+        # the wide rule's cosine by each cluster's size; a stored cluster counts the faces attached to it
+        # too (the batch run counts core members), so it is at most one halving stricter here
+        if self.params.attach_wide_support and root_label:
             wide = self.params.wide_thresholds(np.array([self.size[r] for r in root_label], np.int64))
         attached, labels = attach_faces(
             np.array(core, np.int64), faces, nbr_ids, nbr_sims, threshold=self.params.attach_threshold,
