@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facesearch.cluster import ClusterParams, bcubed_scores, cluster_faces, pairwise_scores
+from facesearch.cluster import ClusterParams, KnnGraph, bcubed_scores, build_knn_graph, cluster_faces, pairwise_scores
 from facesearch.cluster.baseline import immich_style_cluster
 from facesearch.cluster.metrics import band_scores
 from facesearch.eval.synthetic import GaussianFaces
@@ -93,23 +93,24 @@ def hard_subset(truth: np.ndarray, x: np.ndarray, min_photos: int, keep: int) ->
     return np.sort(np.concatenate(chosen))
 
 
-def _child(method: str, x: np.ndarray, params: ClusterParams | None, conn) -> None:
+def _child(method: str, x: np.ndarray, params: ClusterParams | None, graph: KnnGraph | None, conn) -> None:
     start_rss = rss_mb()
     start = time.perf_counter()
     if method == "immich":
         labels = immich_style_cluster(x).labels
     else:
-        labels = cluster_faces(x, params=params).labels
+        labels = cluster_faces(x, params=params, graph=graph).labels
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     conn.send((labels, seconds, max(0.0, peak - start_rss)))
     conn.close()
 
 
-def run_method(method: str, x: np.ndarray, params: ClusterParams | None) -> tuple[np.ndarray, float, float]:
+def run_method(method: str, x: np.ndarray, params: ClusterParams | None,
+               graph: KnnGraph | None = None) -> tuple[np.ndarray, float, float]:
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(method, x, params, child))
+    proc = ctx.Process(target=_child, args=(method, x, params, graph, child))
     proc.start()
     child.close()
     result = parent.recv()
@@ -125,19 +126,29 @@ def multi_photo(truth: np.ndarray) -> np.ndarray:
 
 
 def report(title: str, truth: np.ndarray, x: np.ndarray, methods: dict[str, ClusterParams | None],
-           other: tuple[str, np.ndarray] | None = None) -> None:
-    """Scores of each method on ``truth``; ``other`` = (what, labels): the overall scores on that labelling too."""
+           other: tuple[str, np.ndarray] | None = None, share_graph: bool = False) -> None:
+    """Scores of each method on ``truth``; ``other`` = (what, labels): the overall scores on that labelling too.
+    ``share_graph``: build the k-NN graph once (every facesearch method here has the same k and edge floor)
+    and give it to each run, whose time and memory then leave the graph out (printed apart)."""
     names = np.unique(truth)
     multi = multi_photo(truth)
     print(f"\n## {title}: {len(truth):,} faces, {len(names):,} people "
           f"({int(multi.sum()):,} faces of people with 2+ faces)\n")
+    graph = None
+    if share_graph:
+        base = next(p for p in methods.values() if p is not None).resolved()
+        before, start = rss_mb(), time.perf_counter()
+        graph = build_knn_graph(x, base.k, min_sim=base.edge_threshold, exact_limit=base.exact_limit,
+                                assign=base.assign)
+        print(f"shared k-NN graph ({graph.mode}): {time.perf_counter() - start:.1f} s, "
+              f"{max(0.0, rss_mb() - before):,.0f} MB more resident in the parent\n", flush=True)
     print("| method | B3 P | B3 R | B3 F | pair P | pair R | pair F | clusters | unassigned (2+) | seconds | "
           "peak MB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     bands: dict[str, list] = {}
     found: dict[str, np.ndarray] = {}
     for name, params in methods.items():
-        labels, seconds, peak = run_method("immich" if params is None else "facesearch", x, params)
+        labels, seconds, peak = run_method("immich" if params is None else "facesearch", x, params, graph)
         found[name] = labels
         b3, pw = bcubed_scores(truth, labels), pairwise_scores(truth, labels)
         clusters = len(np.unique(labels[labels >= 0]))
@@ -181,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--quick", action="store_true",
                         help="only the current defaults (for the slow synthetic set)")
+    parser.add_argument("--with-previous", action="store_true",
+                        help="with --quick: the stage-1 and previous-defaults rows too")
+    parser.add_argument("--share-graph", action="store_true",
+                        help="on the synthetic set: one k-NN graph for every facesearch method (time printed apart)")
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--raw-labels", action="store_true",
                         help=f"LFW's labels as they are (default: the same-photo pairs of {SAME_PHOTO.name} count as "
@@ -210,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         "facesearch (defaults: pairs at 6e-6, 2 supporters or 4 wide)": ClusterParams(pack=args.pack),
     }
     if args.quick:
-        methods = {name: p for name, p in methods.items() if "(defaults" in name}
+        methods = {name: p for name, p in methods.items()
+                   if "(defaults" in name or (args.with_previous and ("previous" in name or "stage 1" in name))}
     if not args.no_baseline:
         methods["Immich-style baseline"] = None
     if not args.skip_lfw:
@@ -226,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         extra = model.sample(args.synthetic, args.seed)
         fake = np.array([f"synthetic_{i}" for i in range(args.synthetic)])
         report(f"hard + {args.synthetic:,} synthetic distractors", np.concatenate([ht, fake]),
-               np.concatenate([hx, extra]), methods, (other[0], np.concatenate([other[1][keep], fake])))
+               np.concatenate([hx, extra]), methods, (other[0], np.concatenate([other[1][keep], fake])),
+               share_graph=args.share_graph)
     return 0
 
 
