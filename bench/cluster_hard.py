@@ -194,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the current defaults (for the slow synthetic set)")
     parser.add_argument("--with-previous", action="store_true",
                         help="with --quick: the stage-1 and previous-defaults rows too")
+    parser.add_argument("--large-link-fmr", type=float, default=None,
+                        help="also the defaults with this stricter link_fmr (what a collection far larger than LFW "
+                             "should pass; params.py)")
     parser.add_argument("--share-graph", action="store_true",
                         help="on the synthetic set: one k-NN graph for every facesearch method (time printed apart)")
     parser.add_argument("--seed", type=int, default=17)
@@ -227,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         methods = {name: p for name, p in methods.items()
                    if "(defaults" in name or (args.with_previous and ("previous" in name or "stage 1" in name))}
+    if args.large_link_fmr:
+        methods[f"facesearch defaults with link FMR {args.large_link_fmr:g}"] = ClusterParams(
+            pack=args.pack, link_fmr=args.large_link_fmr)
     if not args.no_baseline:
         methods["Immich-style baseline"] = None
     if not args.skip_lfw:
