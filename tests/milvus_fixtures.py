@@ -29,10 +29,10 @@ def milvus_server(tmp_path_factory):
     server.stop()
 
 
-def empty_server(uri: str) -> None:
+def empty_server(uri: str, token: str = "") -> None:
     from pymilvus import MilvusClient
 
-    client = MilvusClient(uri=uri)
+    client = MilvusClient(uri=uri, token=token)
     for name in client.list_collections():
         client.drop_collection(name)
     client.close()

@@ -47,6 +47,10 @@ class MilvusUnavailable(FacesearchError):
     """The configured Milvus server cannot be reached (one line: where, and what to check)."""
 
 
+class MilvusAuthFailed(FacesearchError):
+    """The Milvus server runs but refuses this client's token, or got none (one line, no token)."""
+
+
 class MilvusIndex:
     def __init__(self, uri: str, name: str, dim: int = 512, index_type: str = "FLAT",
                  token: str | None = None, index_params: dict | None = None,
@@ -237,13 +241,31 @@ def _b64_len(nbytes: int) -> int:
 
 
 def _connect(pymilvus, uri: str, token: str | None, timeout: float):
-    """A client, or one clear line when the server is unreachable (not a gRPC stack trace)."""
+    """A client, or one clear line when the server is unreachable or refuses the token (not a gRPC
+    stack trace). The token never appears in the message, even if the server echoed it."""
     try:
         return pymilvus.MilvusClient(uri=uri, token=token or "", timeout=timeout)
     except pymilvus.exceptions.MilvusException as exc:
         if not uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:")):
             raise
-        reason = getattr(exc, "message", "") or str(exc)
+        cause = exc.__cause__  # pymilvus says "unavailable" for both; gRPC's status tells them apart
+        status = cause.code() if callable(getattr(cause, "code", None)) else None
+        if getattr(status, "name", "") in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            detail = _redact(str(cause.details() or status.name), token)
+            given = "the token was refused" if token else "it requires a token and none was given"
+            raise MilvusAuthFailed(f"Milvus server {uri} refused the connection: {given} "
+                                   f"({detail.splitlines()[0][:160]}); set FACESEARCH_MILVUS_TOKEN or "
+                                   "FACESEARCH_MILVUS_TOKEN_FILE to user:password or an API key it "
+                                   "accepts") from None
+        reason = _redact(getattr(exc, "message", "") or str(exc), token)
         raise MilvusUnavailable(f"Milvus server {uri} is unreachable ({reason.splitlines()[0][:160]}); "
                                 "check milvus_uri in config.json, that the server runs, and "
                                 "FACESEARCH_MILVUS_TOKEN if it needs one") from None
+
+
+def _redact(text: str, token: str | None) -> str:
+    """``text`` without the token or its password half (``user:password``)."""
+    for secret in (token, (token or "").partition(":")[2]):
+        if secret and len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return text
