@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from facesearch.processes import pid_alive
+
 #: What the server's own environment needs (the newest standalone wheel on PyPI is 2.3.5).
 REQUIREMENTS = ("milvus==2.3.5", "pymilvus<2.4", "setuptools<81", "marshmallow<4")
 DEFAULT_VENV = Path("build/milvus-venv")
@@ -190,17 +192,6 @@ class MilvusServer:
             except subprocess.TimeoutExpired:
                 self._supervisor.kill()
                 self._supervisor.wait()
-        if _alive(self.binary_pid):  # belt and braces: never leave the binary behind
+        if pid_alive(self.binary_pid):  # belt and braces: never leave the binary behind
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.binary_pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    status = Path(f"/proc/{pid}/stat")
-    return not (status.is_file() and ") Z" in status.read_text())
