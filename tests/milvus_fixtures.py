@@ -45,9 +45,17 @@ def milvus_uri(milvus_server) -> str:
     return milvus_server.uri
 
 
+#: The server with its other sign-code index (``BIN_IVF_FLAT``; nprobe = nlist: every cluster is
+#: scanned, so the exact contract holds), for the index backend suite.
+BIN_IVF_BACKEND = "milvus-server-bin-ivf"
+
+
 def backend_options(request, backend: str | None) -> tuple[str | None, dict]:
     """``(backend, options)`` for ``Engine.open`` / ``open_index``: ``milvus-server`` is the
     ``milvus`` backend with ``milvus_uri`` of the (emptied) session server."""
+    if backend == BIN_IVF_BACKEND:
+        return "milvus", {"milvus_uri": request.getfixturevalue("milvus_uri"), "index_type": "BIN_IVF_RERANK",
+                          "index_params": {"nlist": 8}, "search_params": {"nprobe": 8}}
     if backend != "milvus-server":
         return backend, {}
     return "milvus", {"milvus_uri": request.getfixturevalue("milvus_uri")}
