@@ -11,7 +11,8 @@ A process can die mid-job (SIGKILL, OOM, a lost machine) and never write "failed
 also writes a heartbeat (every ``heartbeat_every_s``, and with each progress write), and any
 process reading a queued or running job whose heartbeat is older than :data:`STALE_AFTER_S`, or
 whose owner is a process of this machine that no longer exists, writes it as failed with the
-reason :data:`STOPPED`. Every API process sweeps the table so when it starts. Job states are not
+reason :data:`STOPPED`. Every API process sweeps the table so when it starts. An owner that was
+only cut off (a database outage longer than the bound) puts the truth back with its next write. Job states are not
 audited (the ingest's own work is, by governance), so neither is this.
 """
 
@@ -195,8 +196,9 @@ class JobRunner:
             try:
                 for job in [j for j in list(self._jobs.values()) if j.state == "running"]:
                     self._save(job)  # progress, and a heartbeat with it
-                if time.monotonic() - last_beat >= heartbeat_every_s:
-                    self._store.beat()  # queued jobs too
+                queued = any(j.state == "queued" for j in list(self._jobs.values()))
+                if queued and time.monotonic() - last_beat >= heartbeat_every_s:
+                    self._store.beat()  # queued jobs too (running ones beat with their progress)
                     last_beat = time.monotonic()
             except Exception:  # noqa: BLE001 - a missed write is retried next tick
                 pass
