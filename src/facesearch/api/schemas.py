@@ -170,6 +170,7 @@ class ProbeOut(BaseModel):
     quality: float
     quality_issues: list[str]
     usable: bool
+    rotation: int = 0  # degrees clockwise the probe was turned to find its faces; boxes fit it as sent
 
 
 class SearchOut(BaseModel):

@@ -51,8 +51,7 @@ def search_out(ctx: ServerContext, result: SearchResult, user: UserInfo, purpose
     if result.probe is not None:
         p = result.probe
         probe_faces = list(p.face_boxes)
-        probe = schemas.ProbeOut(faces_in_image=p.faces_in_image, chosen=p.chosen, rule=p.rule, box=p.box,
-                                 quality=p.quality, quality_issues=list(p.quality_issues), usable=p.usable)
+        probe = schemas.ProbeOut(**{name: getattr(p, name) for name in schemas.ProbeOut.model_fields})
     data = result.to_dict()
     return schemas.SearchOut(
         verdict=data["verdict"], confident_match=data["confident_match"], probe=probe, probe_faces=probe_faces,
