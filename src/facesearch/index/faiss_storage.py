@@ -121,6 +121,35 @@ def mapped_paths(directory: Path, generation: int) -> dict[str, Path]:
     return {"ids": Path(f"{stem}.ids.i64"), "codes": Path(f"{stem}.codes.u8"), "rows": Path(f"{stem}.rows.f16")}
 
 
+def committed_files(directory: Path, info: dict) -> dict[str, int | None]:
+    """The files of the generation ``info`` (a ``CURRENT``) names -> how many of their bytes it
+    commits (``None``: all of them). A copy of these prefixes is a complete index."""
+    generation = int(info["generation"])
+    if info.get("storage", "ram") == "ram":
+        stem = f"gen-{generation:06d}"
+        return {f"{stem}.ids.npy": None, f"{stem}.vectors.npy": None}
+    count, dim = int(info["count"]), int(info["dim"])
+    paths = mapped_paths(directory, generation)
+    files: dict[str, int | None] = {paths["ids"].name: count * 8, paths["codes"].name: count * (dim // 8),
+                                    paths["rows"].name: count * dim * 2}
+    if info.get("dead"):
+        files[info["dead"]] = None
+    return files
+
+
+def copy_committed(source: Path, target: Path, info: dict) -> None:
+    """Copy the committed part of the generation ``info`` names from ``source`` to ``target``."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name, length in committed_files(source, info).items():
+        with open(source / name, "rb") as src, open(target / name, "wb") as dst:
+            left = length if length is not None else float("inf")
+            while left > 0 and (block := src.read(int(min(left, 1 << 20)))):
+                dst.write(block)
+                left -= len(block)
+        if length is not None and (target / name).stat().st_size != length:
+            raise OSError(f"{source / name}: shorter than its committed {length} bytes")
+
+
 def remove_other_files(directory: Path, keep: set[str]) -> None:
     """Delete every generation file (and stale temporaries) not named in ``keep``."""
     for path in directory.glob("gen-*"):
