@@ -251,26 +251,48 @@ def test_a_save_that_dies_midway_leaves_the_committed_state(tmp_path, monkeypatc
     assert not list(directory.glob("*.tmp")) and _current(directory)["generation"] == before["generation"] + 1
 
 
-def test_two_writers_on_one_directory_do_not_corrupt_each_other(tmp_path):
-    """Two processes (a server and a CLI) each hold the index; each writes in turn, as the home lock
-    orders them. The second writer finds the files moved on and writes its own view afresh."""
+def test_two_writers_on_one_directory_keep_both_their_changes(tmp_path):
+    """Two processes (a server and a CLI) each hold the index and write in turn, as the home lock
+    orders them. A writer that finds rows appended since it loaded takes them in before its own:
+    no row is overwritten, both writers' additions and removals survive, a face both added is
+    kept once, and the first writer still searches its own (older) map correctly."""
     rng = np.random.default_rng(8)
-    vectors = unit_vectors(rng, 30)
+    vectors = unit_vectors(rng, 40)
     directory = tmp_path / "idx"
     first = FaissIndex(directory, storage="mmap")
     first.add(np.arange(10), vectors[:10])
     first.save()
     second = FaissIndex(directory, storage="mmap")
     first.add(np.arange(10, 20), vectors[10:20])
-    first.save()  # appended to the shared files
-    second.add(np.arange(20, 30), vectors[20:])  # second's pending rows would land where first's are
+    first.remove([2])
+    first.save()  # appended to the shared files, and a tombstone
+    second.add(np.arange(20, 30), vectors[20:30])  # second's pending rows would land where first's are
+    second.add(np.array([15]), vectors[15:16])  # also added by the first
+    second.remove([7])
     second.save()
     on_disk = FaissIndex(directory)
-    assert sorted(on_disk.ids().tolist()) == list(range(10)) + list(range(20, 30))  # second's view
-    for face_id in (3, 25):
+    assert sorted(on_disk.ids().tolist()) == sorted(set(range(30)) - {2, 7})
+    assert len(on_disk) == 28
+    for face_id in (3, 15, 19, 25):
         assert on_disk.search(vectors[face_id], 1).row(0)[0] == (face_id, pytest.approx(1.0, abs=2e-3))
-    # the first still searches its own mapped rows correctly (the unlinked files stay mapped)
+    assert _current(directory)["generation"] == 1  # appended: no rewrite of the whole file
     assert first.search(vectors[15], 1).row(0)[0] == (15, pytest.approx(1.0, abs=2e-3))
+
+    # A removal alone (same row count) by one writer is not undone by the other's next save.
+    first.remove([19])
+    first.save()
+    second.add(np.array([30]), vectors[30:31])
+    second.save()
+    assert sorted(FaissIndex(directory).ids().tolist()) == sorted(set(range(31)) - {2, 7, 19})
+
+    # When the other writer compacted into a new generation, this writer's view is written afresh.
+    first.remove(np.arange(0, 30, 2))
+    first.save()
+    assert _current(directory)["generation"] == 2
+    second.add(np.array([31]), vectors[31:32])
+    second.save()
+    assert _current(directory)["generation"] == 3
+    assert sorted(FaissIndex(directory).ids().tolist()) == sorted(second.ids().tolist())
 
 
 def test_unknown_storage_is_refused(tmp_path):

@@ -36,6 +36,7 @@ from facesearch.index.faiss_storage import (
     append_at,
     mapped_paths,
     read_current,
+    read_tail,
     remove_other_files,
     write_current,
     write_whole,
@@ -285,13 +286,18 @@ class FaissIndex:
     def _save_mapped(self) -> None:
         with writer_lock(self.directory):
             info = read_current(self.directory)
-            # Append only to the very files (and count) this process loaded or last wrote; if another
-            # process has written since, or the format differs, write this process's view afresh.
-            ours = (self._rows is not None and info is not None and self._disk is not None
+            # Append only to the very files this process loaded or last wrote. If another process has
+            # appended to them since, take its rows in first; if it wrote a new generation (or the
+            # format differs), write this process's view afresh.
+            same = (self._rows is not None and info is not None and self._disk is not None
                     and info["storage"] == "mmap" and self._disk["storage"] == "mmap"
-                    and info["generation"] == self._disk["generation"] and info["count"] == self._rows.n_committed)
-            if ours and self._dead <= COMPACT_FRACTION * self._n:
-                self._append_mapped(info)
+                    and info["generation"] == self._disk["generation"]
+                    and info["count"] >= self._rows.n_committed)
+            if same and (info["count"], info.get("save")) != (self._rows.n_committed, self._disk.get("save")):
+                self._catch_up(info)
+            if same and self._dead <= COMPACT_FRACTION * self._n:
+                if self._rows.n_pending or self._unscrubbed:  # else nothing to write
+                    self._append_mapped(info)
             else:
                 self._rewrite_mapped(info)
         if self._map.stale:
@@ -300,6 +306,30 @@ class FaissIndex:
     def _alive_positions(self) -> tuple[np.ndarray, np.ndarray]:
         keep = np.nonzero(self._alive[:self._n])[0]
         return self._ids[keep], keep
+
+    def _catch_up(self, info: dict) -> None:
+        """Another process appended rows (and maybe tombstones) to our generation: lay them after
+        our committed rows and before our pending ones; a face both of us added is kept once."""
+        start, end = self._rows.n_committed, int(info["count"])
+        tail_ids, tail_codes, disk_dead = read_tail(self.directory, info, start)
+        tail_alive = np.ones(end - start, bool)
+        tail_alive[disk_dead[disk_dead >= start] - start] = False
+        mine = np.arange(start, self._n)
+        mine = mine[self._alive[mine] & ~np.isin(self._ids[mine], tail_ids[tail_alive])]
+        alive = np.concatenate([self._alive[:start], tail_alive, np.ones(len(mine), bool)])
+        alive[disk_dead[disk_dead < start]] = False  # its removals count as much as ours
+        codes = np.concatenate([self._code_rows(0, start), tail_codes, self._code_rows(start, self._n)[mine - start]])
+        rows = self._rows.pending_rows()[mine - start]
+        self._ids = np.concatenate([self._ids[:start], tail_ids, self._ids[mine]])
+        self._alive, self._n = alive, len(alive)
+        self._dead = int((~alive).sum())
+        self._map.rebuild(*self._alive_positions())
+        self._codes = faiss.IndexBinaryFlat(self.dim)
+        self._codes.add(codes)
+        self._rows = MappedRows(self.dim, _map_rows(mapped_paths(self.directory, info["generation"])["rows"],
+                                                    end, self.dim))
+        self._rows.append(rows)
+        self._disk = info
 
     def _append_mapped(self, info: dict) -> None:
         paths = mapped_paths(self.directory, info["generation"])

@@ -16,7 +16,11 @@ atomically, so a reader always sees one complete generation):
   committed, so an erased face's vector does not survive on disk until the next compaction.
 
 Writers also take ``LOCK`` (an OS file lock in the index directory) so two processes never
-append to the same files at once.
+append to the same files at once. Rows are never rewritten in place except to zero them, so a
+process keeps reading its own (possibly older) prefix of the files safely; a writer that finds
+rows or tombstones committed by another process since it loaded takes them in before appending
+its own. After another process compacted into a new generation, a writer writes its own view as
+the next one (the engine's reconcile with the catalog, the source of truth, makes it whole).
 """
 
 from __future__ import annotations
@@ -119,6 +123,18 @@ def zero_rows(path: Path, positions: np.ndarray, row_bytes: int) -> None:
 def mapped_paths(directory: Path, generation: int) -> dict[str, Path]:
     stem = directory / f"gen-{generation:06d}"
     return {"ids": Path(f"{stem}.ids.i64"), "codes": Path(f"{stem}.codes.u8"), "rows": Path(f"{stem}.rows.f16")}
+
+
+def read_tail(directory: Path, info: dict, start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ids and codes of the committed rows ``start:count`` of the generation ``info`` names, and its
+    tombstoned positions."""
+    paths, count, code_bytes = mapped_paths(directory, info["generation"]), int(info["count"]), info["dim"] // 8
+    ids = np.fromfile(paths["ids"], np.int64, count=count - start, offset=start * 8)
+    codes = np.fromfile(paths["codes"], np.uint8, count=(count - start) * code_bytes, offset=start * code_bytes)
+    if len(ids) != count - start or len(codes) != (count - start) * code_bytes:
+        raise ValueError(f"{directory}: shorter than CURRENT's {count} rows")
+    dead = np.load(directory / info["dead"]) if info.get("dead") else np.zeros(0, np.int64)
+    return ids, codes.reshape(-1, code_bytes), dead
 
 
 def committed_files(directory: Path, info: dict) -> dict[str, int | None]:
