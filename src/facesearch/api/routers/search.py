@@ -69,6 +69,4 @@ async def verify(who: Searcher, ctx: Ctx, a: Annotated[UploadFile, File()], b: A
     result = await ctx.cpu.run(ctx.gov.verify, who.user, await read_probe(a), await read_probe(b), purpose=purpose,
                                case_ref=case_ref, face_a=face_a, face_b=face_b,
                                names=(a.filename or "a", b.filename or "b"))
-    data = result.to_dict()
-    return schemas.VerifyOut(**{k: data[k] for k in schemas.VerifyOut.model_fields if k != "faces"},
-                             faces=[dict(f) for f in data["faces"]])
+    return schemas.VerifyOut(**result.to_dict())
