@@ -16,7 +16,7 @@ from PIL import Image, ImageEnhance
 from facesearch.index import FaissIndex, faiss_storage
 from facesearch.index.faiss_storage import mapped_paths
 
-from .conftest import FIXTURES, WIDER_GROUP, unit_vectors
+from .conftest import FIXTURES, PEOPLE, WIDER_GROUP, unit_vectors
 
 DIM = 512
 
@@ -322,3 +322,33 @@ def test_backup_copies_the_committed_mmap_files_and_restore_searches_them(open_e
     hit = restored.search(lfw("Colin_Powell_0002"), top_k=1).candidates[0]
     before = engine.search(lfw("Colin_Powell_0002"), top_k=1).candidates[0]
     assert (hit.face_id, hit.similarity) == (before.face_id, before.similarity)
+
+
+@pytest.mark.parametrize("min_score", [0.95, 0.3], ids=["zeroed-in-place", "compacted"])
+def test_red_team_an_erased_face_is_not_left_in_the_index_files(open_engine, lfw, min_score):
+    """An insider who reads the index files after an erasure finds neither the erased face's fp16
+    vector nor its sign code: a removal below the compaction share is zeroed in place, a larger one
+    rewrites the files without it."""
+    from facesearch.index.faiss_index import _random_rotation
+
+    engine = open_engine("faiss-mmap")
+    engine.index([lfw(name) for names in PEOPLE.values() for name in names], "c", progress=False)
+    info = engine.collection("c")
+    folder = engine.home / "index" / "faiss" / f"c{info.id}"
+    stored = {int(i): v for ids, vectors in engine.catalog.iter_embeddings(info.id) for i, v in zip(ids, vectors)}
+    assert len(stored) == 6
+
+    def on_disk(vector: np.ndarray) -> tuple[bool, bool]:
+        blob = b"".join(p.read_bytes() for p in folder.iterdir() if p.is_file())
+        code = np.packbits(vector[None, :] @ _random_rotation(DIM) > 0, axis=1).tobytes()
+        return vector.astype(np.float16).tobytes() in blob, code in blob
+
+    assert all(on_disk(v) == (True, True) for v in stored.values())  # so the check below can fail
+    generation = _current(folder)["generation"]
+    report = engine.erase_like(lfw("Colin_Powell_0001"), min_score=min_score)
+    assert len(report.faces) == (1 if min_score > 0.9 else 2)
+    for face_id in report.faces:
+        assert on_disk(stored[face_id]) == (False, False)
+    for face_id in set(stored) - set(report.faces):
+        assert on_disk(stored[face_id]) == (True, True)
+    assert _current(folder)["generation"] == generation + (0 if min_score > 0.9 else 1)
