@@ -270,6 +270,8 @@ class FaissIndex:
             write_current(self.directory, {"generation": generation, "dim": self.dim, "count": self._n,
                                            "storage": "ram"})
             remove_other_files(self.directory, {f"{stem.name}.ids.npy", f"{stem.name}.vectors.npy"})
+        if self._map.stale:
+            self._map.rebuild(*self._alive_positions())
 
     def _compact(self) -> None:
         if self._dead == 0:
@@ -357,7 +359,8 @@ class FaissIndex:
         self._commit(info["generation"], self._n, dead_name, save_no)
 
     def _rewrite_mapped(self, info: dict | None) -> None:
-        """Write a new generation holding only the live rows (compaction, migration, or catch-up)."""
+        """Write a new generation holding only the live rows: compaction, a migration from the ``ram``
+        format, or this process's view after another process wrote a new generation."""
         generation = (info["generation"] if info else 0) + 1
         paths = mapped_paths(self.directory, generation)
         ids, keep = self._alive_positions()
