@@ -352,3 +352,40 @@ def test_red_team_an_erased_face_is_not_left_in_the_index_files(open_engine, lfw
     for face_id in set(stored) - set(report.faces):
         assert on_disk(stored[face_id]) == (True, True)
     assert _current(folder)["generation"] == generation + (0 if min_score > 0.9 else 1)
+
+
+@pytest.mark.parametrize("storage", ["ram", "mmap"])
+def test_random_adds_removes_saves_and_reopens_match_a_plain_model(storage, tmp_path, monkeypatch):
+    """A seeded random sequence of operations against a dict as the model, with the id map's
+    rebuilds, the pending-row flushes and the compactions all made to happen often."""
+    monkeypatch.setattr(faiss_storage.IdMap, "REBUILD_AFTER", 7)
+    rng = np.random.default_rng(9)
+    vectors = unit_vectors(rng, 400)
+    directory = tmp_path / "idx"
+
+    def opened() -> FaissIndex:
+        return FaissIndex(directory, storage=storage, pending_limit=13, exact_limit=50)
+
+    index, model = opened(), {}
+    for step in range(120):
+        op = rng.choice(["add", "remove", "save", "reopen"], p=[0.45, 0.35, 0.12, 0.08])
+        if op == "add":
+            ids = rng.choice(400, size=rng.integers(1, 12), replace=False)
+            index.add(ids, vectors[ids])
+            model.update({int(i): True for i in ids})
+        elif op == "remove" and model:
+            gone = rng.choice(sorted(model), size=min(len(model), int(rng.integers(1, 8))), replace=False)
+            assert index.remove(np.append(gone, 999)) == len(gone)
+            for i in gone.tolist():
+                del model[i]
+        elif op == "save":
+            index.save()
+        elif op == "reopen":
+            index.save()
+            index = opened()
+        assert sorted(index.ids().tolist()) == sorted(model), step
+    assert sorted(index.ids().tolist()) == sorted(model)
+    assert index.mode == "binary-rerank" and index.storage_mode == storage
+    alive = np.array(sorted(model))
+    hits = index.search(vectors[alive], 1)
+    assert (hits.ids[:, 0] == alive).all()
