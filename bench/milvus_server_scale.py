@@ -163,7 +163,8 @@ def faiss_rows(gallery: np.ndarray, size: int, probes: np.ndarray, mate_ids: np.
     log(exact)
 
     def build() -> FaissIndex:
-        index = FaissIndex(workdir / f"faiss-{size}", gallery.shape[1], exact_limit=1, shortlist=256)
+        index = FaissIndex(workdir / f"faiss-{size}", gallery.shape[1], exact_limit=1, shortlist=256,
+                           storage="ram")  # float32 in RAM, as in docs/scale.md's side-by-side table
         index.add(np.arange(n), gallery)
         return index
 
