@@ -35,7 +35,7 @@ import base64
 
 import numpy as np
 
-from facesearch.errors import FacesearchError
+from facesearch.errors import IndexUnavailable
 from facesearch.index.base import Hits, as_queries, empty_hits
 
 _QUERY_PAGE = 10_000
@@ -51,11 +51,11 @@ DEFAULT_SHORTLIST = 256
 DEFAULT_BIN_NLIST = 1024
 
 
-class MilvusUnavailable(FacesearchError):
+class MilvusUnavailable(IndexUnavailable):
     """The configured Milvus server cannot be reached (one line: where, and what to check)."""
 
 
-class MilvusAuthFailed(FacesearchError):
+class MilvusAuthFailed(IndexUnavailable):
     """The Milvus server runs but refuses this client's token, or got none (one line, no token)."""
 
 
