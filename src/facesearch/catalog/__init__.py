@@ -1,5 +1,6 @@
 """The catalog: collections, images, faces (with their embeddings) and the ingest journal,
-in SQLite (default) or PostgreSQL through SQLAlchemy 2, schema managed by Alembic.
+in SQLite (default) or PostgreSQL through SQLAlchemy 2, schema managed by Alembic
+(:mod:`facesearch.catalog.migrate`).
 
 Public surface: :class:`Catalog`, :class:`NewFace`, :class:`FaceInfo`, :class:`CollectionInfo`,
 :class:`CatalogError`, :func:`sqlite_url`.

@@ -12,17 +12,15 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import create_engine, delete, event, func, select, text
+from sqlalchemy import MetaData, create_engine, delete, event, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from facesearch.catalog.migrate import migrate
 from facesearch.catalog.schema import Collection, FaceRecord, ImageRecord, IngestEvent
 from facesearch.errors import FacesearchError
 
@@ -136,11 +134,13 @@ class Catalog:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str) -> Catalog:
+    def open(cls, url: str, schema: MetaData | None = None) -> Catalog:
+        """Open and migrate the database; given ``schema`` (every model's metadata), a new one is
+        created from it in one step (:mod:`facesearch.catalog.migrate`)."""
         engine = create_engine(url, future=True)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
-        migrate(engine)
+        migrate(engine, schema)
         return cls(engine)
 
     def close(self) -> None:
@@ -440,11 +440,3 @@ def _collection_info(row: Collection, images: int = 0, faces: int = 0) -> Collec
     return CollectionInfo(row.id, row.name, row.legal_basis, row.retention_days, row.keep_thumbnails,
                           row.pack, images, faces)
 
-
-def migrate(engine: Engine) -> None:
-    """Bring the database schema to the newest Alembic revision."""
-    config = Config()
-    config.set_main_option("script_location", str(files("facesearch.catalog") / "migrations"))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, MetaData, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from facesearch.catalog.schema import Base, utcnow
@@ -150,3 +150,10 @@ class JobRecord(Base):
     progress: Mapped[str] = mapped_column(Text, default="{}")  # JSON: counts, failed/skipped lists, error
     started: Mapped[float] = mapped_column(Float, index=True)
     finished: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+def catalog_schema() -> MetaData:
+    """Every table of the catalog database: the catalog's models and these (the highest layer with
+    tables). A new catalog is created from it in one step (:mod:`facesearch.catalog.migrate`);
+    ``tests/test_fresh_catalog.py`` checks that it is what the migrations build."""
+    return Base.metadata

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import MetaData
 
 from facesearch.catalog import Catalog, CatalogError, CollectionInfo, RemovedFaces, ThumbnailStore, sqlite_url
 from facesearch.catalog.erased import ErasureLedger, erasure_key
@@ -82,13 +83,14 @@ class Engine:
     @classmethod
     def open(cls, home: str | os.PathLike | None = None, *, backend: str | None = None,
              database_url: str | None = None, milvus_uri: str | None = None, pack: str | None = None,
-             analyzer_factory: Callable[[], FaceAnalyzer] | None = None) -> Engine:
-        """``analyzer_factory`` lets several engines in one process share loaded models."""
+             analyzer_factory: Callable[[], FaceAnalyzer] | None = None, schema: MetaData | None = None) -> Engine:
+        """``analyzer_factory`` lets several engines in one process share loaded models; ``schema``
+        (every model's metadata) lets a new catalog be created without running the migrations."""
         private_umask()  # the home holds biometric data: whatever this process writes is its user's only
         root = resolve_home(home)
         config = load_config(root, {"backend": backend, "database_url": database_url,
                                     "milvus_uri": milvus_uri, "pack": pack})
-        catalog = Catalog.open(config.database_url or sqlite_url(root / "catalog.db"))
+        catalog = Catalog.open(config.database_url or sqlite_url(root / "catalog.db"), schema)
         return cls(root, config, catalog, analyzer_factory)
 
     def close(self) -> None:
