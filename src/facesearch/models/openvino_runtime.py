@@ -10,11 +10,14 @@ view size and batch); an infer request per thread, since one request is not thre
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from facesearch.home import user_cache_dir
 
 #: Precisions a caller may ask for; "auto" is bf16 where the CPU has it, fp32 otherwise.
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -39,6 +42,19 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
+def model_cache_dir() -> Path | None:
+    """Where OpenVINO keeps compiled models: the user cache (``$XDG_CACHE_HOME/facesearch/openvino``);
+    None where it cannot be written. OpenVINO keys each entry by the model's content, the device,
+    the compile options and its own version; a model loaded from there computes bitwise the same
+    outputs as one compiled afresh (``tests/test_runtimes.py``)."""
+    folder = user_cache_dir() / "openvino"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder if os.access(folder, os.W_OK | os.X_OK) else None
+
+
 @dataclass(frozen=True)
 class _Port:
     name: str
@@ -57,6 +73,9 @@ class OpenVinoSession:
 
         precision = resolve_precision(precision)
         core = ov.Core()
+        cache = model_cache_dir()
+        if cache is not None:  # a compiled model is loaded, not compiled again: 0.1-0.3 s less per model
+            core.set_property({"CACHE_DIR": str(cache)})
         model = core.read_model(str(path))
         # Batch (and a detector's height and width) stay dynamic: one compiled model for all.
         model.reshape({port.get_any_name(): ov.PartialShape(_dynamic(_dims(port))) for port in model.inputs})
