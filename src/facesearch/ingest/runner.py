@@ -199,14 +199,16 @@ def _prefetched(pool: ThreadPoolExecutor, entries: Iterable[Path | _Refused], wi
 
 
 class Ingestor:
-    def __init__(self, analyzer: FaceAnalyzer, catalog: Catalog, index: VectorIndex,
+    def __init__(self, analyzer: FaceAnalyzer | Callable[[], FaceAnalyzer], catalog: Catalog, index: VectorIndex,
                  thumbnails: ThumbnailStore, collection: CollectionInfo, *, workers: int = 2,
                  batch_images: int = 8, min_face_px: float = 16.0, save_every_s: float = 30.0,
                  suppress: Callable[[np.ndarray], np.ndarray] | None = None,
                  on_progress: Callable[[int, int, IngestSummary], None] | None = None,
                  lock: AbstractContextManager | None = None, video_fps: float = DEFAULT_SAMPLE_FPS,
                  erased: Callable[[str], bool] | None = None) -> None:
-        self.analyzer = analyzer
+        # A function giving the analyzer is called when the first photo is analysed, not before:
+        # the models may still be loading (Engine.load_analyzer_in_background) during the walk.
+        self._analyzer = analyzer
         self.catalog = catalog
         self.index = index
         self.thumbnails = thumbnails
@@ -223,6 +225,12 @@ class Ingestor:
         self.lock = lock or nullcontext()
         self.video_fps = video_fps  # frames sampled per second of video
         self.erased = erased  # sha256 -> was this content erased earlier? (then it is refused)
+
+    @property
+    def analyzer(self) -> FaceAnalyzer:
+        if callable(self._analyzer):
+            self._analyzer = self._analyzer()
+        return self._analyzer
 
     def run(self, paths: Iterable[str | Path], progress: bool = True) -> IngestSummary:
         summary = IngestSummary(uuid.uuid4().hex[:12], self.collection.name)

@@ -12,6 +12,7 @@ import os
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -76,6 +77,7 @@ class Engine:
         self.mutex = threading.RLock()
         self._analyzer: FaceAnalyzer | None = None
         self._analyzer_factory = analyzer_factory or (lambda: FaceAnalyzer(config.pack))
+        self._analyzer_loading: Future[FaceAnalyzer] | None = None
         self._calibration: Calibration | None = None
         # Keyed hashes of erased content (the key is read on first use, from outside the catalog).
         self.erasure = ErasureLedger(catalog, lambda create: erasure_key(home, create))
@@ -107,8 +109,26 @@ class Engine:
     @property
     def analyzer(self) -> FaceAnalyzer:
         if self._analyzer is None:
-            self._analyzer = self._analyzer_factory()
+            loading, self._analyzer_loading = self._analyzer_loading, None
+            self._analyzer = loading.result() if loading is not None else self._analyzer_factory()
         return self._analyzer
+
+    def load_analyzer_in_background(self) -> None:
+        """Start loading the models now, in a thread: compiling them (OpenVINO) runs in native code
+        while this thread opens the collection and walks and decodes the first photos; the
+        ``analyzer`` property waits for it (and raises what loading raised)."""
+        if self._analyzer is not None or self._analyzer_loading is not None:
+            return
+        loading: Future[FaceAnalyzer] = Future()
+
+        def load() -> None:
+            try:
+                loading.set_result(self._analyzer_factory())
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the analyzer
+                loading.set_exception(exc)
+
+        self._analyzer_loading = loading
+        threading.Thread(target=load, name="facesearch-load-models").start()
 
     def use_analyzer(self, analyzer: FaceAnalyzer) -> None:
         """Analyse with this one from now on (e.g. a :class:`~facesearch.ingest.distributed.RayAnalyzer`)."""
@@ -216,7 +236,8 @@ class Engine:
                     return False
             else:
                 check = erased
-            ingestor = Ingestor(self.analyzer, self.catalog, self.index_of(info), self.thumbnails, info,
+            # The analyzer when first needed: models still loading keep loading during the folder walk.
+            ingestor = Ingestor(lambda: self.analyzer, self.catalog, self.index_of(info), self.thumbnails, info,
                                 workers=workers, suppress=suppress, lock=self.mutex, erased=check, **options)
             summary = ingestor.run(paths, progress=progress)
             summary.erased_readmitted = len(readmitted)
