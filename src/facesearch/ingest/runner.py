@@ -300,8 +300,9 @@ class Ingestor:
         return True
 
     def _process(self, batch: list[_Loaded], summary: IngestSummary) -> None:
+        analyzer = self.analyzer  # models that cannot be loaded end the run, they fail no photo
         try:
-            all_faces = self.analyzer.analyze_photos([item.photo for item in batch], embed=True)
+            all_faces = analyzer.analyze_photos([item.photo for item in batch], embed=True)
         except Exception as exc:  # noqa: BLE001 - find the one photo that fails, keep the others
             if len(batch) > 1:
                 log.warning("a batch of %d photos failed (%s): retrying them one by one", len(batch),
@@ -337,8 +338,9 @@ class Ingestor:
 
     def _process_video(self, item: _Loaded, summary: IngestSummary) -> None:
         source = item.name
+        analyzer = self.analyzer
         try:
-            video = faces_from_video(self.analyzer, item.path, fps=self.video_fps)
+            video = faces_from_video(analyzer, item.path, fps=self.video_fps)
         except ImageError as exc:  # VideoError is one: a bad input file, journalled and skipped
             self._reject(item, exc, summary)
             return
