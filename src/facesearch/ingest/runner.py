@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from facesearch.catalog import Catalog, CollectionInfo, NewFace, ThumbnailStore
+from facesearch.catalog import Catalog, CatalogError, CollectionInfo, NewFace, NewImage, ThumbnailStore
 from facesearch.errors import ImageError, NotAnImageError, NotAVideoError
 from facesearch.index import VectorIndex
 from facesearch.pipeline import Face, FaceAnalyzer
@@ -312,9 +312,7 @@ class Ingestor:
                 return
             self._reject(batch[0], _analysis_failure(exc), summary)
             return
-        for item, faces in zip(batch, all_faces):
-            self._commit(item, self._keep(faces, faces, summary), summary)
-            item.photo = None  # free memory early
+        self._commit(batch, self._keep_groups([(faces, faces) for faces in all_faces], summary), summary)
 
     def _reject(self, item: _Loaded, problem: ImageError | str, summary: IngestSummary) -> None:
         """Journal a file that is not indexed: "skipped" when it is not a photo or video at all,
@@ -328,13 +326,22 @@ class Ingestor:
 
     def _keep(self, faces: list[Face], items: list, summary: IngestSummary) -> list:
         """The ``items`` (one per face) whose face is big enough and not opted out."""
-        kept = [(f, item) for f, item in zip(faces, items) if min(f.width, f.height) >= self.min_face_px]
-        summary.faces_too_small += len(faces) - len(kept)
-        if kept and self.suppress is not None:
-            blocked = self.suppress(np.stack([f.embedding for f, _ in kept]))
-            summary.faces_suppressed += int(blocked.sum())
-            kept = [pair for pair, b in zip(kept, blocked) if not b]
-        return [item for _, item in kept]
+        return self._keep_groups([(faces, items)], summary)[0]
+
+    def _keep_groups(self, groups: list[tuple[list[Face], list]], summary: IngestSummary) -> list[list]:
+        """:meth:`_keep` of each (faces, items) group, with one opt-out check for all of them."""
+        sized = []
+        for faces, items in groups:
+            kept = [(f, item) for f, item in zip(faces, items) if min(f.width, f.height) >= self.min_face_px]
+            summary.faces_too_small += len(faces) - len(kept)
+            sized.append(kept)
+        flat = [f for kept in sized for f, _ in kept]
+        if flat and self.suppress is not None:
+            blocked = self.suppress(np.stack([f.embedding for f in flat])).tolist()
+            summary.faces_suppressed += sum(blocked)
+            flags = iter(blocked)
+            sized = [[pair for pair in kept if not next(flags)] for kept in sized]
+        return [[item for _, item in kept] for kept in sized]
 
     def _process_video(self, item: _Loaded, summary: IngestSummary) -> None:
         source = item.name
@@ -376,31 +383,46 @@ class Ingestor:
                              f"video: {len(video.tracks)} face track(s), {video.frames_sampled} frames sampled"
                              if ids else "video: no face found", item.sha256, len(ids))
 
-    def _commit(self, item: _Loaded, faces: list[Face], summary: IngestSummary) -> None:
-        photo = item.photo
-        assert photo is not None
-        new_faces = []
-        for rank, face in enumerate(faces):
-            thumb = None
-            if self.collection.keep_thumbnails:
-                # Thumbnails (112 px) come from the working pixels: they never need more.
-                thumb = self.thumbnails.write(photo.pixels, photo.working_box(face.box), self.collection.id,
-                                              item.sha256, rank)
-            new_faces.append(NewFace(rank, face.box, face.landmarks.round(2).tolist(), face.det_score,
-                                     face.quality.score, face.quality.issues, face.embedding, thumb))
-        width, height = photo.full_size
-        with self.lock:
-            ids = self.catalog.add_image(self.collection.id, item.sha256, display_name(item.path.resolve()),
-                                         width, height, item.size, new_faces, self.analyzer.pack.name,
-                                         rotation=photo.rotation)
-            if ids:
-                self.index.add(np.array(ids, np.int64), np.stack([f.embedding for f in faces]))
-        if not ids:
-            summary.images_without_faces += 1
-        summary.images_indexed += 1
-        summary.faces_indexed += len(ids)
-        self.catalog.journal(summary.run_id, self.collection.id, item.name, "indexed",
-                             "" if ids else "no face found", item.sha256, len(ids))
+    def _commit(self, batch: list[_Loaded], kept: list[list[Face]], summary: IngestSummary) -> None:
+        """Thumbnails, then the batch's images, faces and journal entries in one catalog transaction
+        (one commit per batch, not two per photo), then their vectors."""
+        images = []
+        for item, faces in zip(batch, kept):
+            photo = item.photo
+            assert photo is not None
+            new_faces = []
+            for rank, face in enumerate(faces):
+                thumb = None
+                if self.collection.keep_thumbnails:
+                    # Thumbnails (112 px) come from the working pixels: they never need more.
+                    thumb = self.thumbnails.write(photo.pixels, photo.working_box(face.box), self.collection.id,
+                                                  item.sha256, rank)
+                new_faces.append(NewFace(rank, face.box, face.landmarks.round(2).tolist(), face.det_score,
+                                         face.quality.score, face.quality.issues, face.embedding, thumb))
+            width, height = photo.full_size
+            images.append(NewImage(item.sha256, display_name(item.path.resolve()), width, height, item.size,
+                                   new_faces, rotation=photo.rotation,
+                                   journal=(summary.run_id, item.name, "" if faces else "no face found")))
+            item.photo = None  # free memory early
+        try:
+            ids = self._store(images, kept)
+        except CatalogError:
+            if len(images) == 1:
+                raise
+            # One of them is refused: store the others one by one until it is (as photo by photo).
+            ids = [self._store([image], [faces])[0] for image, faces in zip(images, kept)]
+        for group in ids:
+            summary.images_without_faces += not group
+            summary.images_indexed += 1
+            summary.faces_indexed += len(group)
+
+    def _store(self, images: list[NewImage], kept: list[list[Face]]) -> list[list[int]]:
+        with self.lock:  # readers never see the rows without their vectors
+            ids = self.catalog.add_images(self.collection.id, images, self.analyzer.pack.name)
+            flat = [face_id for group in ids for face_id in group]
+            if flat:
+                self.index.add(np.array(flat, np.int64), np.stack([f.embedding for faces in kept for f in faces]))
+        return ids
 
 
 def _analysis_failure(exc: BaseException) -> str:
