@@ -11,10 +11,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from facesearch.catalog.schema import ImageRecord
-from facesearch.pipeline.imageio import open_photo
+from facesearch.pipeline.imageio import Photo, open_photo
+from facesearch.search.verify import pick_face
 from facesearch.services.engine import Engine
 from tests.conftest import LFW, cosine
 
@@ -97,3 +100,37 @@ def test_ingest_stores_the_turn_and_thumbnails_come_out_upright(tmp_path, analyz
         assert np.abs(a - b).mean() < np.abs(np.rot90(a, -1) - b).mean()
     finally:
         engine.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(width=st.integers(2, 40), height=st.integers(2, 40), degrees=st.sampled_from([0, 90, 180, 270]),
+       data=st.data())
+def test_a_box_of_a_turned_photo_maps_back_onto_the_picture_as_given(width, height, degrees, data):
+    """Checked against numpy's own turn: a marked rectangle, found in the turned pixels and mapped
+    back, is where it was drawn."""
+    x1 = data.draw(st.integers(0, width - 1))
+    x2 = data.draw(st.integers(x1 + 1, width))
+    y1 = data.draw(st.integers(0, height - 1))
+    y2 = data.draw(st.integers(y1 + 1, height))
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[y1:y2, x1:x2] = 255
+    photo = Photo(pixels, (width, height), "marked").turned(degrees)
+    rows, cols = np.nonzero(photo.pixels[:, :, 0])
+    found = (float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1))
+    assert photo.box_as_given(found) == (x1, y1, x2, y2)
+
+
+def test_a_sideways_probe_reports_its_boxes_on_the_picture_as_sent(tmp_path, analyzer):
+    """The web app draws the probe's boxes on the file the user sent: they must fit it unturned."""
+    upright = tmp_path / "upright.jpg"
+    with Image.open(PERSON) as img:
+        img.convert("RGB").resize((150, 200), Image.Resampling.BICUBIC).save(upright, quality=95)
+    scan = sideways(tmp_path, Image.Transpose.ROTATE_90, "probe", size=(150, 200))  # sent as 200 wide, 150 high
+    _, straight = pick_face(analyzer, upright, None, "upright")
+    _, turned = pick_face(analyzer, scan, None, "scan")
+    assert (straight.rotation, turned.rotation) == (0, 90)
+    ux1, uy1, ux2, uy2 = straight.box
+    # PIL's ROTATE_90 (counter-clockwise) sends a point (x, y) of the 150-wide upright photo to (y, 150 - x)
+    expected = (uy1, 150 - ux2, uy2, 150 - ux1)
+    np.testing.assert_allclose(turned.box, expected, atol=4.0)
+    assert turned.face_boxes[turned.chosen] == turned.box

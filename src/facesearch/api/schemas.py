@@ -17,6 +17,7 @@ from facesearch.catalog.store import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS, Col
 from facesearch.governance.accounts import ApiKeyInfo, UserInfo
 from facesearch.governance.audit import AuditEntry
 from facesearch.governance.service import RetentionReport
+from facesearch.search.verify import VerifyResult
 from facesearch.services.engine import ErasureReport
 
 
@@ -170,6 +171,7 @@ class ProbeOut(BaseModel):
     quality: float
     quality_issues: list[str]
     usable: bool
+    rotation: int = 0  # degrees clockwise the probe was turned to find its faces; boxes fit it as sent
 
 
 class SearchOut(BaseModel):
@@ -190,15 +192,7 @@ class SearchOut(BaseModel):
     view_token: str | None = None  # the view grant the candidates' URLs carry (expires after an hour)
 
 
-class VerifyOut(BaseModel):
-    similarity: float
-    same_person: bool
-    threshold: float
-    threshold_rule: str
-    false_match_rate: float | None
-    false_match_extrapolated: bool
-    false_match_words: str
-    faces: list[dict]
+VerifyOut = from_dataclass(VerifyResult, "VerifyOut")
 
 
 class EraseRequest(BaseModel):

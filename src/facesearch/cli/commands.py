@@ -29,10 +29,11 @@ def detect(args: Namespace) -> int:
     if args.draw:
         draw_faces(photo.full_pixels(), faces, args.draw)
     if args.json:
-        print_json({"image": str(args.image), "width": width, "height": height,
+        print_json({"image": str(args.image), "width": width, "height": height, "rotation": photo.rotation,
                      "faces": [f.to_dict() for f in faces]})
         return 0
-    print(f"{args.image}: {width}x{height}, {len(faces)} face(s)")
+    turned = f", turned {photo.rotation} degrees clockwise to find them (boxes of it turned)" if photo.rotation else ""
+    print(f"{args.image}: {width}x{height}, {len(faces)} face(s){turned}")
     for face in faces:
         q = face.quality
         x1, y1, x2, y2 = face.box

@@ -150,6 +150,13 @@ class Photo:
         self.pixels, self.full_size, self._full, self.rotation = (turned.pixels, turned.full_size, turned._full,
                                                                   turned.rotation)
 
+    def box_as_given(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """A box of this (possibly turned) photo, in the picture as it was given (before the turn).
+
+        Boxes of a probe must fit the file its sender sees; a stored photo instead keeps its turn
+        (images.rotation) and is served upright."""
+        return unturn_box(box, self.full_size, self.rotation)
+
     def turned(self, degrees: int) -> Photo:
         """This photo turned ``degrees`` (90, 180, 270) clockwise more; full resolution turns with it."""
         k = -(degrees // 90) % 4  # np.rot90 turns counter-clockwise
@@ -175,6 +182,22 @@ def rot90(image: np.ndarray, k: int) -> np.ndarray:
         return cv2.rotate(np.ascontiguousarray(image), _CV2_TURNS[k]).reshape(
             (image.shape[1], image.shape[0], *image.shape[2:]) if k % 2 else image.shape)
     return np.ascontiguousarray(np.rot90(image, k))
+
+
+def unturn_box(box: tuple[float, float, float, float], turned_size: tuple[int, int],
+               degrees: int) -> tuple[float, float, float, float]:
+    """``box`` of a picture turned ``degrees`` clockwise (size ``turned_size``, width and height),
+    in the coordinates of the picture before that turn."""
+    x1, y1, x2, y2 = box
+    width, height = turned_size
+    turn = degrees % 360
+    if turn == 90:  # a point (x, y) of the turned picture was (y, width - x)
+        return y1, width - x2, y2, width - x1
+    if turn == 180:
+        return width - x2, height - y2, width - x1, height - y1
+    if turn == 270:  # a point (x, y) of the turned picture was (height - y, x)
+        return height - y2, x1, height - y1, x2
+    return box
 
 
 def open_photo(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS,

@@ -51,6 +51,7 @@ class ProbeFace:
     quality_issues: tuple[str, ...]
     usable: bool
     face_boxes: tuple[tuple[float, float, float, float], ...] = ()  # every face of the photo, by index
+    rotation: int = 0  # degrees clockwise the probe was turned to find its faces (boxes are of it as sent)
 
 
 class Verdict:

@@ -36,8 +36,10 @@ def pick_face(analyzer: FaceAnalyzer, image: ImageSource, face_index: int | None
     photo = open_photo(image)
     faces = analyzer.analyze_photos([photo])[0]
     face, rule = choose_face(faces, photo.shape, label, face_index)
-    return face, ProbeFace(label, len(faces), face.index, rule, face.box, face.quality.score,
-                           face.quality.issues, face.quality.usable, tuple(f.box for f in faces))
+    # Boxes fit the picture as sent, also when a sideways probe was turned to find its face.
+    return face, ProbeFace(label, len(faces), face.index, rule, photo.box_as_given(face.box), face.quality.score,
+                           face.quality.issues, face.quality.usable, tuple(photo.box_as_given(f.box) for f in faces),
+                           photo.rotation)
 
 
 def verify_threshold(calibration: Calibration | None, override: float | None = None) -> tuple[float, str]:

@@ -51,8 +51,7 @@ def search_out(ctx: ServerContext, result: SearchResult, user: UserInfo, purpose
     if result.probe is not None:
         p = result.probe
         probe_faces = list(p.face_boxes)
-        probe = schemas.ProbeOut(faces_in_image=p.faces_in_image, chosen=p.chosen, rule=p.rule, box=p.box,
-                                 quality=p.quality, quality_issues=list(p.quality_issues), usable=p.usable)
+        probe = schemas.ProbeOut(**{name: getattr(p, name) for name in schemas.ProbeOut.model_fields})
     data = result.to_dict()
     return schemas.SearchOut(
         verdict=data["verdict"], confident_match=data["confident_match"], probe=probe, probe_faces=probe_faces,
@@ -70,6 +69,4 @@ async def verify(who: Searcher, ctx: Ctx, a: Annotated[UploadFile, File()], b: A
     result = await ctx.cpu.run(ctx.gov.verify, who.user, await read_probe(a), await read_probe(b), purpose=purpose,
                                case_ref=case_ref, face_a=face_a, face_b=face_b,
                                names=(a.filename or "a", b.filename or "b"))
-    data = result.to_dict()
-    return schemas.VerifyOut(**{k: data[k] for k in schemas.VerifyOut.model_fields if k != "faces"},
-                             faces=[dict(f) for f in data["faces"]])
+    return schemas.VerifyOut(**result.to_dict())

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from facesearch.api.deps import Actor, Cpu, Eraser, Subjects
 from facesearch.api.deps import SubjectMember as Member
-from facesearch.api.schemas import RowId, RowIdPath, from_dataclass
+from facesearch.api.schemas import CandidateOut, RowId, RowIdPath, from_dataclass
 from facesearch.api.urls import candidate_fields, face_photo_url, face_thumbnail_url, subject_face_thumbnail_url
 from facesearch.catalog.subjects import DecisionInfo, GalleryInfo, SubjectFaceInfo, SubjectInfo
 from facesearch.governance import PermissionDenied
@@ -137,19 +137,9 @@ DecisionOut = from_dataclass(DecisionInfo, "DecisionOut")
 
 
 
-class FaceCandidateOut(BaseModel):
-    rank: int
-    face_id: int
-    similarity: float
-    above_threshold: bool
-    false_match_rate: float | None
-    false_match_words: str | None
-    collection: str
-    image_id: int
-    box: tuple[float, float, float, float]
-    quality: float
-    thumbnail_url: str | None
-    photo_url: str
+class FaceCandidateOut(CandidateOut):
+    """A face found for a subject: a search candidate plus the standing decision about it."""
+
     decision: str | None = None  # the standing decision about this face for the subject
 
 
