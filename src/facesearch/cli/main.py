@@ -24,6 +24,17 @@ if TYPE_CHECKING:  # the handlers' modules, imported by _Handler when their comm
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is not None:
+        return _main(argv)
+    try:
+        return _main(None)
+    finally:  # the program itself (console script, python -m), which ends now: what is left is
+        # the OS's to reclaim; a last garbage collection of the imported libraries' objects took
+        # 0.2-0.4 s of every command's exit. Callers passing argv (tests, scripts) keep theirs.
+        gc.freeze()
+
+
+def _main(argv: list[str] | None) -> int:
     from facesearch.home import private_umask
 
     private_umask()  # catalog, thumbnails, uploads, index and keys: readable by this user only
@@ -54,12 +65,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail(f"facesearch: unexpected error ({type(exc).__name__}: {_one_line(exc)}); "
                      "set FACESEARCH_TRACEBACK=1 to see where, and report it", 3)
-    finally:
-        if argv is None:  # the program itself (console script, python -m), which ends now:
-            # what is left is collected by the OS; a last garbage collection of the imported
-            # libraries' objects took 0.2-0.4 s of every command's exit. Callers passing argv
-            # (tests, scripts) keep their collector.
-            gc.freeze()
 
 
 def _one_line(exc: BaseException) -> str:
