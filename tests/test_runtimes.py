@@ -137,3 +137,13 @@ def test_a_model_from_openvinos_cache_computes_bitwise_the_same(monkeypatch, tmp
     for got in [outputs[1][:2], fresh]:
         for a, b in zip(outputs[0][0] + outputs[0][1], got[0] + got[1]):
             assert np.array_equal(a, b)
+
+
+def test_openvino_is_imported_without_its_conversion_tools():
+    """Start-up: facesearch compiles ONNX files itself; OpenVINO's model conversion tools (and their
+    telemetry) are not imported with it, and stay importable for whoever wants them."""
+    code = ("import sys; from facesearch.models import openvino_runtime as o; assert o.available(); "
+            "print('openvino.tools.ovc' in sys.modules, 'openvino_telemetry' in sys.modules); "
+            "import openvino.tools.ovc; print(callable(openvino.tools.ovc.convert_model))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False", "True"]

@@ -11,6 +11,7 @@ view size and batch); an infer request per thread, since one request is not thre
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,20 +22,37 @@ from facesearch.home import user_cache_dir
 
 #: Precisions a caller may ask for; "auto" is bf16 where the CPU has it, fp32 otherwise.
 PRECISIONS = ("auto", "bf16", "fp32")
+_import_lock = threading.Lock()
 
 
 def available() -> bool:
     try:
-        import openvino  # noqa: F401
+        _openvino()
     except ImportError:
         return False
     return True
 
 
+def _openvino():
+    """``import openvino``, leaving out its model conversion tools (``openvino.tools.ovc``, with
+    their telemetry): facesearch compiles the ONNX files directly, and importing those tools was
+    0.1 s of CPU in every start-up. OpenVINO's ``__init__`` skips them when they cannot be
+    imported; an explicit ``import openvino.tools.ovc`` later still works."""
+    with _import_lock:
+        if "openvino" not in sys.modules and "openvino.tools.ovc" not in sys.modules:
+            sys.modules["openvino.tools.ovc"] = None  # type: ignore[assignment] - makes that import fail
+            try:
+                import openvino
+            finally:
+                del sys.modules["openvino.tools.ovc"]
+    import openvino
+
+    return openvino
+
+
 def resolve_precision(precision: str) -> str:
     """``bf16`` or ``fp32``; ``auto`` is bf16 where the CPU has bf16 units."""
-    import openvino as ov
-
+    ov = _openvino()
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if precision == "auto":
@@ -69,8 +87,7 @@ class OpenVinoSession:
     specialises_shapes = True
 
     def __init__(self, path: Path, *, threads: int, precision: str = "auto") -> None:
-        import openvino as ov
-
+        ov = _openvino()
         precision = resolve_precision(precision)
         core = ov.Core()
         cache = model_cache_dir()
