@@ -163,6 +163,14 @@ def test_a_new_home_gets_the_migrated_schema_without_alembic(tmp_path):
     assert _differences(after, schema_of(migrated)) == []
 
 
+def test_a_catalog_at_head_is_opened_without_alembic(tmp_path):
+    assert _open_with_cli(tmp_path / "home") == {"code": 0, "alembic": False}  # created in one step
+    assert _open_with_cli(tmp_path / "home") == {"code": 0, "alembic": False}  # at head: nothing to run
+    migrated = sqlite_url(tmp_path / "migrated.db")
+    _migrated(migrated)  # a catalog the migrations made, at head too
+    assert _open_with_cli(tmp_path / "home2", "--db", migrated) == {"code": 0, "alembic": False}
+
+
 def test_an_existing_catalog_still_migrates_through_alembic(tmp_path):
     """A database at an older revision is upgraded by the migrations, not recreated (its rows stay)."""
     from alembic import command
