@@ -34,7 +34,7 @@ IMPORT_PROBE = """
 import sys, time
 t = time.process_time()
 import facesearch.cli.main as m
-m.build_parser(m.command_word(['index']) if hasattr(m, 'command_word') else None)
+m.build_parser(m.command_word(['index'])) if hasattr(m, 'command_word') else m.build_parser()
 import facesearch.cli.engine_commands, facesearch.settings, facesearch.catalog.store, facesearch.governance.schema
 from facesearch.models import openvino_runtime
 openvino_runtime.available()
