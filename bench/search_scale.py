@@ -390,8 +390,9 @@ def faiss_rows(gallery: np.ndarray, size: int, probes: np.ndarray, mate_ids: np.
     ids_range = np.arange(n)
 
     def facesearch_index(exact_limit: int, shortlist: int) -> FaissIndex:
+        # float32 in RAM at every size, as measured in docs/index.md (fp16 on disk: sign_codes_10m.py)
         index = FaissIndex(workdir / f"fi-{exact_limit}", gallery.shape[1], exact_limit=exact_limit,
-                           shortlist=shortlist)
+                           shortlist=shortlist, storage="ram")
         index.add(ids_range, gallery)
         return index
 

@@ -26,7 +26,7 @@ from facesearch.models import ModelPack, load_pack
 from facesearch.models.packs import LOCAL_MANIFEST
 from facesearch.pipeline import primary_face
 
-from .milvus_fixtures import INDEX_BACKENDS, backend_options, milvus_server, milvus_uri  # noqa: F401
+from .milvus_fixtures import INDEX_BACKENDS, backend_name, backend_options, milvus_server, milvus_uri  # noqa: F401
 
 FIXTURES = Path(__file__).parent / "fixtures"
 #: The justification every CLI search needs (audited as the local operator).

@@ -1,6 +1,7 @@
 """A real Milvus standalone server for the test session, and the backend names the suites run on.
 
-``INDEX_BACKENDS`` = FAISS, milvus-lite (a file in the home) and ``milvus-server``: the PyPI wheel
+``INDEX_BACKENDS`` = FAISS, FAISS with fp16 memory-mapped re-rank vectors (``faiss-mmap``, the storage
+used from 1M faces), milvus-lite (a file in the home) and ``milvus-server``: the PyPI wheel
 ``milvus`` 2.3.5 started once per session on a free loopback port from its own virtual environment
 (built once under ``build/milvus-venv``; see ``facesearch.index.milvus_standalone``) and stopped at
 the end; its binary dies with the test process even if that is killed. Tests share the server, so
@@ -16,7 +17,7 @@ import pytest
 
 from facesearch.index.milvus_standalone import MilvusServer
 
-INDEX_BACKENDS = ("faiss", "milvus", "milvus-server")
+INDEX_BACKENDS = ("faiss", "faiss-mmap", "milvus", "milvus-server")
 ROOT = Path(__file__).resolve().parents[1]
 MILVUS_VENV = Path(os.environ.get("FACESEARCH_MILVUS_VENV", ROOT / "build" / "milvus-venv"))
 
@@ -29,10 +30,10 @@ def milvus_server(tmp_path_factory):
     server.stop()
 
 
-def empty_server(uri: str) -> None:
+def empty_server(uri: str, token: str = "") -> None:
     from pymilvus import MilvusClient
 
-    client = MilvusClient(uri=uri)
+    client = MilvusClient(uri=uri, token=token)
     for name in client.list_collections():
         client.drop_collection(name)
     client.close()
@@ -45,9 +46,26 @@ def milvus_uri(milvus_server) -> str:
     return milvus_server.uri
 
 
+#: The server with its other sign-code index (``BIN_IVF_FLAT``; nprobe = nlist: every cluster is
+#: scanned, so the exact contract holds), for the index backend suite.
+BIN_IVF_BACKEND = "milvus-server-bin-ivf"
+
+
+def backend_name(backend: str) -> str:
+    """The configured backend a suite parameter stands for (``faiss-mmap`` -> ``faiss``)."""
+    return {"faiss-mmap": "faiss", "milvus-server": "milvus", BIN_IVF_BACKEND: "milvus"}.get(backend, backend)
+
+
 def backend_options(request, backend: str | None) -> tuple[str | None, dict]:
     """``(backend, options)`` for ``Engine.open`` / ``open_index``: ``milvus-server`` is the
-    ``milvus`` backend with ``milvus_uri`` of the (emptied) session server."""
+    ``milvus`` backend with ``milvus_uri`` of the (emptied) session server (:data:`BIN_IVF_BACKEND`:
+    with index type ``BIN_IVF_RERANK``); ``faiss-mmap`` is ``faiss`` with ``faiss_storage="mmap"``
+    whatever the size."""
+    if backend == "faiss-mmap":
+        return "faiss", {"faiss_storage": "mmap"}
+    if backend == BIN_IVF_BACKEND:
+        return "milvus", {"milvus_uri": request.getfixturevalue("milvus_uri"), "index_type": "BIN_IVF_RERANK",
+                          "index_params": {"nlist": 8}, "search_params": {"nprobe": 8}}
     if backend != "milvus-server":
         return backend, {}
     return "milvus", {"milvus_uri": request.getfixturevalue("milvus_uri")}

@@ -80,3 +80,22 @@ def test_fastapi_validation_422_keeps_its_shape(api_env, spec):
         data={"purpose": WHY["purpose"]})
     detail = assert_documented_422(spec, "/api/search", "POST", response)
     assert any(d["loc"][-1] == "case_ref" for d in detail)
+
+
+def test_an_index_server_that_is_down_is_a_503_without_its_address(api_env, monkeypatch, caplog):
+    """A fault injected where the engine opens a collection's index: the Milvus server is down.
+    The client gets 503 and Retry-After; the server's address and the setting to check go to the
+    operator's log only."""
+    from facesearch.index.milvus_index import MilvusUnavailable
+
+    address = "http://10.7.7.7:19530"
+
+    def down(*_args, **_kwargs):
+        raise MilvusUnavailable(f"Milvus server {address} is unreachable (connection refused); check milvus_uri")
+
+    monkeypatch.setattr(api_env.engine, "index_of", down)
+    response = api_env.search("api_ivy", LFW / "Colin_Powell_0002.jpg", **WHY)
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"].isdigit()
+    assert "10.7.7.7" not in response.text and "milvus_uri" not in response.text
+    assert "10.7.7.7" in caplog.text  # the operator sees where

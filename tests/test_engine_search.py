@@ -15,7 +15,7 @@ from facesearch.catalog import CatalogError
 from facesearch.errors import NoFaceError
 from facesearch.services.engine import Engine
 
-from .conftest import INDEX_BACKENDS, LFW, WHY
+from .conftest import INDEX_BACKENDS, LFW, WHY, backend_name
 from .milvus_fixtures import empty_server
 
 
@@ -34,8 +34,10 @@ def gallery(request, tmp_path_factory) -> Engine:
         server = request.getfixturevalue("milvus_server")
         empty_server(server.uri)
         options = {"milvus_uri": server.uri}
+    elif request.param == "faiss-mmap":
+        options = {"faiss_storage": "mmap"}
     engine = _build(tmp_path_factory.mktemp(f"gallery_{request.param}") / "home",
-                    request.param.removesuffix("-server"), **options)
+                    backend_name(request.param), **options)
     yield engine
     engine.close()
 

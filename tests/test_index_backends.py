@@ -1,6 +1,6 @@
 """The vector-index backends behind ``open_index``: the same behaviour from ``faiss``, ``milvus``
-(milvus-lite, a local file) and ``milvus-server`` (a real Milvus standalone server), on random unit
-vectors; FAISS's binary-code mode and crash-safe saves."""
+(milvus-lite, a local file) and ``milvus-server`` (a real Milvus standalone server; also with its
+``BIN_IVF_RERANK`` kind), on random unit vectors; FAISS's binary-code mode and crash-safe saves."""
 
 from __future__ import annotations
 
@@ -12,20 +12,21 @@ import pytest
 
 from facesearch.index import FaissIndex, open_index
 
-from .conftest import INDEX_BACKENDS, backend_options, unit_vectors
+from .conftest import INDEX_BACKENDS, backend_name, backend_options, unit_vectors
+from .milvus_fixtures import BIN_IVF_BACKEND
 
 DIM = 512
 
 
-@pytest.fixture(params=INDEX_BACKENDS)
+@pytest.fixture(params=(*INDEX_BACKENDS, BIN_IVF_BACKEND))
 def backend(request) -> str:
     return request.param
 
 
 @pytest.fixture
 def tol(backend) -> float:
-    """Score tolerance: the server's default index re-ranks fp16 copies of the vectors."""
-    return 2e-3 if backend == "milvus-server" else 1e-4
+    """Score tolerance: the server's sign-code indexes and ``faiss-mmap`` re-rank fp16 copies of the vectors."""
+    return 2e-3 if backend in ("milvus-server", BIN_IVF_BACKEND, "faiss-mmap") else 1e-4
 
 
 @pytest.fixture
@@ -203,7 +204,7 @@ def test_describe_names_the_backend(backend, open_, tmp_path):
     index = open_(tmp_path)
     index.add(np.arange(3), unit_vectors(np.random.default_rng(10), 3))
     info = index.describe()
-    assert info["backend"] == backend.removesuffix("-server")
+    assert info["backend"] == backend_name(backend)
     assert info["faces"] == 3
 
 
@@ -235,7 +236,7 @@ def test_faiss_save_compacts_tombstones(tmp_path):
     assert np.load(f"{stem}.vectors.npy").shape == (50, DIM)
     # only one generation is kept on disk
     assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == sorted(
-        ["CURRENT", f"{stem.name}.ids.npy", f"{stem.name}.vectors.npy"])
+        ["CURRENT", "LOCK", f"{stem.name}.ids.npy", f"{stem.name}.vectors.npy"])
     reopened = FaissIndex(tmp_path / "idx")
     assert sorted(reopened.ids().tolist()) == list(range(1, 100, 2))
     assert reopened.search(vectors[51], 1).row(0)[0] == (51, pytest.approx(1.0, abs=1e-4))

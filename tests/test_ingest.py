@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 
 from facesearch.catalog.schema import ImageRecord
 
-from .conftest import INDEX_BACKENDS, LFW
+from .conftest import INDEX_BACKENDS, LFW, backend_name
 
 PHOTOS = sorted(p.stem for p in LFW.glob("*.jpg"))
 
@@ -114,9 +114,12 @@ def test_reopened_home_keeps_its_backend_and_contents(backend, tmp_path, lfw, op
     engine.index([lfw("Hugo_Chavez_0001"), lfw("George_W_Bush_0001")], "c", progress=False)
     engine.close()
     later = open_engine(None, home=home)  # no backend given: the home's config decides
-    assert later.config.backend == backend.removesuffix("-server")
+    assert later.config.backend == backend_name(backend)
     info = later.collection("c")
-    assert later.index_of(info).describe()["backend"] == backend.removesuffix("-server")
+    described = later.index_of(info).describe()
+    assert described["backend"] == backend_name(backend)
+    if backend == "faiss-mmap":  # the storage chosen at creation is the home's from then on
+        assert described["storage"] == "mmap" and later.config.faiss_storage == "mmap"
     summary = later.index([lfw("Hugo_Chavez_0001"), lfw("Hugo_Chavez_0002")], "c", progress=False)
     assert (summary.already_indexed, summary.images_indexed) == (1, 1)
     _check_consistent(later, "c")

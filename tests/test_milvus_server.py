@@ -208,3 +208,35 @@ def test_server_binary_dies_when_the_starting_process_is_killed(tmp_path):
     finally:
         if starter.poll() is None:
             starter.kill()
+
+
+def test_bin_ivf_rerank_scans_only_nprobe_clusters_and_keeps_its_kind(milvus_uri, tmp_path):
+    rng = np.random.default_rng(23)
+    vectors = unit_vectors(rng, 4000)
+    ids = np.arange(4000, dtype=np.int64)
+    index = open_index("milvus", directory=tmp_path, collection_id=9, milvus_uri=milvus_uri,
+                       index_type="BIN_IVF_RERANK", index_params={"nlist": 32}, shortlist=64)
+    index.add(ids, vectors)
+    index.save()  # a sealed segment of >= 1024 rows: the server builds the BIN_IVF_FLAT index
+    assert index.index_type == "BIN_IVF_RERANK" and index.search_params == {"nprobe": 4}  # 1/8 of the lists
+    (described,) = [index.client.describe_index(index.name, n) for n in index.client.list_indexes(index.name)]
+    assert described["index_type"] == "BIN_IVF_FLAT"
+    index.client.release_collection(index.name)
+    index.client.load_collection(index.name)
+
+    targets = rng.choice(4000, size=60, replace=False)
+    queries = _noisy(rng, vectors[targets], 0.6)
+    exact_best = np.argmax(queries @ vectors.T, axis=1)
+    index.search_params = {"nprobe": 32}  # every cluster: the sign-code shortlist of BIN_RERANK
+    full = index.search(queries, 1)
+    assert float(np.mean(full.ids[:, 0] == exact_best)) >= 0.98
+    index.search_params = {"nprobe": 1}  # one cluster of 32: some true neighbours are not scanned
+    narrow = index.search(queries, 1)
+    assert float(np.mean(narrow.ids[:, 0] == exact_best)) < 0.9
+    assert np.all(narrow.ids[:, 0] >= 0)  # still a full, re-ranked answer from what was scanned
+
+    index.close()
+    reopened = open_index("milvus", directory=tmp_path, collection_id=9, milvus_uri=milvus_uri)
+    assert reopened.index_type == "BIN_IVF_RERANK" and reopened.search_params == {"nprobe": 4}
+    assert reopened.describe()["search_params"] == {"nprobe": 4}
+    reopened.close()

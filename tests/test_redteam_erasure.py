@@ -70,6 +70,7 @@ def _needles(photos: Path, embeddings: dict[str, np.ndarray]) -> dict[str, bytes
         needles[f"{name} file name"] = name.encode()
     for name, vector in embeddings.items():  # the biometric itself, as stored (float32 little-endian)
         needles[f"{name} embedding"] = np.asarray(vector, "<f4").tobytes()
+        needles[f"{name} embedding fp16"] = np.asarray(vector, "<f2").tobytes()  # FAISS storage "mmap"
     return needles
 
 
@@ -85,7 +86,12 @@ def _bush_embeddings(home: Path) -> dict[str, np.ndarray]:
 # -- erasure ----------------------------------------------------------------------------------------------------
 
 
-def test_after_erase_like_no_file_in_the_home_names_or_holds_the_erased_photos(cli, photos, home, analyzer):
+@pytest.mark.parametrize("faiss_storage", ["auto", "mmap"])
+def test_after_erase_like_no_file_in_the_home_names_or_holds_the_erased_photos(cli, photos, home, analyzer,
+                                                                              faiss_storage):
+    home.mkdir(mode=0o700)
+    (home / "config.json").write_text(json.dumps({"faiss_storage": faiss_storage}))
+    (home / "config.json").chmod(0o600)
     code, out, err = cli("index", photos, "--collection", "lfw", "--home", home)
     assert code == 0, err
     embeddings = _bush_embeddings(home)
@@ -95,6 +101,7 @@ def test_after_erase_like_no_file_in_the_home_names_or_holds_the_erased_photos(c
     before = _traces(home, needles)
     assert any("file name" in t for t in before) and any("sha256 hex" in t for t in before), before
     assert any("embedding" in t for t in before), before
+    assert any("embedding fp16" in t for t in before) == (faiss_storage == "mmap"), before
 
     # a server stays open beside the CLI (its pooled connections, its loaded index)
     opened = Engine.open(home)

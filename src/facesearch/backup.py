@@ -35,6 +35,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from facesearch.errors import FacesearchError
+from facesearch.index.faiss_storage import copy_committed
 
 log = logging.getLogger(__name__)
 MANIFEST = "facesearch-backup.json"
@@ -179,11 +180,8 @@ def _copy_index_generations(home: Path, dest: Path) -> None:
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         try:
             pointer = json.loads((folder / "CURRENT").read_text())
-            stem = f"gen-{int(pointer['generation']):06d}"
             target = dest / "index" / "faiss" / folder.name
-            target.mkdir(parents=True, exist_ok=True)
-            for suffix in ("ids.npy", "vectors.npy"):
-                shutil.copy2(folder / f"{stem}.{suffix}", target / f"{stem}.{suffix}")
+            copy_committed(folder, target, pointer)  # either format; an mmap file only up to its count
             (target / "CURRENT").write_text(json.dumps(pointer))
         except (OSError, ValueError, KeyError):
             shutil.rmtree(dest / "index" / "faiss" / folder.name, ignore_errors=True)  # restore rebuilds it

@@ -80,6 +80,15 @@ class ChecksumMismatchError(ModelError):
         )
 
 
+class IndexUnavailable(FacesearchError):
+    """The vector index's server cannot be used now: unreachable, or refusing this service's
+    credentials. Something for the operator to fix; a client may try again later."""
+
+    #: What an API client is told: the full message names the server and the setting to check,
+    #: which is for the operator's log, not for every user.
+    public_detail = "the vector index server is unavailable right now; the operator is told in the server's log"
+
+
 class NoFaceError(FacesearchError):
     """An operation needed a face and the image has none (or not the one asked for)."""
 

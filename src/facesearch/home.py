@@ -37,6 +37,7 @@ class HomeConfig:
     milvus_uri: str | None = None  # None: milvus-lite file in the home
     milvus_token: str | None = None  # FACESEARCH_MILVUS_TOKEN(_FILE) only: never written to config.json
     pack: str = "buffalo_s"
+    faiss_storage: str = "auto"  # auto | ram | mmap (fp16 re-rank vectors on disk): see faiss_index
 
 
 #: what a process working on a home creates: owner-only directories (0700) and files (0600)

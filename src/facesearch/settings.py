@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(None, description="catalog database URL (default: SQLite in the home)")
     milvus_uri: str | None = Field(None, description="Milvus server URI (default: milvus-lite file in the home)")
     milvus_token: SecretStr | None = Field(None, description="Milvus token (user:password or API key)")
+    faiss_storage: Literal["auto", "ram", "mmap"] = Field(
+        "auto", description="FAISS re-rank vectors: ram (float32), mmap (fp16 file), auto = mmap from 1M faces")
     pack: str = Field("buffalo_s", min_length=1, description="model pack name or pinned pack directory")
     threads: int | None = Field(None, ge=1, le=1024, description="inference threads (default: all cores)")
     runtime: Literal["auto", "onnxruntime", "openvino"] = Field(

@@ -36,7 +36,7 @@ from facesearch.api.routers import ROUTERS
 from facesearch.api.security import add_security
 from facesearch.api.workers import CpuPool, ServerBusy
 from facesearch.catalog import CatalogConflict, CatalogError
-from facesearch.errors import FacesearchError, ImageError, NoFaceError
+from facesearch.errors import FacesearchError, ImageError, IndexUnavailable, NoFaceError
 from facesearch.governance import AccountError, Governance, MissingJustification, PermissionDenied, UserInfo
 from facesearch.governance.accounts import LoginThrottle
 from facesearch.governance.clusters import ClusterGovernance
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 STATUS_OF: list[tuple[type[Exception], int]] = [
     (PermissionDenied, 403), (LifecycleDenied, 403), (MissingJustification, 422), (NoFaceError, 422),
     (ImageError, 400), (AccountError, 400), (HomeBusyError, 409), (ServerBusy, 503),
-    (CatalogConflict, 409), (CatalogError, 404), (FacesearchError, 400)]
+    (IndexUnavailable, 503), (CatalogConflict, 409), (CatalogError, 404), (FacesearchError, 400)]
 
 RETENTION_ACTOR = UserInfo(0, "system:retention", ADMIN)
 CHECKPOINT_ACTOR = "system:checkpoint"
@@ -112,6 +112,9 @@ def _add_error_map(app: FastAPI) -> None:
         headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, ServerBusy) else None
         if code >= 500:  # the server could not serve it (busy): worth an operator's look if it keeps happening
             log.warning("%s %s: %d %s", _request.method, _request.url.path, code, exc)
+        if isinstance(exc, IndexUnavailable):
+            headers = {"Retry-After": "30"}
+            return JSONResponse({"detail": exc.public_detail}, status_code=code, headers=headers)
         return JSONResponse({"detail": error_detail(exc, code)}, status_code=code, headers=headers)
 
     @app.exception_handler(MemoryError)

@@ -146,10 +146,12 @@ class JobRecord(Base):
     collection: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(20))
     state: Mapped[str] = mapped_column(String(10))
-    owner: Mapped[str] = mapped_column(String(200), default="")  # host:pid of the process running it
+    owner: Mapped[str] = mapped_column(String(200), default="")  # host:pid:nonce of the process running it
     progress: Mapped[str] = mapped_column(Text, default="{}")  # JSON: counts, failed/skipped lists, error
     started: Mapped[float] = mapped_column(Float, index=True)
     finished: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # when the owner last said it was alive (NULL: a row from before 0011; its start time stands in)
+    heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 def catalog_schema() -> MetaData:

@@ -1,7 +1,8 @@
 """Vector indexes behind one small interface (:class:`VectorIndex`), keyed by catalog face id.
 
 - ``faiss`` (embedded default): exact scan while small, 512-bit sign codes with exact
-  re-ranking of a shortlist when large; tombstone deletes; atomic saves.
+  re-ranking of a shortlist when large; tombstone deletes; atomic saves; from 1M faces the
+  re-rank vectors move to an fp16 memory-mapped file (``faiss_storage``: auto | ram | mmap).
 - ``milvus``: pymilvus against milvus-lite (a local file, FLAT) or a Milvus server by URI and
   token (sign codes in a BINARY_VECTOR field + exact re-rank of the shortlist: ``BIN_RERANK``).
 
@@ -22,6 +23,8 @@ def open_index(backend: str, *, directory: Path, collection_id: int, dim: int = 
                milvus_uri: str | None = None, **options) -> VectorIndex:
     """The index of one facesearch collection, for the given backend."""
     if backend == "faiss":
+        if "faiss_storage" in options:  # the home's setting (auto | ram | mmap)
+            options["storage"] = options.pop("faiss_storage")
         return FaissIndex(Path(directory) / "faiss" / f"c{collection_id}", dim, **options)
     if backend == "milvus":
         from facesearch.index.milvus_index import MilvusIndex

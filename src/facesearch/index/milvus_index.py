@@ -11,6 +11,11 @@ Index kinds (``index_type``):
   VARCHAR: Milvus 2.3 allows one vector field per collection). Face embeddings of different
   people are nearly orthogonal, which makes graph and IVF indexes lose true mates; the sign-code
   shortlist keeps them (``docs/scale.md``).
+- ``BIN_IVF_RERANK``: the same, but the codes are indexed ``BIN_IVF_FLAT`` (``index_params``
+  ``{"nlist": L}``, default 1024; ``search_params`` ``{"nprobe": P}``, default 1/8 of the lists):
+  a query scans only P of the L Hamming clusters, so the shortlist costs less at 1M+, at the price
+  of missing mates whose code fell into an unscanned cluster (measure with
+  ``bench/milvus_server_scale.py --kinds BIN_IVF``).
 - ``IVF_SQ8`` / ``HNSW``: Milvus's own ANN indexes, tuned by ``index_params`` / ``search_params``.
 
 Consistency: writes, counts and ``ids()`` are Strong. A search right after this client's own
@@ -30,7 +35,7 @@ import base64
 
 import numpy as np
 
-from facesearch.errors import FacesearchError
+from facesearch.errors import IndexUnavailable
 from facesearch.index.base import Hits, as_queries, empty_hits
 
 _QUERY_PAGE = 10_000
@@ -39,12 +44,19 @@ _REPLY_BYTES = 24 << 20
 _MAX_TOPK = 16_384
 #: Lowest id a filter may name: the server refuses ``-9223372036854775808`` ("value out of range").
 _MIN_ID = -(2**63) + 1
-KINDS = ("FLAT", "BIN_RERANK", "IVF_SQ8", "HNSW")
+KINDS = ("FLAT", "BIN_RERANK", "BIN_IVF_RERANK", "IVF_SQ8", "HNSW")
+#: Kinds whose shortlist comes from sign codes and is re-ranked here -> the codes' Milvus index.
+CODE_INDEXES = {"BIN_RERANK": "BIN_FLAT", "BIN_IVF_RERANK": "BIN_IVF_FLAT"}
 DEFAULT_SHORTLIST = 256
+DEFAULT_BIN_NLIST = 1024
 
 
-class MilvusUnavailable(FacesearchError):
+class MilvusUnavailable(IndexUnavailable):
     """The configured Milvus server cannot be reached (one line: where, and what to check)."""
+
+
+class MilvusAuthFailed(IndexUnavailable):
+    """The Milvus server runs but refuses this client's token, or got none (one line, no token)."""
 
 
 class MilvusIndex:
@@ -61,13 +73,15 @@ class MilvusIndex:
         self.name = name
         self.dim = dim
         self.shortlist = shortlist
-        self.search_params = dict(search_params or {})
         self.search_consistency = search_consistency
         self._unseen_writes = True  # the first search waits for whatever was written before it
         self.client = _connect(pymilvus, uri, token, timeout)
         if not self.client.has_collection(name):
             self._create(pymilvus.DataType, index_type, index_params or {})
-        self.index_type = self._stored_kind()
+        self.index_type, stored_params = self._stored_kind()
+        self.search_params = dict(search_params or {})
+        if self.index_type == "BIN_IVF_RERANK" and "nprobe" not in self.search_params:
+            self.search_params["nprobe"] = max(1, int(stored_params.get("nlist", DEFAULT_BIN_NLIST)) // 8)
         self.client.load_collection(name)
 
     # -- schema --------------------------------------------------------------------------------------
@@ -76,25 +90,29 @@ class MilvusIndex:
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         params = self.client.prepare_index_params()
-        if kind == "BIN_RERANK":
+        if kind in CODE_INDEXES:
             schema.add_field("code", DataType.BINARY_VECTOR, dim=self.dim)
             schema.add_field("emb", DataType.VARCHAR, max_length=_b64_len(self.dim * 2))
-            params.add_index(field_name="code", index_type="BIN_FLAT", metric_type="HAMMING")
+            if kind == "BIN_IVF_RERANK":
+                index_params = {"nlist": DEFAULT_BIN_NLIST, **index_params}
+            params.add_index(field_name="code", index_type=CODE_INDEXES[kind], metric_type="HAMMING",
+                             params=index_params)
         else:
             schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
             params.add_index(field_name="vector", index_type=kind, metric_type="IP", params=index_params)
         self.client.create_collection(self.name, schema=schema, index_params=params, consistency_level="Strong")
 
-    def _stored_kind(self) -> str:
-        """What the existing collection holds (a reopened collection keeps its kind)."""
+    def _stored_kind(self) -> tuple[str, dict]:
+        """What the existing collection holds, and its index's parameters (a reopened collection
+        keeps its kind)."""
         fields = {f["name"] for f in self.client.describe_collection(self.name)["fields"]}
-        if "code" in fields:
-            return "BIN_RERANK"
         indexes = self.client.list_indexes(self.name)
-        if not indexes:
-            return "FLAT"
-        described = self.client.describe_index(self.name, indexes[0])
-        return str(described.get("index_type", "FLAT"))
+        described = self.client.describe_index(self.name, indexes[0]) if indexes else {}
+        kind = str(described.get("index_type", "FLAT"))
+        if "code" in fields:
+            kind = "BIN_IVF_RERANK" if kind == "BIN_IVF_FLAT" else "BIN_RERANK"
+        params = described.get("params", described)  # pymilvus versions differ in nesting
+        return kind, params if isinstance(params, dict) else {}
 
     # -- state ---------------------------------------------------------------------------------------
 
@@ -119,8 +137,10 @@ class MilvusIndex:
     def describe(self) -> dict:
         info = {"backend": "milvus", "uri": self.uri, "collection": self.name, "index_type": self.index_type,
                 "faces": len(self)}
-        if self.index_type == "BIN_RERANK":
+        if self.index_type in CODE_INDEXES:
             info["shortlist"] = self.shortlist
+        if self.search_params:
+            info["search_params"] = dict(self.search_params)
         return info
 
     # -- writes --------------------------------------------------------------------------------------
@@ -142,7 +162,7 @@ class MilvusIndex:
                 self._unseen_writes = True
 
     def _rows(self, ids: np.ndarray, vectors: np.ndarray) -> list[dict]:
-        if self.index_type == "BIN_RERANK":
+        if self.index_type in CODE_INDEXES:
             codes = sign_codes(vectors)
             halves = vectors.astype(np.float16)
             return [{"id": i, "code": codes[r].tobytes(), "emb": base64.b64encode(halves[r].tobytes()).decode()}
@@ -179,7 +199,7 @@ class MilvusIndex:
                 raise ValueError(f"Milvus returns at most {_MAX_TOPK:,} hits per query (asked for {k:,})")
         consistency = "Strong" if self._unseen_writes else self.search_consistency
         self._unseen_writes = False
-        if self.index_type == "BIN_RERANK":
+        if self.index_type in CODE_INDEXES:
             return self._search_codes(queries, k, hits, consistency)
         result = self.client.search(self.name, data=queries.tolist(), limit=k, output_fields=["id"],
                                     anns_field="vector", consistency_level=consistency,
@@ -237,13 +257,31 @@ def _b64_len(nbytes: int) -> int:
 
 
 def _connect(pymilvus, uri: str, token: str | None, timeout: float):
-    """A client, or one clear line when the server is unreachable (not a gRPC stack trace)."""
+    """A client, or one clear line when the server is unreachable or refuses the token (not a gRPC
+    stack trace). The token never appears in the message, even if the server echoed it."""
     try:
         return pymilvus.MilvusClient(uri=uri, token=token or "", timeout=timeout)
     except pymilvus.exceptions.MilvusException as exc:
         if not uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:")):
             raise
-        reason = getattr(exc, "message", "") or str(exc)
+        cause = exc.__cause__  # pymilvus says "unavailable" for both; gRPC's status tells them apart
+        status = cause.code() if callable(getattr(cause, "code", None)) else None
+        if getattr(status, "name", "") in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            detail = _redact(str(cause.details() or status.name), token)
+            given = "the token was refused" if token else "it requires a token and none was given"
+            raise MilvusAuthFailed(f"Milvus server {uri} refused the connection: {given} "
+                                   f"({detail.splitlines()[0][:160]}); set FACESEARCH_MILVUS_TOKEN or "
+                                   "FACESEARCH_MILVUS_TOKEN_FILE to user:password or an API key it "
+                                   "accepts") from None
+        reason = _redact(getattr(exc, "message", "") or str(exc), token)
         raise MilvusUnavailable(f"Milvus server {uri} is unreachable ({reason.splitlines()[0][:160]}); "
                                 "check milvus_uri in config.json, that the server runs, and "
                                 "FACESEARCH_MILVUS_TOKEN if it needs one") from None
+
+
+def _redact(text: str, token: str | None) -> str:
+    """``text`` without the token or its password half (``user:password``)."""
+    for secret in (token, (token or "").partition(":")[2]):
+        if secret and len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return text

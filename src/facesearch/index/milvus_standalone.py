@@ -13,6 +13,9 @@ with the supervisor even if the supervisor itself is killed outright. Only loopb
     server = MilvusServer.start(Path("build/milvus-venv"), Path("/tmp/m"))
     ... MilvusClient(uri=server.uri) ...
     server.stop()
+
+``MilvusServer.start(..., auth=True)`` turns on ``common.security.authorizationEnabled`` in the
+``milvus.yaml`` it writes: every call then needs a token (the default is ``root:Milvus``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from facesearch.processes import pid_alive
 
 #: What the server's own environment needs (the newest standalone wheel on PyPI is 2.3.5).
 REQUIREMENTS = ("milvus==2.3.5", "pymilvus<2.4", "setuptools<81", "marshmallow<4")
@@ -51,8 +56,6 @@ from milvus import default_server
 base, port, auth = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 default_server.set_base_dir(base)
 default_server.listen_port = port
-if auth:
-    default_server.config.update(authorization_enabled=True)
 
 # Every port from the OS's free ephemeral range: the wheel probes upwards from fixed defaults
 # (2379, 53100, ...), so two servers starting at once can pick the same one. The embedded etcd's
@@ -84,6 +87,10 @@ def write_config_with_etcd_ports():
     marker = "  use:\n    embed: true"
     assert marker in text, "unexpected milvus.yaml template"
     text = text.replace(marker, marker + f"\n  config:\n    path: {etcd_yaml}", 1)
+    if auth:  # common.security: the server then asks every call for user:password (root:Milvus)
+        switch = "authorizationEnabled: false"
+        assert switch in text, "unexpected milvus.yaml template (security section)"
+        text = text.replace(switch, "authorizationEnabled: true", 1)
     open(milvus_yaml, "w").write(text)
 config.write_config = write_config_with_etcd_ports
 
@@ -185,17 +192,6 @@ class MilvusServer:
             except subprocess.TimeoutExpired:
                 self._supervisor.kill()
                 self._supervisor.wait()
-        if _alive(self.binary_pid):  # belt and braces: never leave the binary behind
+        if pid_alive(self.binary_pid):  # belt and braces: never leave the binary behind
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.binary_pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    status = Path(f"/proc/{pid}/stat")
-    return not (status.is_file() and ") Z" in status.read_text())

@@ -85,13 +85,14 @@ class Engine:
     @classmethod
     def open(cls, home: str | os.PathLike | None = None, *, backend: str | None = None,
              database_url: str | None = None, milvus_uri: str | None = None, pack: str | None = None,
-             analyzer_factory: Callable[[], FaceAnalyzer] | None = None, schema: MetaData | None = None) -> Engine:
+             faiss_storage: str | None = None, analyzer_factory: Callable[[], FaceAnalyzer] | None = None,
+             schema: MetaData | None = None) -> Engine:
         """``analyzer_factory`` lets several engines in one process share loaded models; ``schema``
         (every model's metadata) lets a new catalog be created without running the migrations."""
         private_umask()  # the home holds biometric data: whatever this process writes is its user's only
         root = resolve_home(home)
         config = load_config(root, {"backend": backend, "database_url": database_url,
-                                    "milvus_uri": milvus_uri, "pack": pack})
+                                    "milvus_uri": milvus_uri, "pack": pack, "faiss_storage": faiss_storage})
         catalog = Catalog.open(config.database_url or sqlite_url(root / "catalog.db"), schema)
         return cls(root, config, catalog, analyzer_factory)
 
@@ -148,6 +149,9 @@ class Engine:
         return self._indexes[collection.id]
 
     def _milvus_options(self) -> dict:
+        """The backend's own options (named for Milvus, where they began): token; FAISS storage."""
+        if self.config.backend == "faiss":
+            return {"faiss_storage": self.config.faiss_storage}
         token = self.config.milvus_token
         return {"token": token} if self.config.backend == "milvus" and token else {}
 
