@@ -20,7 +20,7 @@ MAX_LINES = 500
 
 #: the layers, lowest first: each entry names top-level modules or packages of ``facesearch``
 LAYERS: list[set[str]] = [
-    {"errors", "extras", "logs", "settings", "home", "metrics"},  # foundation: no facesearch imports above it
+    {"errors", "extras", "logs", "settings", "home", "metrics", "processes"},  # foundation: imports nothing above it
     {"models"},  # model packs, runtimes, calibration (the one threshold-from-rate rule)
     {"pipeline"},  # decode, detect, align, quality, embed, video, tracking
     {"catalog", "index"},  # where faces are kept: rows and vectors

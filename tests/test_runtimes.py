@@ -110,3 +110,40 @@ def test_gpu_provider_selection_on_a_cpu_machine(monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert runtime.default_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert runtime.resolve_runtime("auto") == "onnxruntime"
+
+
+def test_a_model_from_openvinos_cache_computes_bitwise_the_same(monkeypatch, tmp_path, builtin_pack):
+    """Compiled models are kept in the user cache (start-up: loading one is cheaper than compiling
+    it); one loaded from there gives exactly the outputs of one compiled afresh, and a cache that
+    cannot be written is simply not used."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    crops = np.random.default_rng(5).standard_normal((4, 3, 112, 112)).astype(np.float32)
+    blob = np.random.default_rng(6).standard_normal((1, 3, 320, 256)).astype(np.float32)
+    outputs = []
+    for _ in range(2):
+        rec = openvino_runtime.OpenVinoSession(builtin_pack.recognizer.path, threads=2)
+        det = openvino_runtime.OpenVinoSession(builtin_pack.detector.path, threads=2)
+        outputs.append((rec.run(None, {rec.get_inputs()[0].name: crops}),
+                        det.run(None, {det.get_inputs()[0].name: blob}),
+                        rec._compiled.get_property("LOADED_FROM_CACHE")))
+    assert [loaded for _, _, loaded in outputs] == [False, True]
+    assert len(list((tmp_path / "cache" / "facesearch" / "openvino").glob("*.blob"))) == 2
+    (tmp_path / "a-file").write_text("")  # a cache folder that cannot be made (even as root): not used
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file" / "cache"))
+    assert openvino_runtime.model_cache_dir() is None
+    rec = openvino_runtime.OpenVinoSession(builtin_pack.recognizer.path, threads=2)
+    det = openvino_runtime.OpenVinoSession(builtin_pack.detector.path, threads=2)
+    fresh = (rec.run(None, {rec.get_inputs()[0].name: crops}), det.run(None, {det.get_inputs()[0].name: blob}))
+    for got in [outputs[1][:2], fresh]:
+        for a, b in zip(outputs[0][0] + outputs[0][1], got[0] + got[1]):
+            assert np.array_equal(a, b)
+
+
+def test_openvino_is_imported_without_its_conversion_tools():
+    """Start-up: facesearch compiles ONNX files itself; OpenVINO's model conversion tools (and their
+    telemetry) are not imported with it, and stay importable for whoever wants them."""
+    code = ("import sys; from facesearch.models import openvino_runtime as o; assert o.available(); "
+            "print('openvino.tools.ovc' in sys.modules, 'openvino_telemetry' in sys.modules); "
+            "import openvino.tools.ovc; print(callable(openvino.tools.ovc.convert_model))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False", "True"]

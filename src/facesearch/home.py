@@ -86,6 +86,12 @@ def check_permissions(home: Path, repair: bool = False) -> PermissionReport:
     return report
 
 
+def user_cache_dir() -> Path:
+    """This user's cache of things facesearch can always make again (compiled models, eval
+    embeddings): ``$XDG_CACHE_HOME/facesearch``, default ``~/.cache/facesearch``. Never home data."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facesearch"
+
+
 def resolve_home(home: str | os.PathLike | None) -> Path:
     chosen = home or os.environ.get("FACESEARCH_HOME") or Path.home() / ".facesearch"
     return Path(chosen).expanduser().resolve()

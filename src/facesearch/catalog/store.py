@@ -12,17 +12,15 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import create_engine, delete, event, func, select, text
+from sqlalchemy import MetaData, create_engine, delete, event, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from facesearch.catalog.migrate import migrate
 from facesearch.catalog.schema import Collection, FaceRecord, ImageRecord, IngestEvent
 from facesearch.errors import FacesearchError
 
@@ -72,6 +70,20 @@ class NewFace:
     track_id: int | None = None
     frame: str | None = None  # video faces: the stored frame, relative to the thumbnail root
     track_span: tuple[float, float] | None = None  # video faces: first and last time the track was seen
+
+
+@dataclass(frozen=True)
+class NewImage:
+    sha256: str
+    source: str
+    width: int
+    height: int
+    size_bytes: int
+    faces: list[NewFace]
+    media: str = "image"  # image | video
+    duration_s: float | None = None
+    rotation: int = 0
+    journal: tuple[str, str, str] | None = None  # (run id, name, reason): journalled "indexed" in the same commit
 
 
 @dataclass(frozen=True)
@@ -136,11 +148,13 @@ class Catalog:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str) -> Catalog:
+    def open(cls, url: str, schema: MetaData | None = None) -> Catalog:
+        """Open and migrate the database; given ``schema`` (every model's metadata), a new one is
+        created from it in one step (:mod:`facesearch.catalog.migrate`)."""
         engine = create_engine(url, future=True)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
-        migrate(engine)
+        migrate(engine, schema)
         return cls(engine)
 
     def close(self) -> None:
@@ -195,31 +209,40 @@ class Catalog:
                   size_bytes: int, faces: list[NewFace], pack: str, *, media: str = "image",
                   duration_s: float | None = None, rotation: int = 0) -> list[int]:
         """Insert an image (or a video) and its faces atomically; returns the new face ids (= vector ids)."""
+        image = NewImage(sha256, source, width, height, size_bytes, faces, media, duration_s, rotation)
+        return self.add_images(collection_id, [image], pack)[0]
+
+    def add_images(self, collection_id: int, images: list[NewImage], pack: str) -> list[list[int]]:
+        """Insert images with their faces, and their journal entries, in one transaction (all or
+        none: an ingest commits a batch of photos at once); the new face ids of each image."""
         with self.session() as s:
-            image = ImageRecord(collection_id=collection_id, sha256=sha256, source=source, width=width,
-                                height=height, size_bytes=size_bytes, face_count=len(faces), media=media,
-                                duration_s=duration_s, rotation=rotation)
-            s.add(image)
-            s.flush()
-            rows = [
-                FaceRecord(
-                    image_id=image.id, collection_id=collection_id, face_index=f.face_index,
-                    x1=f.box[0], y1=f.box[1], x2=f.box[2], y2=f.box[3],
-                    landmarks=json.dumps(f.landmarks), det_score=f.det_score, quality=f.quality,
-                    quality_issues=",".join(f.quality_issues), pack=pack,
-                    embedding=np.asarray(f.embedding, dtype="<f4").tobytes(), thumbnail=f.thumbnail,
-                    timestamp_s=f.timestamp_s, track_id=f.track_id, frame=f.frame,
-                    track_start_s=f.track_span[0] if f.track_span else None,
-                    track_end_s=f.track_span[1] if f.track_span else None,
-                )
-                for f in faces
-            ]
-            s.add_all(rows)
+            records = [ImageRecord(collection_id=collection_id, sha256=i.sha256, source=i.source, width=i.width,
+                                   height=i.height, size_bytes=i.size_bytes, face_count=len(i.faces), media=i.media,
+                                   duration_s=i.duration_s, rotation=i.rotation) for i in images]
+            s.add_all(records)
+            try:
+                s.flush()
+            except IntegrityError as exc:
+                raise _duplicate(images) from exc
+            rows = [[FaceRecord(
+                image_id=record.id, collection_id=collection_id, face_index=f.face_index,
+                x1=f.box[0], y1=f.box[1], x2=f.box[2], y2=f.box[3],
+                landmarks=json.dumps(f.landmarks), det_score=f.det_score, quality=f.quality,
+                quality_issues=",".join(f.quality_issues), pack=pack,
+                embedding=np.asarray(f.embedding, dtype="<f4").tobytes(), thumbnail=f.thumbnail,
+                timestamp_s=f.timestamp_s, track_id=f.track_id, frame=f.frame,
+                track_start_s=f.track_span[0] if f.track_span else None,
+                track_end_s=f.track_span[1] if f.track_span else None,
+            ) for f in image.faces] for image, record in zip(images, records)]
+            s.add_all([row for group in rows for row in group])
+            s.add_all([IngestEvent(run_id=i.journal[0], collection_id=collection_id, source=i.journal[1],
+                                   sha256=i.sha256, outcome="indexed", reason=i.journal[2], faces=len(i.faces))
+                       for i in images if i.journal is not None])
             try:
                 s.commit()
             except IntegrityError as exc:
-                raise CatalogError(f"{source}: already in this collection (same content)") from exc
-            return [row.id for row in rows]
+                raise _duplicate(images) from exc
+            return [[row.id for row in group] for group in rows]
 
     def journal(self, run_id: str, collection_id: int, source: str, outcome: str, reason: str = "",
                 sha256: str | None = None, faces: int = 0) -> None:
@@ -436,15 +459,12 @@ class Catalog:
         return f"{self.engine.dialect.name}: no scrub step"
 
 
+def _duplicate(images: list[NewImage]) -> CatalogError:
+    what = images[0].source if len(images) == 1 else f"one of {len(images)} images"
+    return CatalogError(f"{what}: already in this collection (same content)")
+
+
 def _collection_info(row: Collection, images: int = 0, faces: int = 0) -> CollectionInfo:
     return CollectionInfo(row.id, row.name, row.legal_basis, row.retention_days, row.keep_thumbnails,
                           row.pack, images, faces)
 
-
-def migrate(engine: Engine) -> None:
-    """Bring the database schema to the newest Alembic revision."""
-    config = Config()
-    config.set_main_option("script_location", str(files("facesearch.catalog") / "migrations"))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")

@@ -29,10 +29,11 @@ S = TypeVar("S")
 def open_engine(args: Namespace) -> Engine:
     """The home named by ``--home`` (or the default), with ``--backend``, ``--db`` and ``--pack`` if given.
     The caller closes it: prefer :func:`opened_engine` or :func:`governed`."""
+    from facesearch.governance.schema import catalog_schema
     from facesearch.services.engine import Engine
 
     return Engine.open(args.home, backend=getattr(args, "backend", None), database_url=getattr(args, "db", None),
-                       pack=getattr(args, "pack", None))
+                       pack=getattr(args, "pack", None), schema=catalog_schema())
 
 
 @contextmanager

@@ -53,6 +53,7 @@ def index(args: Namespace) -> int:
             extra["ray"] = {"address": args.ray, "actors": analyzer.actors, "nodes": analyzer.nodes()}
         else:
             engine = stack.enter_context(opened_engine(args))
+            engine.load_analyzer_in_background()  # compiling the models overlaps the catalog and the walk
         summary = Governance(engine).ingest(local_operator(), args.paths, args.collection, workers=args.workers,
                                             progress=not args.json, wait=not args.no_wait,
                                             on_wait=lambda msg: print(msg, file=sys.stderr),

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facesearch.home import user_cache_dir
+
 #: Extension-less files are tried too: Yale ships its GIFs without one.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm"}
 
@@ -89,8 +91,7 @@ class DatasetEmbeddings:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "facesearch" / "eval"
+    return user_cache_dir() / "eval"
 
 
 def _read(cache: Path) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, MetaData, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from facesearch.catalog.schema import Base, utcnow
@@ -152,3 +152,10 @@ class JobRecord(Base):
     finished: Mapped[float | None] = mapped_column(Float, nullable=True)
     # when the owner last said it was alive (NULL: a row from before 0011; its start time stands in)
     heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+def catalog_schema() -> MetaData:
+    """Every table of the catalog database: the catalog's models and these (the highest layer with
+    tables). A new catalog is created from it in one step (:mod:`facesearch.catalog.migrate`);
+    ``tests/test_fresh_catalog.py`` checks that it is what the migrations build."""
+    return Base.metadata

@@ -74,7 +74,6 @@ class FaissIndex:
         self.storage = storage
         self.mmap_threshold = mmap_threshold
         self.pending_limit = pending_limit
-        self._rotation = _random_rotation(dim)
         self._reset()
         self._load()
 
@@ -236,7 +235,9 @@ class FaissIndex:
     # -- codes -----------------------------------------------------------------------------------
 
     def _sign_codes(self, vectors: np.ndarray) -> np.ndarray:
-        return np.packbits(vectors @ self._rotation > 0, axis=1)
+        # The rotation is made when codes are first needed (a QR of 512x512: 0.1-0.3 s of every
+        # `facesearch index` start-up otherwise, for an index that stays exact below exact_limit).
+        return np.packbits(vectors @ _random_rotation(self.dim) > 0, axis=1)
 
     def _build_codes(self) -> None:
         self._codes = faiss.IndexBinaryFlat(self.dim)

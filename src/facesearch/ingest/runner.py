@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from facesearch.catalog import Catalog, CollectionInfo, NewFace, ThumbnailStore
+from facesearch.catalog import Catalog, CatalogError, CollectionInfo, NewFace, NewImage, ThumbnailStore
 from facesearch.errors import ImageError, NotAnImageError, NotAVideoError
 from facesearch.index import VectorIndex
 from facesearch.pipeline import Face, FaceAnalyzer
@@ -199,14 +199,16 @@ def _prefetched(pool: ThreadPoolExecutor, entries: Iterable[Path | _Refused], wi
 
 
 class Ingestor:
-    def __init__(self, analyzer: FaceAnalyzer, catalog: Catalog, index: VectorIndex,
+    def __init__(self, analyzer: FaceAnalyzer | Callable[[], FaceAnalyzer], catalog: Catalog, index: VectorIndex,
                  thumbnails: ThumbnailStore, collection: CollectionInfo, *, workers: int = 2,
                  batch_images: int = 8, min_face_px: float = 16.0, save_every_s: float = 30.0,
                  suppress: Callable[[np.ndarray], np.ndarray] | None = None,
                  on_progress: Callable[[int, int, IngestSummary], None] | None = None,
                  lock: AbstractContextManager | None = None, video_fps: float = DEFAULT_SAMPLE_FPS,
                  erased: Callable[[str], bool] | None = None) -> None:
-        self.analyzer = analyzer
+        # A function giving the analyzer is called when the first photo is analysed, not before:
+        # the models may still be loading (Engine.load_analyzer_in_background) during the walk.
+        self._analyzer = analyzer
         self.catalog = catalog
         self.index = index
         self.thumbnails = thumbnails
@@ -223,6 +225,12 @@ class Ingestor:
         self.lock = lock or nullcontext()
         self.video_fps = video_fps  # frames sampled per second of video
         self.erased = erased  # sha256 -> was this content erased earlier? (then it is refused)
+
+    @property
+    def analyzer(self) -> FaceAnalyzer:
+        if callable(self._analyzer):
+            self._analyzer = self._analyzer()
+        return self._analyzer
 
     def run(self, paths: Iterable[str | Path], progress: bool = True) -> IngestSummary:
         summary = IngestSummary(uuid.uuid4().hex[:12], self.collection.name)
@@ -292,8 +300,9 @@ class Ingestor:
         return True
 
     def _process(self, batch: list[_Loaded], summary: IngestSummary) -> None:
+        analyzer = self.analyzer  # models that cannot be loaded end the run, they fail no photo
         try:
-            all_faces = self.analyzer.analyze_photos([item.photo for item in batch], embed=True)
+            all_faces = analyzer.analyze_photos([item.photo for item in batch], embed=True)
         except Exception as exc:  # noqa: BLE001 - find the one photo that fails, keep the others
             if len(batch) > 1:
                 log.warning("a batch of %d photos failed (%s): retrying them one by one", len(batch),
@@ -303,9 +312,7 @@ class Ingestor:
                 return
             self._reject(batch[0], _analysis_failure(exc), summary)
             return
-        for item, faces in zip(batch, all_faces):
-            self._commit(item, self._keep(faces, faces, summary), summary)
-            item.photo = None  # free memory early
+        self._commit(batch, self._keep_groups([(faces, faces) for faces in all_faces], summary), summary)
 
     def _reject(self, item: _Loaded, problem: ImageError | str, summary: IngestSummary) -> None:
         """Journal a file that is not indexed: "skipped" when it is not a photo or video at all,
@@ -319,18 +326,28 @@ class Ingestor:
 
     def _keep(self, faces: list[Face], items: list, summary: IngestSummary) -> list:
         """The ``items`` (one per face) whose face is big enough and not opted out."""
-        kept = [(f, item) for f, item in zip(faces, items) if min(f.width, f.height) >= self.min_face_px]
-        summary.faces_too_small += len(faces) - len(kept)
-        if kept and self.suppress is not None:
-            blocked = self.suppress(np.stack([f.embedding for f, _ in kept]))
-            summary.faces_suppressed += int(blocked.sum())
-            kept = [pair for pair, b in zip(kept, blocked) if not b]
-        return [item for _, item in kept]
+        return self._keep_groups([(faces, items)], summary)[0]
+
+    def _keep_groups(self, groups: list[tuple[list[Face], list]], summary: IngestSummary) -> list[list]:
+        """:meth:`_keep` of each (faces, items) group, with one opt-out check for all of them."""
+        sized = []
+        for faces, items in groups:
+            kept = [(f, item) for f, item in zip(faces, items) if min(f.width, f.height) >= self.min_face_px]
+            summary.faces_too_small += len(faces) - len(kept)
+            sized.append(kept)
+        flat = [f for kept in sized for f, _ in kept]
+        if flat and self.suppress is not None:
+            blocked = self.suppress(np.stack([f.embedding for f in flat])).tolist()
+            summary.faces_suppressed += sum(blocked)
+            flags = iter(blocked)
+            sized = [[pair for pair in kept if not next(flags)] for kept in sized]
+        return [[item for _, item in kept] for kept in sized]
 
     def _process_video(self, item: _Loaded, summary: IngestSummary) -> None:
         source = item.name
+        analyzer = self.analyzer
         try:
-            video = faces_from_video(self.analyzer, item.path, fps=self.video_fps)
+            video = faces_from_video(analyzer, item.path, fps=self.video_fps)
         except ImageError as exc:  # VideoError is one: a bad input file, journalled and skipped
             self._reject(item, exc, summary)
             return
@@ -366,31 +383,46 @@ class Ingestor:
                              f"video: {len(video.tracks)} face track(s), {video.frames_sampled} frames sampled"
                              if ids else "video: no face found", item.sha256, len(ids))
 
-    def _commit(self, item: _Loaded, faces: list[Face], summary: IngestSummary) -> None:
-        photo = item.photo
-        assert photo is not None
-        new_faces = []
-        for rank, face in enumerate(faces):
-            thumb = None
-            if self.collection.keep_thumbnails:
-                # Thumbnails (112 px) come from the working pixels: they never need more.
-                thumb = self.thumbnails.write(photo.pixels, photo.working_box(face.box), self.collection.id,
-                                              item.sha256, rank)
-            new_faces.append(NewFace(rank, face.box, face.landmarks.round(2).tolist(), face.det_score,
-                                     face.quality.score, face.quality.issues, face.embedding, thumb))
-        width, height = photo.full_size
-        with self.lock:
-            ids = self.catalog.add_image(self.collection.id, item.sha256, display_name(item.path.resolve()),
-                                         width, height, item.size, new_faces, self.analyzer.pack.name,
-                                         rotation=photo.rotation)
-            if ids:
-                self.index.add(np.array(ids, np.int64), np.stack([f.embedding for f in faces]))
-        if not ids:
-            summary.images_without_faces += 1
-        summary.images_indexed += 1
-        summary.faces_indexed += len(ids)
-        self.catalog.journal(summary.run_id, self.collection.id, item.name, "indexed",
-                             "" if ids else "no face found", item.sha256, len(ids))
+    def _commit(self, batch: list[_Loaded], kept: list[list[Face]], summary: IngestSummary) -> None:
+        """Thumbnails, then the batch's images, faces and journal entries in one catalog transaction
+        (one commit per batch, not two per photo), then their vectors."""
+        images = []
+        for item, faces in zip(batch, kept):
+            photo = item.photo
+            assert photo is not None
+            new_faces = []
+            for rank, face in enumerate(faces):
+                thumb = None
+                if self.collection.keep_thumbnails:
+                    # Thumbnails (112 px) come from the working pixels: they never need more.
+                    thumb = self.thumbnails.write(photo.pixels, photo.working_box(face.box), self.collection.id,
+                                                  item.sha256, rank)
+                new_faces.append(NewFace(rank, face.box, face.landmarks.round(2).tolist(), face.det_score,
+                                         face.quality.score, face.quality.issues, face.embedding, thumb))
+            width, height = photo.full_size
+            images.append(NewImage(item.sha256, display_name(item.path.resolve()), width, height, item.size,
+                                   new_faces, rotation=photo.rotation,
+                                   journal=(summary.run_id, item.name, "" if faces else "no face found")))
+            item.photo = None  # free memory early
+        try:
+            ids = self._store(images, kept)
+        except CatalogError:
+            if len(images) == 1:
+                raise
+            # One of them is refused: store the others one by one until it is (as photo by photo).
+            ids = [self._store([image], [faces])[0] for image, faces in zip(images, kept)]
+        for group in ids:
+            summary.images_without_faces += not group
+            summary.images_indexed += 1
+            summary.faces_indexed += len(group)
+
+    def _store(self, images: list[NewImage], kept: list[list[Face]]) -> list[list[int]]:
+        with self.lock:  # readers never see the rows without their vectors
+            ids = self.catalog.add_images(self.collection.id, images, self.analyzer.pack.name)
+            flat = [face_id for group in ids for face_id in group]
+            if flat:
+                self.index.add(np.array(flat, np.int64), np.stack([f.embedding for faces in kept for f in faces]))
+        return ids
 
 
 def _analysis_failure(exc: BaseException) -> str:

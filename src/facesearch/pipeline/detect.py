@@ -96,6 +96,10 @@ class ScrfdDetector:
         self.config = config or DetectorConfig()
         self._anchor_cache: dict[tuple[int, int, int], np.ndarray] = {}
         self._pad_multiple = 128 if getattr(session, "specialises_shapes", False) else 32
+        # (v - mean) / std of each of the 256 byte values, by the very operations applied to a whole
+        # view before: looking values up gives bitwise the same blob in a third of the time.
+        self._lut = np.empty(256, np.float32)
+        self._normalise(np.arange(256, dtype=np.uint8), self._lut)
 
     # -- public -----------------------------------------------------------------------
 
@@ -213,11 +217,19 @@ class ScrfdDetector:
 
         return _View(index, (pad_h, pad_w), canvas, 1.0, offset)
 
+    def _normalise(self, values: np.ndarray, out: np.ndarray) -> None:
+        np.subtract(values, self.mean, out=out, casting="unsafe")
+        np.divide(out, self.std, out=out)
+
     def _normalise_into(self, out: np.ndarray, canvas: np.ndarray) -> None:
         """``(canvas - mean) / std`` as (3, H, W) float32, written straight into the batch: no
-        float copy, transposed copy or stacking of each view (they cost 15 % of an ingest)."""
-        np.subtract(canvas.transpose(2, 0, 1), self.mean, out=out, casting="unsafe")
-        np.divide(out, self.std, out=out)
+        float copy, transposed copy or stacking of each view (they cost 15 % of an ingest), and
+        each channel plane looked up in the byte table (contiguous reads and writes)."""
+        if canvas.dtype != np.uint8 or canvas.ndim != 3 or canvas.shape[2] != 3:
+            self._normalise(canvas.transpose(2, 0, 1), out)
+            return
+        for channel, plane in enumerate(cv2.split(canvas)):
+            cv2.LUT(plane, self._lut, dst=out[channel])
 
     def _batches(self, views: list[_View]) -> Iterator[list[_View]]:
         by_shape: dict[tuple[int, int], list[_View]] = {}

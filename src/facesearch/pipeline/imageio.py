@@ -164,9 +164,24 @@ class Photo:
             return self
         size = self.full_size if k == 2 else (self.full_size[1], self.full_size[0])
         full = self._full
-        return Photo(np.ascontiguousarray(np.rot90(self.pixels, k)), size, self.name,
-                     None if full is None else (lambda: np.ascontiguousarray(np.rot90(full(), k))),
+        return Photo(rot90(self.pixels, k), size, self.name,
+                     None if full is None else (lambda: rot90(full(), k)),
                      (self.rotation + degrees) % 360)
+
+
+_CV2_TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
+
+
+def rot90(image: np.ndarray, k: int) -> np.ndarray:
+    """``np.rot90(image, k)`` (k quarter turns counter-clockwise) as a new contiguous array; OpenCV
+    moves the bytes several times faster than NumPy's copy of the turned view."""
+    k %= 4
+    if k == 0:
+        return image.copy()
+    if image.dtype == np.uint8 and (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))):
+        return cv2.rotate(np.ascontiguousarray(image), _CV2_TURNS[k]).reshape(
+            (image.shape[1], image.shape[0], *image.shape[2:]) if k % 2 else image.shape)
+    return np.ascontiguousarray(np.rot90(image, k))
 
 
 def unturn_box(box: tuple[float, float, float, float], turned_size: tuple[int, int],

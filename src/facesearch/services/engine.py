@@ -12,12 +12,14 @@ import os
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import MetaData
 
 from facesearch.catalog import Catalog, CatalogError, CollectionInfo, RemovedFaces, ThumbnailStore, sqlite_url
 from facesearch.catalog.erased import ErasureLedger, erasure_key
@@ -75,6 +77,7 @@ class Engine:
         self.mutex = threading.RLock()
         self._analyzer: FaceAnalyzer | None = None
         self._analyzer_factory = analyzer_factory or (lambda: FaceAnalyzer(config.pack))
+        self._analyzer_loading: Future[FaceAnalyzer] | None = None
         self._calibration: Calibration | None = None
         # Keyed hashes of erased content (the key is read on first use, from outside the catalog).
         self.erasure = ErasureLedger(catalog, lambda create: erasure_key(home, create))
@@ -82,13 +85,15 @@ class Engine:
     @classmethod
     def open(cls, home: str | os.PathLike | None = None, *, backend: str | None = None,
              database_url: str | None = None, milvus_uri: str | None = None, pack: str | None = None,
-             faiss_storage: str | None = None, analyzer_factory: Callable[[], FaceAnalyzer] | None = None) -> Engine:
-        """``analyzer_factory`` lets several engines in one process share loaded models."""
+             faiss_storage: str | None = None, analyzer_factory: Callable[[], FaceAnalyzer] | None = None,
+             schema: MetaData | None = None) -> Engine:
+        """``analyzer_factory`` lets several engines in one process share loaded models; ``schema``
+        (every model's metadata) lets a new catalog be created without running the migrations."""
         private_umask()  # the home holds biometric data: whatever this process writes is its user's only
         root = resolve_home(home)
         config = load_config(root, {"backend": backend, "database_url": database_url,
                                     "milvus_uri": milvus_uri, "pack": pack, "faiss_storage": faiss_storage})
-        catalog = Catalog.open(config.database_url or sqlite_url(root / "catalog.db"))
+        catalog = Catalog.open(config.database_url or sqlite_url(root / "catalog.db"), schema)
         return cls(root, config, catalog, analyzer_factory)
 
     def close(self) -> None:
@@ -105,8 +110,26 @@ class Engine:
     @property
     def analyzer(self) -> FaceAnalyzer:
         if self._analyzer is None:
-            self._analyzer = self._analyzer_factory()
+            loading, self._analyzer_loading = self._analyzer_loading, None
+            self._analyzer = loading.result() if loading is not None else self._analyzer_factory()
         return self._analyzer
+
+    def load_analyzer_in_background(self) -> None:
+        """Start loading the models now, in a thread: compiling them (OpenVINO) runs in native code
+        while this thread opens the collection and walks and decodes the first photos; the
+        ``analyzer`` property waits for it (and raises what loading raised)."""
+        if self._analyzer is not None or self._analyzer_loading is not None:
+            return
+        loading: Future[FaceAnalyzer] = Future()
+
+        def load() -> None:
+            try:
+                loading.set_result(self._analyzer_factory())
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the analyzer
+                loading.set_exception(exc)
+
+        self._analyzer_loading = loading
+        threading.Thread(target=load, name="facesearch-load-models").start()
 
     def use_analyzer(self, analyzer: FaceAnalyzer) -> None:
         """Analyse with this one from now on (e.g. a :class:`~facesearch.ingest.distributed.RayAnalyzer`)."""
@@ -217,7 +240,8 @@ class Engine:
                     return False
             else:
                 check = erased
-            ingestor = Ingestor(self.analyzer, self.catalog, self.index_of(info), self.thumbnails, info,
+            # The analyzer when first needed: models still loading keep loading during the folder walk.
+            ingestor = Ingestor(lambda: self.analyzer, self.catalog, self.index_of(info), self.thumbnails, info,
                                 workers=workers, suppress=suppress, lock=self.mutex, erased=check, **options)
             summary = ingestor.run(paths, progress=progress)
             summary.erased_readmitted = len(readmitted)
