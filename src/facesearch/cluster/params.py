@@ -55,7 +55,7 @@ DEFAULT_ATTACH_SUPPORT = 2
 #: scaling stage 2 put 27 wrong faces (and 8 right ones) into clusters on LFW, with it 3 (and 8).
 #: Chosen on the harder LFW set (bench/cluster_hard.py, docs/accuracy.md; pairs at 6e-6), faces
 #: stage 2 attached right / wrong: the 2-supporter rule alone 6 / 0; with 3 more supporters at 1e-5
-#: 8 / 1, 3 at 3e-5 14 / 16, 5 at 1e-4 10 / 9, **4 at 3e-5 11 / 3** (no hard-set core exceeds k, so
+#: 8 / 1, 3 at 3e-5 14 / 16, 5 at 1e-4 10 / 9, **4 at 3e-5 11 / 3** (hard-set cores hardly exceed k, so
 #: the scaling does not act there). Its cores are of LFW's 5,749 people, the rule was chosen on them:
 #: a second, independent set has not judged it.
 DEFAULT_ATTACH_WIDE_FMR = 3e-5
