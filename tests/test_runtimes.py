@@ -14,11 +14,13 @@ import threading
 import numpy as np
 import onnxruntime as ort
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from facesearch.errors import ModelError
 from facesearch.models import openvino_runtime, runtime
 from facesearch.pipeline import FaceAnalyzer
-from tests.conftest import LFW
+from tests.conftest import LFW, WIDER_GROUP
 
 PHOTOS = ["Colin_Powell_0001.jpg", "George_W_Bush_0001.jpg", "Hugo_Chavez_0001.jpg"]
 
@@ -147,3 +149,54 @@ def test_openvino_is_imported_without_its_conversion_tools():
             "import openvino.tools.ovc; print(callable(openvino.tools.ovc.convert_model))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False", "True"]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_openvino_detector_fed_bytes_finds_bitwise_the_same_faces(builtin_pack, precision):
+    """The OpenVINO detector takes the views as uint8 images and normalises them inside the compiled
+    model (no float blob made in Python): on real photos, every box, landmark and score is
+    bitwise what the float blob gives."""
+    from facesearch.pipeline.detect import ScrfdDetector
+    from facesearch.pipeline.imageio import load_image
+
+    det = builtin_pack.detector
+    fed_bytes = ScrfdDetector(openvino_runtime.OpenVinoSession(
+        det.path, threads=2, precision=precision, byte_input=(det.mean, det.std)), det.mean, det.std)
+    fed_floats = ScrfdDetector(openvino_runtime.OpenVinoSession(det.path, threads=2, precision=precision),
+                               det.mean, det.std)
+    assert fed_bytes._bytes and not fed_floats._bytes
+    images = [load_image(LFW / name) for name in PHOTOS] + [load_image(WIDER_GROUP)]
+    got, want = fed_bytes.detect_batch(images), fed_floats.detect_batch(images)
+    assert sum(len(d) for d in want) >= len(images)
+    for a, b in zip(got, want):
+        assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
+        assert np.array_equal(a.landmarks, b.landmarks)
+
+
+def test_the_analyzer_hands_openvino_bytes_and_onnxruntime_floats():
+    assert FaceAnalyzer(runtime="openvino").detector._bytes
+    assert not FaceAnalyzer(runtime="onnxruntime").detector._bytes
+
+
+def test_an_openvino_embedding_does_not_depend_on_the_batch_it_is_in():
+    """The recognizer runs 37 crops as batches of 32, 4 and 1 (power-of-two shapes, no padding
+    rows): each crop's embedding is bitwise the one it gets alone or in any other batch."""
+    embedder = FaceAnalyzer(runtime="openvino", precision="bf16").embedder
+    crops = np.random.default_rng(11).integers(0, 255, (37, 112, 112, 3), dtype=np.uint8)
+    whole = embedder.raw_features(crops)
+    alone = np.concatenate([embedder.raw_features(crops[i:i + 1]) for i in range(0, 37, 6)])
+    assert np.array_equal(whole[0:37:6], alone)
+    assert np.array_equal(whole[5:23], embedder.raw_features(crops[5:23]))  # 16 + 2 rows
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(0, 300), batch_size=st.integers(1, 64), powers=st.booleans())
+def test_embedding_batches_cover_every_row_once(n, batch_size, powers):
+    from facesearch.pipeline.embed import _batches
+
+    batches = _batches(n, batch_size, powers)
+    assert [start for start, _ in batches] == list(np.cumsum([0] + [size for _, size in batches])[:-1])
+    assert sum(size for _, size in batches) == n and all(0 < size <= batch_size for _, size in batches)
+    if powers:
+        assert all(size & (size - 1) == 0 for _, size in batches)
+        assert len({size for _, size in batches}) <= batch_size.bit_length()

@@ -86,7 +86,8 @@ class OpenVinoSession:
     #: here, measured per shape): callers round batch and view sizes to a few buckets.
     specialises_shapes = True
 
-    def __init__(self, path: Path, *, threads: int, precision: str = "auto") -> None:
+    def __init__(self, path: Path, *, threads: int, precision: str = "auto",
+                 byte_input: tuple[float, float] | None = None) -> None:
         ov = _openvino()
         precision = resolve_precision(precision)
         core = ov.Core()
@@ -96,11 +97,17 @@ class OpenVinoSession:
         model = core.read_model(str(path))
         # Batch (and a detector's height and width) stay dynamic: one compiled model for all.
         model.reshape({port.get_any_name(): ov.PartialShape(_dynamic(_dims(port))) for port in model.inputs})
+        self._inputs = [_Port(p.get_any_name(), _dims(p)) for p in model.inputs]
+        #: (mean, std) when the compiled model takes RGB uint8 images (N, H, W, 3) and computes
+        #: ``(v - mean) / std`` and the channel-first layout itself, in OpenVINO's threads: the
+        #: caller then makes no float blob (a third of the detector's preparation time).
+        self.byte_input = byte_input
+        if byte_input is not None:
+            model = _with_byte_input(ov, model, *byte_input)
         self.precision = precision
         self._compiled = core.compile_model(model, "CPU", {
             "INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": {"fp32": "f32"}.get(precision, precision)})
-        self._inputs = [_Port(p.get_any_name(), _dims(p)) for p in model.inputs]
         self._outputs = [_Port(p.get_any_name(), _dims(p)) for p in model.outputs]
         self._local = threading.local()
 
@@ -125,6 +132,17 @@ class OpenVinoSession:
             index = {p.name: i for i, p in enumerate(self._outputs)}
             outputs = [outputs[index[name]] for name in output_names]
         return [np.array(o, copy=True) for o in outputs]  # the request reuses its buffers
+
+
+def _with_byte_input(ov, model, mean: float, std: float):
+    """``model`` (one NCHW float input) taking NHWC uint8 images and normalising them itself."""
+    from openvino.preprocess import PrePostProcessor
+
+    steps = PrePostProcessor(model)
+    steps.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    steps.input().model().set_layout(ov.Layout("NCHW"))
+    steps.input().preprocess().convert_element_type(ov.Type.f32).mean(mean).scale(std)
+    return steps.build()
 
 
 def _dims(port) -> list:

@@ -87,16 +87,20 @@ def open_session(
     threads: int | None = None,
     runtime: str | None = None,
     precision: str | None = None,
+    byte_input: tuple[float, float] | None = None,
 ):
     """Return a cached session for ``path``; check its hash first when one is given.
 
     The result is an ``ort.InferenceSession`` or an :class:`OpenVinoSession` (same interface).
+    ``byte_input`` (mean, std): where the runtime can, the session takes RGB uint8 images and
+    normalises them itself; its ``byte_input`` attribute says whether it does (ONNX Runtime: no).
     """
     providers = list(providers or default_providers())
     threads = threads or default_threads()
     runtime = resolve_runtime(runtime, providers)
     precision = (precision or os.environ.get("FACESEARCH_PRECISION") or "auto").lower()
-    key = (str(Path(path).resolve()), runtime, precision if runtime == "openvino" else "", tuple(providers), threads)
+    key = (str(Path(path).resolve()), runtime, precision if runtime == "openvino" else "", tuple(providers), threads,
+           byte_input if runtime == "openvino" else None)
     with _lock:
         # Hash even on a cache hit: a file swapped after the first load is still refused.
         if verify_sha256 is not None:
@@ -110,7 +114,7 @@ def open_session(
             from facesearch.models.openvino_runtime import OpenVinoSession
 
             try:
-                session = OpenVinoSession(Path(path), threads=threads, precision=precision)
+                session = OpenVinoSession(Path(path), threads=threads, precision=precision, byte_input=byte_input)
             except ValueError as exc:
                 raise ModelError(str(exc)) from exc
             except Exception as exc:  # noqa: BLE001 - OpenVINO raises plain RuntimeErrors

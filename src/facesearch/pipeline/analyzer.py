@@ -93,13 +93,14 @@ class FaceAnalyzer:
         self.pack = pack if isinstance(pack, ModelPack) else load_pack(pack, verify=False)
         providers = list(self.config.providers) if self.config.providers else None
 
-        def session(model_file):
+        def session(model_file, byte_input: tuple[float, float] | None = None):
             return open_session(model_file.path, verify_sha256=model_file.sha256, providers=providers,
                                 threads=self.config.threads, runtime=self.config.runtime,
-                                precision=self.config.precision)
+                                precision=self.config.precision, byte_input=byte_input)
 
         det, rec = self.pack.detector, self.pack.recognizer
-        self.detector = ScrfdDetector(session(det), det.mean, det.std, self.config.detector)
+        # The detector's views are handed over as bytes where the runtime normalises them itself.
+        self.detector = ScrfdDetector(session(det, (det.mean, det.std)), det.mean, det.std, self.config.detector)
         self.embedder = ArcFaceEmbedder(session(rec), rec.mean, rec.std,
                                         self.config.embed_batch_size, self.config.flip_augment)
 

@@ -96,6 +96,8 @@ class ScrfdDetector:
         self.config = config or DetectorConfig()
         self._anchor_cache: dict[tuple[int, int, int], np.ndarray] = {}
         self._pad_multiple = 128 if getattr(session, "specialises_shapes", False) else 32
+        # A session that normalises uint8 images itself (OpenVINO) gets the views as bytes.
+        self._bytes = getattr(session, "byte_input", None) == (mean, std)
         # (v - mean) / std of each of the 256 byte values, by the very operations applied to a whole
         # view before: looking values up gives bitwise the same blob in a third of the time.
         self._lut = np.empty(256, np.float32)
@@ -125,9 +127,14 @@ class ScrfdDetector:
         raw: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(n_images)]
         for batch in self._batches(views):
             height, width = batch[0].shape
-            blobs = np.empty((len(batch), 3, height, width), np.float32)
-            for j, view in enumerate(batch):
-                self._normalise_into(blobs[j], view.canvas())
+            if self._bytes:
+                blobs = np.empty((len(batch), height, width, 3), np.uint8)
+                for j, view in enumerate(batch):
+                    blobs[j] = _as_bytes(view.canvas())
+            else:
+                blobs = np.empty((len(batch), 3, height, width), np.float32)
+                for j, view in enumerate(batch):
+                    self._normalise_into(blobs[j], view.canvas())
             outputs = self.session.run(None, {self.input_name: blobs})
             for j, view in enumerate(batch):
                 raw[view.image_index].append(self._decode(outputs, j, view))
@@ -312,6 +319,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
         iou = inter / (areas[i] + areas[order[1:]] - inter)
         order = order[1:][iou <= iou_threshold]
     return np.array(keep, dtype=np.int64)
+
+
+def _as_bytes(canvas: np.ndarray) -> np.ndarray:
+    if canvas.dtype != np.uint8 or canvas.ndim != 3 or canvas.shape[2] != 3:
+        raise ValueError(f"the detector takes RGB uint8 images, not {canvas.dtype} of shape {canvas.shape}")
+    return canvas
 
 
 def _ceil_to(value: int, multiple: int) -> int:

@@ -21,8 +21,9 @@ class ArcFaceEmbedder:
         # Flip test-time augmentation: embed the mirror image too and sum; costs 2x.
         self.flip_augment = flip_augment
         self.dim = int(session.get_outputs()[0].shape[-1])
-        # A runtime that prepares kernels per input shape gets power-of-two batches (at most
-        # log2(batch_size) + 1 shapes in a run, instead of one per face count).
+        # A runtime that prepares kernels per input shape gets batches of power-of-two sizes: 18
+        # crops run as 16 + 2 (at most log2(batch_size) + 1 shapes in a run, no padding rows; a
+        # row's output does not depend on the batch it is in: tests/test_runtimes.py).
         self.bucket_batches = bool(getattr(session, "specialises_shapes", False))
 
     def embed(self, crops: np.ndarray | list[np.ndarray]) -> np.ndarray:
@@ -41,19 +42,25 @@ class ArcFaceEmbedder:
         """Un-normalised recognizer outputs, batched; (N, dim) float32."""
         crops = np.asarray(crops)
         out = np.empty((len(crops), self.dim), np.float32)
-        for start in range(0, len(crops), self.batch_size):
-            batch = crops[start:start + self.batch_size]
+        for start, size in _batches(len(crops), self.batch_size, self.bucket_batches):
+            batch = crops[start:start + size]
             # (crop - mean) / std as (N, 3, 112, 112) float32, written once (no float, transposed
             # and contiguous copies of each batch)
-            rows = _next_power_of_two(len(batch)) if self.bucket_batches else len(batch)
-            blob = np.empty((rows, 3, *batch.shape[1:3]), np.float32)
-            blob[len(batch):] = 0  # only the padding rows: the real ones are written below
-            real = blob[:len(batch)]
-            np.subtract(batch.transpose(0, 3, 1, 2), self.mean, out=real, casting="unsafe")
-            np.divide(real, self.std, out=real)
-            out[start:start + len(batch)] = self.session.run(None, {self.input_name: blob})[0][:len(batch)]
+            blob = np.empty((size, 3, *batch.shape[1:3]), np.float32)
+            np.subtract(batch.transpose(0, 3, 1, 2), self.mean, out=blob, casting="unsafe")
+            np.divide(blob, self.std, out=blob)
+            out[start:start + size] = self.session.run(None, {self.input_name: blob})[0]
         return out
 
 
-def _next_power_of_two(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
+def _batches(n: int, batch_size: int, powers_of_two: bool) -> list[tuple[int, int]]:
+    """(start, size) of each batch of ``n`` rows: at most ``batch_size`` each, and with
+    ``powers_of_two`` the largest power of two that fits (37 rows of 32: 32, 4, 1)."""
+    out, start = [], 0
+    while start < n:
+        size = min(batch_size, n - start)
+        if powers_of_two:
+            size = 1 << (size.bit_length() - 1)
+        out.append((start, size))
+        start += size
+    return out
