@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -114,8 +115,14 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base = min(runs["insightface FaceAnalysis"])
+    # Best of N per engine, and (the host's speed drifts between runs) the ratio of each round's
+    # pair of runs, taken back to back, with its median and range.
+    theirs = runs["insightface FaceAnalysis"]
     rows = [{"engine": name, "photos": found[name][0], "faces": found[name][1], "seconds": round(min(times), 2),
-             "photos_per_s": round(len(photos) / min(times), 2), "speedup_vs_insightface": round(base / min(times), 2)}
+             "photos_per_s": round(len(photos) / min(times), 2), "speedup_vs_insightface": round(base / min(times), 2),
+             "all_seconds": [round(t, 2) for t in times],
+             "paired_speedups": [round(b / t, 2) for t, b in zip(times, theirs)],
+             "median_paired_speedup": round(statistics.median(b / t for t, b in zip(times, theirs)), 2)}
             for name, times in runs.items()]
     result = {"command": " ".join(sys.argv), "threads": threads, "photos": len(photos), "repeat": args.repeat,
               "load_average": os.getloadavg(), "rows": rows}
@@ -126,7 +133,8 @@ def main() -> int:
           f"best of {args.repeat}, whole processes")
     for row in rows:
         print(f"  {row['engine']:<34} {row['seconds']:8.2f} s  {row['photos_per_s']:6.2f} photos/s  "
-              f"{row['faces']:5d} faces  {row['speedup_vs_insightface']:.2f}x")
+              f"{row['faces']:5d} faces  {row['speedup_vs_insightface']:.2f}x (rounds: "
+              f"{', '.join(f'{r:.2f}x' for r in row['paired_speedups'])}; median {row['median_paired_speedup']:.2f}x)")
     return 0
 
 
