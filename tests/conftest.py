@@ -45,6 +45,17 @@ PEOPLE = {
 }
 
 
+@pytest.fixture
+def engine(tmp_path):
+    """An engine on a new FAISS home whose models are never loaded: for tests that store synthetic
+    faces through the catalog (clustering). A module that needs models defines its own."""
+    from facesearch.services.engine import Engine
+
+    opened = Engine.open(tmp_path / "home", backend="faiss")
+    yield opened
+    opened.close()
+
+
 @pytest.fixture(scope="session")
 def lfw() -> Callable[[str], Path]:
     """``lfw("Colin_Powell_0001")`` -> path of that fixture photo (checked to exist)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import pytest
 
 from facesearch.catalog import CatalogError, NewFace
 from facesearch.cluster import ClusterParams, ClusterState, cluster_faces
@@ -105,13 +104,6 @@ def _photo(engine: Engine, collection: str, vectors: np.ndarray) -> list[int]:
     digest = hashlib.sha256(vectors.tobytes()).hexdigest()
     return engine.catalog.add_image(info.id, digest, f"/synthetic/{digest[:12]}.jpg", 100 * len(vectors), 100, 1,
                                     faces, engine.config.pack)
-
-
-@pytest.fixture
-def engine(tmp_path):
-    opened = Engine.open(tmp_path / "home", backend="faiss")
-    yield opened
-    opened.close()
 
 
 def test_catalog_full_and_incremental_runs_keep_one_photo_apart(engine):

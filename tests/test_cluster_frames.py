@@ -19,17 +19,14 @@ from facesearch.catalog.clusters import shot_key
 from facesearch.services.clusters import Clusters
 from facesearch.services.engine import Engine
 from tests.conftest import unit_vectors
+from tests.test_clusters import placement, unit
 
 NOISE = 0.02  # within-person noise per dimension: cosine about 0.8, far above any clustering threshold
 _serial = count()
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
 def _like(rng, centre: np.ndarray, n: int) -> np.ndarray:
-    return _unit(centre[None, :] + NOISE * rng.standard_normal((n, len(centre))))
+    return unit(centre[None, :] + NOISE * rng.standard_normal((n, len(centre))))
 
 
 def _collection(engine: Engine, name: str) -> int:
@@ -65,18 +62,6 @@ def add_video(engine: Engine, frames: list[np.ndarray]) -> list[list[int]]:
     for vectors in frames:
         out.append([next(it) for _ in vectors])
     return out
-
-
-@pytest.fixture
-def engine(tmp_path):
-    opened = Engine.open(tmp_path / "home", backend="faiss")
-    yield opened
-    opened.close()
-
-
-def placement(engine: Engine, face_ids: list[int]) -> dict[int, int | None]:
-    placed = Clusters(engine).store.placements(face_ids)
-    return {f: (placed[f].cluster_id if f in placed else None) for f in face_ids}
 
 
 def assert_apart(where: dict[int, int | None], together: list[list[int]]) -> None:

@@ -90,13 +90,6 @@ def insert(engine: Engine, collection: str, vectors: np.ndarray, quality: float 
     return ids
 
 
-@pytest.fixture
-def engine(tmp_path):
-    opened = Engine.open(tmp_path / "home", backend="faiss")
-    yield opened
-    opened.close()
-
-
 def placement(engine: Engine, face_ids: list[int]) -> dict[int, int | None]:
     placed = Clusters(engine).store.placements(face_ids)
     return {f: (placed[f].cluster_id if f in placed else None) for f in face_ids}
