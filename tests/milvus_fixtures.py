@@ -10,6 +10,7 @@ each one that asks for it gets it emptied first (every collection dropped).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -69,3 +70,12 @@ def backend_options(request, backend: str | None) -> tuple[str | None, dict]:
     if backend != "milvus-server":
         return backend, {}
     return "milvus", {"milvus_uri": request.getfixturevalue("milvus_uri")}
+
+
+def milvus_home(tmp_path: Path, uri: str) -> Path:
+    """A new home whose only setting is the Milvus server (private, as doctor requires)."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "config.json").write_text(json.dumps({"backend": "milvus", "milvus_uri": uri}))
+    (home / "config.json").chmod(0o600)
+    return home

@@ -21,7 +21,7 @@ from facesearch.index.milvus_index import MilvusAuthFailed, MilvusIndex
 from facesearch.index.milvus_standalone import MilvusServer
 
 from .conftest import LFW, WHY
-from .milvus_fixtures import MILVUS_VENV, empty_server
+from .milvus_fixtures import MILVUS_VENV, empty_server, milvus_home
 
 USER = "facesearch"
 PASSWORD = "Fs-auth-7Qx9kZ"
@@ -61,14 +61,6 @@ def secure_env(monkeypatch):
     return monkeypatch
 
 
-def _home(tmp_path, uri: str) -> Path:
-    home = tmp_path / "home"
-    home.mkdir(mode=0o700)
-    (home / "config.json").write_text(json.dumps({"backend": "milvus", "milvus_uri": uri}))
-    (home / "config.json").chmod(0o600)
-    return home
-
-
 def _no_secret(*texts: str) -> None:
     for text in texts:
         assert PASSWORD not in text and TOKEN not in text
@@ -91,7 +83,7 @@ def test_server_really_refuses_calls_without_the_token(auth_uri):
 def test_cli_index_search_erase_doctor_with_the_token(cli, auth_uri, secure_env, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)  # every logger, pymilvus's included
     secure_env.setenv("FACESEARCH_MILVUS_TOKEN", TOKEN)
-    home = _home(tmp_path, auth_uri)
+    home = milvus_home(tmp_path, auth_uri)
     album = tmp_path / "album"
     album.mkdir()
     for name in ("Colin_Powell_0001", "George_W_Bush_0001", "Hugo_Chavez_0001"):
@@ -135,7 +127,7 @@ def test_cli_says_in_one_line_that_the_token_is_missing_or_refused(cli, auth_uri
     caplog.set_level(logging.DEBUG)
     if token:
         secure_env.setenv("FACESEARCH_MILVUS_TOKEN", token)
-    home = _home(tmp_path, auth_uri)
+    home = milvus_home(tmp_path, auth_uri)
     started = time.monotonic()
     code, out, err = cli("index", lfw("Hugo_Chavez_0001"), "--collection", "c", "--home", home)
     assert time.monotonic() - started < 60  # an answer, not a hang

@@ -20,7 +20,7 @@ from facesearch.index.milvus_index import MilvusIndex, MilvusUnavailable
 from facesearch.index.milvus_standalone import free_port
 
 from .conftest import LFW, WHY, unit_vectors
-from .milvus_fixtures import MILVUS_VENV
+from .milvus_fixtures import MILVUS_VENV, milvus_home
 
 
 def _noisy(rng, vectors: np.ndarray, cosine: float) -> np.ndarray:
@@ -28,15 +28,6 @@ def _noisy(rng, vectors: np.ndarray, cosine: float) -> np.ndarray:
     noise -= np.sum(noise * vectors, axis=1, keepdims=True) * vectors
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
     return (cosine * vectors + np.sqrt(1 - cosine**2) * noise).astype(np.float32)
-
-
-def _home(tmp_path, uri: str) -> Path:
-    """A new home whose only setting is the Milvus server (private, as doctor requires)."""
-    home = tmp_path / "home"
-    home.mkdir(mode=0o700)
-    (home / "config.json").write_text(json.dumps({"backend": "milvus", "milvus_uri": uri}))
-    (home / "config.json").chmod(0o600)
-    return home
 
 
 # -- the done-when check: the CLI on a home whose config.json names the server --------------------------
@@ -52,7 +43,7 @@ def album(tmp_path) -> Path:
 
 
 def test_cli_index_search_erase_search_doctor_on_a_milvus_server_home(cli, milvus_uri, album, tmp_path):
-    home = _home(tmp_path, milvus_uri)
+    home = milvus_home(tmp_path, milvus_uri)
 
     code, out, err = cli("index", album, "--collection", "album", "--home", home, "--json")
     assert code == 0, err
@@ -91,7 +82,7 @@ def test_cli_index_search_erase_search_doctor_on_a_milvus_server_home(cli, milvu
 
 def test_cli_says_in_one_line_when_the_server_is_unreachable(cli, tmp_path, lfw):
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    home = _home(tmp_path, uri)
+    home = milvus_home(tmp_path, uri)
     code, out, err = cli("index", lfw("Hugo_Chavez_0001"), "--collection", "c", "--home", home)
     assert code != 0
     lines = [line for line in err.splitlines() if line.strip()]
