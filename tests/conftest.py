@@ -46,6 +46,17 @@ PEOPLE = {
 
 
 @pytest.fixture
+def clean_env(monkeypatch):
+    """No FACESEARCH_* variable from the caller's shell leaks into a test (the tests set their own)."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("FACESEARCH_") and name != "FACESEARCH_THREADS":
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.fixture
 def engine(tmp_path):
     """An engine on a new FAISS home whose models are never loaded: for tests that store synthetic
     faces through the catalog (clustering). A module that needs models defines its own."""
@@ -442,6 +453,24 @@ def browser_index_and_grant(admin_page, collection: str, legal_basis: str, photo
     expect(admin_page.locator("#user-result")).to_have_text(f"Granted {collection} to {investigator}.")
 
 
+def browser_logged_in(browser, base_url: str, username: str, *, screenshot: Path | None = None):
+    """(context, page): a fresh browser context (own cookies, 1280x900) whose page logged in as
+    ``username`` through the login page; the caller closes the context. For module-wide fixtures,
+    which cannot use the per-test ``browser_login``."""
+    context = browser.new_context(viewport=BROWSER_VIEWPORT, base_url=base_url)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    page.goto("/login")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(BROWSER_USERS[username][1])
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(screenshot), full_page=True)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Log in").click()
+    return context, page
+
+
 @pytest.fixture
 def browser_login(browser_chromium, browser_live_server):
     """``browser_login("ivan")`` -> a Playwright page of a fresh browser context (own cookies,
@@ -449,18 +478,8 @@ def browser_login(browser_chromium, browser_live_server):
     contexts = []
 
     def login(username: str, *, screenshot: Path | None = None):
-        context = browser_chromium.new_context(viewport=BROWSER_VIEWPORT, base_url=browser_live_server.url)
-        context.set_default_timeout(15_000)
+        context, page = browser_logged_in(browser_chromium, browser_live_server.url, username, screenshot=screenshot)
         contexts.append(context)
-        page = context.new_page()
-        page.goto("/login")
-        page.get_by_label("Username").fill(username)
-        page.get_by_label("Password").fill(BROWSER_USERS[username][1])
-        if screenshot is not None:
-            screenshot.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(screenshot), full_page=True)
-        with page.expect_navigation():
-            page.get_by_role("button", name="Log in").click()
         return page
 
     yield login

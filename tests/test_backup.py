@@ -21,12 +21,8 @@ from .conftest import LFW, WHY
 
 
 @pytest.fixture(autouse=True)
-def _no_deployment_env(monkeypatch):
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("FACESEARCH_") and name != "FACESEARCH_THREADS":
-            monkeypatch.delenv(name)
+def _no_deployment_env(clean_env):
+    """No FACESEARCH_* variable from the caller's shell changes where a backup goes."""
 
 
 def _engine(home: Path, analyzer) -> Engine:

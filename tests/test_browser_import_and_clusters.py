@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page, expect
 
-from tests.conftest import BROWSER_USERS, BROWSER_VIEWPORT, shot, wait_images_loaded
+from tests.conftest import browser_logged_in, shot, wait_images_loaded
 from tests.test_browser_pages import field, index_folder_and_grant, watch_errors
 
 MORE = Path(__file__).parent / "fixtures" / "subjects"
@@ -73,15 +73,8 @@ def registry(tmp_path_factory, lfw) -> Path:
 @pytest.fixture(scope="module")
 def quayside(browser_chromium, browser_live_server, inbox) -> str:
     """The collection indexed from the inbox by the admin and granted to ivan, once per module."""
-    context = browser_chromium.new_context(viewport=BROWSER_VIEWPORT, base_url=browser_live_server.url)
-    context.set_default_timeout(15_000)
+    context, ada = browser_logged_in(browser_chromium, browser_live_server.url, "ada")
     try:
-        ada = context.new_page()
-        ada.goto("/login")
-        ada.get_by_label("Username").fill("ada")
-        ada.get_by_label("Password").fill(BROWSER_USERS["ada"][1])
-        with ada.expect_navigation():
-            ada.get_by_role("button", name="Log in").click()
         assert index_folder_and_grant(ada, inbox / "quay", COLLECTION) == 5
         return COLLECTION
     finally:

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page, expect
 
-from tests.conftest import BROWSER_USERS, BROWSER_VIEWPORT, shot, wait_images_loaded
+from tests.conftest import browser_logged_in, shot, wait_images_loaded
 from tests.video_fixtures import Appearance, render_video
 
 COLLECTION = "harbour"
@@ -97,15 +97,8 @@ def index_folder_and_grant(ada: Page, folder: Path, collection: str = COLLECTION
 def harbour(browser_chromium, browser_live_server, inbox) -> int:
     """The collection every test here searches, indexed from the inbox and granted to ivan, once
     per module; its number of faces."""
-    context = browser_chromium.new_context(viewport=BROWSER_VIEWPORT, base_url=browser_live_server.url)
-    context.set_default_timeout(15_000)
+    context, ada = browser_logged_in(browser_chromium, browser_live_server.url, "ada")
     try:
-        ada = context.new_page()
-        ada.goto("/login")
-        ada.get_by_label("Username").fill("ada")
-        ada.get_by_label("Password").fill(BROWSER_USERS["ada"][1])
-        with ada.expect_navigation():
-            ada.get_by_role("button", name="Log in").click()
         return index_folder_and_grant(ada, inbox / "photos")
     finally:
         context.close()

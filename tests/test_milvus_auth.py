@@ -50,17 +50,6 @@ def auth_uri(auth_server) -> str:
     return auth_server.uri
 
 
-@pytest.fixture
-def secure_env(monkeypatch):
-    """No FACESEARCH_* setting from the caller's shell; the tests set the token themselves."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("FACESEARCH_") and name != "FACESEARCH_THREADS":
-            monkeypatch.delenv(name)
-    return monkeypatch
-
-
 def _no_secret(*texts: str) -> None:
     for text in texts:
         assert PASSWORD not in text and TOKEN not in text
@@ -80,9 +69,9 @@ def test_server_really_refuses_calls_without_the_token(auth_uri):
     client.close()
 
 
-def test_cli_index_search_erase_doctor_with_the_token(cli, auth_uri, secure_env, tmp_path, caplog):
+def test_cli_index_search_erase_doctor_with_the_token(cli, auth_uri, clean_env, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)  # every logger, pymilvus's included
-    secure_env.setenv("FACESEARCH_MILVUS_TOKEN", TOKEN)
+    clean_env.setenv("FACESEARCH_MILVUS_TOKEN", TOKEN)
     home = milvus_home(tmp_path, auth_uri)
     album = tmp_path / "album"
     album.mkdir()
@@ -122,11 +111,11 @@ def test_cli_index_search_erase_doctor_with_the_token(cli, auth_uri, secure_env,
 
 
 @pytest.mark.parametrize("token", [None, f"{USER}:Wrong-pa55word", "nobody:" + PASSWORD])
-def test_cli_says_in_one_line_that_the_token_is_missing_or_refused(cli, auth_uri, secure_env, tmp_path, lfw,
+def test_cli_says_in_one_line_that_the_token_is_missing_or_refused(cli, auth_uri, clean_env, tmp_path, lfw,
                                                                     token, caplog):
     caplog.set_level(logging.DEBUG)
     if token:
-        secure_env.setenv("FACESEARCH_MILVUS_TOKEN", token)
+        clean_env.setenv("FACESEARCH_MILVUS_TOKEN", token)
     home = milvus_home(tmp_path, auth_uri)
     started = time.monotonic()
     code, out, err = cli("index", lfw("Hugo_Chavez_0001"), "--collection", "c", "--home", home)

@@ -21,18 +21,6 @@ from facesearch.settings import SettingsError, describe, load_settings
 
 from .conftest import LFW
 
-
-@pytest.fixture
-def clean_env(monkeypatch):
-    """No FACESEARCH_* variable from the caller's shell leaks into a test."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("FACESEARCH_") and name != "FACESEARCH_THREADS":
-            monkeypatch.delenv(name)
-    return monkeypatch
-
-
 # -- settings -------------------------------------------------------------------------------------------
 
 
